@@ -1,0 +1,241 @@
+"""The `insightloop` command. Names and flags follow ARCHITECTURE.md's CLI contract."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from insightloop.daemon.config import Config, config_reference_markdown, load_config, starter_config
+from insightloop.daemon.errors import ExitCode, InsightloopError
+
+log = logging.getLogger("insightloop")
+
+
+def _add_common(parser: argparse.ArgumentParser, kafka: bool = False, state: bool = False) -> None:
+    parser.add_argument("--config", type=Path, help="YAML config file (default: built-in defaults)")
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level")
+    if kafka:
+        parser.add_argument("--bootstrap-servers", help="Kafka bootstrap servers (host:port,...)")
+    if state:
+        parser.add_argument("--registry", type=Path, help="model registry directory")
+        parser.add_argument("--state-dir", type=Path, help="state directory")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="insightloop",
+        description="Keep a text model healthy in production: score, watch, retrain, evaluate, promote.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    broker = commands.add_parser("broker", help="run the embedded Kafka-protocol broker on 127.0.0.1")
+    broker.add_argument("--port", type=int, default=9092, help="port to listen on (default 9092)")
+    _add_common(broker)
+
+    init = commands.add_parser("init", help="write a commented starter config")
+    init.add_argument("--path", type=Path, default=Path("insightloop.yaml"), help="where to write it")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    init.add_argument("--reference", action="store_true",
+                      help="print the configuration reference (Markdown) instead")
+
+    train = commands.add_parser("train", help="fine-tune a first model and register it")
+    train.add_argument("--data", type=Path, required=True, help="JSON Lines with text and label")
+    train.add_argument("--registry", type=Path, required=True, help="model registry directory")
+    train.add_argument("--base", help="base model: a directory or name (default: packaged all-MiniLM-L6-v2)")
+    train.add_argument("--epochs", type=int, default=3)
+    train.add_argument("--max-length", type=int, default=128)
+    train.add_argument("--batch-size", type=int, default=16)
+    train.add_argument("--learning-rate", type=float, default=5e-5)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    train.add_argument("--promote", action="store_true", help="make the new version the production model")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None)
+
+    run = commands.add_parser("run", help="run the daemon")
+    _add_common(run, kafka=True, state=True)
+    run.add_argument("--role", choices=["all", "scorer"], default="all",
+                     help="which workers to run (the HTTP endpoints always run)")
+    run.add_argument("--http-port", type=int, help="HTTP port for /metrics, /healthz, /readyz")
+
+    replay = commands.add_parser("replay", help="produce a JSON Lines file into the texts topic")
+    replay.add_argument("file", type=Path, metavar="FILE.jsonl")
+    replay.add_argument("--rate", type=float, help="texts per second (default: as fast as possible)")
+    replay.add_argument("--labels-delay", type=int, default=0,
+                        help="send each label this many texts after its text")
+    replay.add_argument("--limit", type=int, help="stop after this many texts")
+    replay.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_common(replay, kafka=True)
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+
+    def put(section: str, key: str, value: Any) -> None:
+        if value is not None:
+            out.setdefault(section, {})[key] = value
+
+    put("kafka", "bootstrap_servers", getattr(args, "bootstrap_servers", None))
+    put("registry", "path", getattr(args, "registry", None))
+    put("state", "dir", getattr(args, "state_dir", None))
+    put("api", "http_port", getattr(args, "http_port", None))
+    put("logging", "level", getattr(args, "log_level", None))
+    return out
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(getattr(args, "config", None), _overrides(args))
+
+
+def _setup_logging(config: Config) -> None:
+    from insightloop.daemon.logs import setup_logging
+
+    setup_logging(config.logging.level, config.logging.json_format)
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    """Run the embedded broker until Ctrl-C or SIGTERM."""
+    from insightloop.daemon.broker import EmbeddedBroker
+    from insightloop.daemon.kafka import ensure_topics
+
+    config = _config(args)
+    _setup_logging(config)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    with EmbeddedBroker(port=args.port) as broker:
+        kafka = config.kafka.model_copy(update={"bootstrap_servers": broker.bootstrap_servers})
+        ensure_topics(kafka, config.topics.all())
+        print(f"embedded Kafka-protocol broker ready: --bootstrap-servers {broker.bootstrap_servers}", flush=True)
+        while not stop.wait(0.5):
+            if not broker.running:
+                log.error("the embedded broker exited unexpectedly")
+                return int(ExitCode.FAILURE)
+    print("broker stopped", flush=True)
+    return int(ExitCode.OK)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Write the starter config (or print the reference)."""
+    if args.reference:
+        print(config_reference_markdown())
+        return int(ExitCode.OK)
+    if args.path.exists() and not args.force:
+        print(f"error: {args.path} exists; use --force to overwrite", file=sys.stderr)
+        return int(ExitCode.USAGE)
+    args.path.write_text(starter_config(), encoding="utf-8")
+    print(f"wrote {args.path}")
+    return int(ExitCode.OK)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Fine-tune a first model; the last line printed is the new version's directory."""
+    from insightloop.daemon.logs import setup_logging
+    from insightloop.daemon.train import train_first_model
+    from insightloop.retrain import FineTuneSettings
+
+    setup_logging(args.log_level or "INFO")
+    try:
+        settings = FineTuneSettings(epochs=args.epochs, max_length=args.max_length, batch_size=args.batch_size,
+                                    learning_rate=args.learning_rate, seed=args.seed, device=args.device)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return int(ExitCode.USAGE)
+    path = train_first_model(args.data, args.registry, args.base, settings, args.promote,
+                             progress=not args.no_progress)
+    print(path, flush=True)
+    return int(ExitCode.OK)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the daemon's workers until SIGTERM/SIGINT."""
+    from prometheus_client import CollectorRegistry
+
+    from insightloop.daemon.http import ApiServer
+    from insightloop.daemon.kafka import ensure_topics
+    from insightloop.daemon.lifecycle import Daemon, Worker
+    from insightloop.daemon.metrics import PrometheusScorerMetrics
+    from insightloop.daemon.scorer import Scorer
+
+    config = _config(args)
+    _setup_logging(config)
+    if config.kafka.create_topics:
+        ensure_topics(config.kafka, config.topics.all())
+    metrics = CollectorRegistry()
+    workers: list[Worker] = [Scorer(config, PrometheusScorerMetrics(metrics))]
+    daemon_holder: list[Daemon] = []
+    api = ApiServer(config.api.host, config.api.http_port, metrics,
+                    health=lambda: daemon_holder[0].health(), readiness=lambda: daemon_holder[0].readiness())
+    daemon = Daemon([*workers, api], drain_timeout_s=config.scorer.drain_timeout_s)
+    daemon_holder.append(daemon)
+    daemon.install_signal_handlers()
+    daemon.start()
+    log.info("insightloop %s running (role %s, pid %d, http port %d)", _version(), args.role, os.getpid(), api.port)
+    return daemon.wait()
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Replay a file into Kafka."""
+    from insightloop.daemon.replay import replay
+
+    config = _config(args)
+    _setup_logging(config)
+    result = replay(config, args.file, rate=args.rate, labels_delay=args.labels_delay, limit=args.limit,
+                    progress=not args.no_progress)
+    print(f"replayed {result.texts} texts and {result.labels} labels in {result.seconds:.1f} s")
+    return int(ExitCode.OK)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("insightloop")
+    except PackageNotFoundError:
+        return "dev"
+
+
+COMMANDS = {"broker": cmd_broker, "init": cmd_init, "train": cmd_train, "run": cmd_run, "replay": cmd_replay}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `insightloop` console script."""
+    os.environ.setdefault("DO_NOT_TRACK", "1")  # Evidently sends no telemetry
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except InsightloopError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        return int(ExitCode.INTERRUPTED)
+    except Exception as exc:  # map the library errors we know to clear messages and named codes
+        return _report_known(exc)
+
+
+def _report_known(exc: Exception) -> int:
+    from insightloop.deploy import ModelLoadError, RegistryError
+    from insightloop.retrain import DataFileError
+
+    if isinstance(exc, DataFileError):
+        print(f"error: {exc}", file=sys.stderr)
+        return int(ExitCode.DATA_ERROR)
+    if isinstance(exc, ModelLoadError | RegistryError):
+        print(f"error: {exc}", file=sys.stderr)
+        return int(ExitCode.NO_MODEL)
+    if isinstance(exc, ValueError):
+        print(f"error: {exc}", file=sys.stderr)
+        return int(ExitCode.USAGE)
+    raise exc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

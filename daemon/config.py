@@ -1,0 +1,287 @@
+"""Configuration: each setting declared once (type, default, docstring), layered
+defaults → YAML file → ``INSIGHTLOOP_<SECTION>__<KEY>`` environment variables → CLI flags.
+
+Parsed once in ``main`` and passed down; nothing here reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from insightloop.daemon.errors import ConfigError
+
+ENV_PREFIX = "INSIGHTLOOP_"
+ENV_NESTING = "__"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class KafkaConfig(_Section):
+    """How to reach Kafka. The same keys work for the embedded broker and a real cluster."""
+
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Comma-separated host:port list of Kafka brokers."
+    )
+    api_version: str | None = Field(
+        "2.5",
+        description="Kafka protocol version to pin, e.g. '2.5' (needed for consumer groups on the "
+        "embedded broker); null lets the client probe the broker.",
+    )
+    client_id: str = Field("insightloop", description="Client id reported to the brokers.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Transport security towards the brokers."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = Field(
+        None, description="SASL mechanism when security_protocol is SASL_*."
+    )
+    sasl_username: str | None = Field(None, description="SASL user name.")
+    sasl_password: str | None = Field(
+        None, description="SASL password; prefer the environment variable or a mounted Secret."
+    )
+    ssl_cafile: str | None = Field(None, description="CA bundle to verify the brokers' certificates.")
+    ssl_certfile: str | None = Field(None, description="Client certificate for mutual TLS.")
+    ssl_keyfile: str | None = Field(None, description="Client private key for mutual TLS.")
+    ssl_check_hostname: bool = Field(True, description="Check that broker certificates match host names.")
+    session_timeout_ms: int = Field(
+        10_000,
+        ge=1_000,
+        description="Consumer group session timeout; a dead scorer's partitions move after this long.",
+    )
+    heartbeat_interval_ms: int = Field(
+        3_000, ge=100, description="Consumer heartbeat interval; keep under a third of the session timeout."
+    )
+    request_timeout_ms: int = Field(30_000, ge=1_000, description="Timeout of one request to a broker.")
+    topic_partitions: int = Field(
+        4, ge=1, description="Partitions for topics insightloop creates (the most scorers that share work)."
+    )
+    replication_factor: int = Field(1, ge=1, description="Replication factor for topics insightloop creates.")
+    create_topics: bool = Field(True, description="Create missing topics at start-up.")
+
+    @field_validator("api_version")
+    @classmethod
+    def _api_version_is_dotted(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = value.split(".")
+            if not 2 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
+                raise ValueError("must look like '2.5' or '3.9.0', or be null")
+        return value
+
+    def api_version_tuple(self) -> tuple[int, ...] | None:
+        """The API version as kafka-python wants it, or None to probe."""
+        return None if self.api_version is None else tuple(int(p) for p in self.api_version.split("."))
+
+
+class TopicsConfig(_Section):
+    """Topic names; the defaults are ARCHITECTURE.md's."""
+
+    texts: str = Field("insightloop.texts", description="Production texts to score.")
+    predictions: str = Field("insightloop.predictions", description="Where the scorer writes predictions.")
+    labels: str = Field("insightloop.labels", description="Delayed ground truth from users.")
+    insights: str = Field("insightloop.insights", description="Insights raised by the monitor.")
+    models: str = Field("insightloop.models", description="Promote/rollback events.")
+    deadletter: str = Field("insightloop.deadletter", description="Rejected input, with a reason.")
+
+    def all(self) -> list[str]:
+        """Every topic name, in a stable order."""
+        return [self.texts, self.predictions, self.labels, self.insights, self.models, self.deadletter]
+
+
+class ScorerConfig(_Section):
+    """The scorer role: micro-batches from the texts topic to the predictions topic."""
+
+    group_id: str = Field("insightloop-scorer", description="Consumer group shared by all scorer replicas.")
+    max_batch_size: int = Field(64, ge=1, le=4096, description="Most texts scored in one micro-batch.")
+    max_wait_ms: int = Field(
+        100, ge=0, description="Longest wait for a micro-batch to fill after its first text arrives."
+    )
+    max_message_bytes: int = Field(
+        1_000_000, ge=64, description="Larger input messages go to the dead-letter topic."
+    )
+    inference_batch_size: int = Field(
+        32, ge=1, description="Texts per forward pass; a micro-batch is split by length into such chunks."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' takes CUDA when present.")
+    torch_threads: int | None = Field(
+        None, ge=1, description="CPU threads for inference; null means the CPUs this process may use."
+    )
+    drain_timeout_s: float = Field(
+        20.0, gt=0, description="On SIGTERM, how long the batch in flight may take to finish and commit."
+    )
+    retry_backoff_s: float = Field(
+        1.0, gt=0, description="First wait before retrying a failed produce or commit (doubles, max 30 s)."
+    )
+
+
+class RegistryConfig(_Section):
+    """Where model versions live (a local path or a mounted PVC)."""
+
+    path: Path = Field(Path("insightloop-registry"), description="Registry directory.")
+
+
+class StateConfig(_Section):
+    """Where the daemon keeps state that must survive a restart."""
+
+    dir: Path = Field(Path("insightloop-state"), description="State directory (SQLite store, reports).")
+
+
+class ApiConfig(_Section):
+    """The HTTP server: metrics, health, readiness."""
+
+    host: str = Field("0.0.0.0", description="Address to listen on.")
+    http_port: int = Field(8080, ge=0, le=65535, description="Port to listen on; 0 picks a free one.")
+
+
+class LoggingConfig(_Section):
+    """Log output."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    json_format: bool = Field(False, description="One JSON object per log line (for log collectors).")
+
+
+class Config(_Section):
+    """The whole configuration of an insightloop deployment."""
+
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)  # type: ignore[arg-type]
+    topics: TopicsConfig = Field(default_factory=TopicsConfig)  # type: ignore[arg-type]
+    scorer: ScorerConfig = Field(default_factory=ScorerConfig)  # type: ignore[arg-type]
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)  # type: ignore[arg-type]
+    state: StateConfig = Field(default_factory=StateConfig)  # type: ignore[arg-type]
+    api: ApiConfig = Field(default_factory=ApiConfig)  # type: ignore[arg-type]
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)  # type: ignore[arg-type]
+
+
+def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Turn INSIGHTLOOP_SECTION__KEY=value variables into a nested dict."""
+    layer: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split(ENV_NESTING)]
+        if len(path) < 2 or not all(path):
+            raise ConfigError(
+                f"environment variable {name}: expected {ENV_PREFIX}<SECTION>{ENV_NESTING}<KEY>, "
+                f"e.g. {ENV_PREFIX}KAFKA{ENV_NESTING}BOOTSTRAP_SERVERS"
+            )
+        value: Any = raw
+        if raw.strip().lower() == "null":
+            value = None
+        elif raw.strip().startswith(("[", "{")):
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
+        node = layer
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return layer
+
+
+def _format_validation_error(error: ValidationError, origin: str) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        env_name = ENV_PREFIX + ENV_NESTING.join(str(p).upper() for p in item["loc"])
+        lines.append(f"  {key}: {message} (got {item.get('input')!r}; env {env_name})")
+    return f"invalid configuration ({origin}):\n" + "\n".join(lines)
+
+
+def load_config(
+    path: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Build the configuration from defaults, a YAML file, the environment and CLI overrides."""
+    layers: dict[str, Any] = {}
+    origin = "defaults"
+    if path is not None:
+        origin = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {path}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path}: top level must be a mapping of sections")
+        layers = loaded
+    env = _env_layer(os.environ if environ is None else environ)
+    if env:
+        origin += " + environment"
+    layers = _deep_merge(layers, env)
+    if overrides:
+        origin += " + command-line flags"
+        layers = _deep_merge(layers, overrides)
+    try:
+        return Config.model_validate(layers)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, origin)) from exc
+
+
+def _yaml_scalar(value: Any) -> str:
+    if isinstance(value, Path):
+        value = str(value)
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...").strip()
+
+
+def _sections() -> list[tuple[str, type[BaseModel]]]:
+    sections = []
+    for name, field in Config.model_fields.items():
+        annotation = field.annotation
+        assert isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        sections.append((name, annotation))
+    return sections
+
+
+def starter_config() -> str:
+    """A commented YAML config with every key at its default, generated from the declarations."""
+    out = [
+        "# insightloop configuration. Every key can also be set by an environment variable",
+        "# INSIGHTLOOP_<SECTION>__<KEY> (e.g. INSIGHTLOOP_KAFKA__BOOTSTRAP_SERVERS); CLI flags win over both.",
+        "",
+    ]
+    for name, section in _sections():
+        out.append(f"# {(section.__doc__ or '').strip()}")
+        out.append(f"{name}:")
+        for key, field in section.model_fields.items():
+            out.append(f"  # {field.description}")
+            default = field.get_default(call_default_factory=True)
+            out.append(f"  {key}: {_yaml_scalar(default)}")
+        out.append("")
+    return "\n".join(out)
+
+
+def config_reference_markdown() -> str:
+    """The configuration reference (docs/configuration.md), generated from the declarations."""
+    out = ["# Configuration reference", "", "Generated from `daemon/config.py` by `insightloop init --reference`.", ""]
+    for name, section in _sections():
+        out += [f"## `{name}`", "", (section.__doc__ or "").strip(), ""]
+        out += ["| key | default | environment variable | meaning |", "|---|---|---|---|"]
+        for key, field in section.model_fields.items():
+            default = _yaml_scalar(field.get_default(call_default_factory=True))
+            env = f"{ENV_PREFIX}{name.upper()}{ENV_NESTING}{key.upper()}"
+            out.append(f"| `{name}.{key}` | `{default}` | `{env}` | {field.description} |")
+        out.append("")
+    return "\n".join(out)

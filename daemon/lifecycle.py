@@ -1,0 +1,102 @@
+"""One lifecycle for the daemon: start named workers, report ready, drain on SIGTERM, stop.
+
+Signals only set the stop flag. When any worker exits (failed or not) the others are asked to
+stop too, so the process never limps on half-alive; the first failure decides the exit code.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import Any, Protocol
+
+from insightloop.daemon.errors import ExitCode, InsightloopError
+
+log = logging.getLogger(__name__)
+
+
+class Worker(Protocol):
+    """A named long-running part of the daemon."""
+
+    name: str
+
+    @property
+    def ready(self) -> bool:
+        """True once the worker's start-up is done."""
+
+    def status(self) -> dict[str, Any]:
+        """Details for /readyz."""
+
+    def run(self, stop: threading.Event) -> None:
+        """Work until ``stop`` is set, then clean up and return."""
+
+
+class Daemon:
+    """Runs workers in named threads and stops them all together."""
+
+    def __init__(self, workers: list[Worker], drain_timeout_s: float = 20.0) -> None:
+        names = [w.name for w in workers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"worker names must be unique: {names}")
+        self.workers = workers
+        self.drain_timeout_s = drain_timeout_s
+        self.stop_event = threading.Event()
+        self.failures: dict[str, BaseException] = {}
+        self._threads: dict[str, threading.Thread] = {}
+
+    def start(self) -> None:
+        """Start every worker in its own thread."""
+        for worker in self.workers:
+            thread = threading.Thread(target=self._run, args=(worker,), name=f"worker-{worker.name}")
+            self._threads[worker.name] = thread
+            thread.start()
+
+    def _run(self, worker: Worker) -> None:
+        try:
+            worker.run(self.stop_event)
+        except BaseException as exc:
+            self.failures[worker.name] = exc
+            log.error("worker %s failed: %s", worker.name, exc, exc_info=not isinstance(exc, InsightloopError))
+        finally:
+            if not self.stop_event.is_set():
+                log.info("worker %s exited; stopping the others", worker.name)
+            self.stop_event.set()
+
+    def request_stop(self, *_: Any) -> None:
+        """Ask every worker to finish what it is doing and stop (safe from a signal handler)."""
+        self.stop_event.set()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT request a graceful stop."""
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Liveness: every worker thread alive and none failed."""
+        alive = {name: thread.is_alive() for name, thread in self._threads.items()}
+        ok = all(alive.values()) and not self.failures and not self.stop_event.is_set()
+        return ok, {"workers": alive, "failed": sorted(self.failures)}
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Readiness: healthy and every worker's start-up done."""
+        healthy, _ = self.health()
+        detail = {w.name: {"ready": w.ready, **w.status()} for w in self.workers}
+        return healthy and all(w.ready for w in self.workers), {"workers": detail}
+
+    def wait(self) -> int:
+        """Block until stopped, drain the workers and return the process exit code."""
+        while not self.stop_event.wait(0.5):
+            pass
+        log.info("stopping: draining workers (deadline %.0f s)", self.drain_timeout_s)
+        deadline = time.monotonic() + self.drain_timeout_s
+        for name, thread in self._threads.items():
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.error("worker %s did not stop within the drain deadline", name)
+                self.failures.setdefault(name, TimeoutError("drain deadline passed"))
+        if not self.failures:
+            return int(ExitCode.OK)
+        first = next(iter(self.failures.values()))
+        return int(first.exit_code) if isinstance(first, InsightloopError) else int(ExitCode.FAILURE)

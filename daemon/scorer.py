@@ -1,0 +1,266 @@
+"""The scorer role: micro-batches from the texts topic → one forward pass → the predictions topic.
+
+Delivery is at least once: offsets are committed only after every prediction and dead letter of
+the batch is acknowledged by the broker. The scorer keeps no state of its own, so replicas in one
+consumer group scale out over the topic's partitions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from insightloop.daemon.config import Config
+from insightloop.daemon.errors import NoModelError, TemporaryError
+from insightloop.daemon.events import (
+    DeadLetter,
+    PredictionEvent,
+    RejectedMessage,
+    RejectReason,
+    TextEvent,
+    dead_letter_for,
+    parse_text_message,
+)
+from insightloop.daemon.kafka import make_consumer, make_producer
+from insightloop.daemon.metrics import ScorerObserver
+from insightloop.deploy import ModelArtifact, ModelLoadError, Registry, set_cpu_threads
+
+log = logging.getLogger(__name__)
+
+EMBEDDING_DECIMALS = 5
+ACK_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class ServingModel:
+    """A loaded model and the registry version it came from."""
+
+    version: str
+    artifact: ModelArtifact
+
+
+def load_production_model(registry: Registry, device: str) -> ServingModel:
+    """Load and smoke-test the registry's production version."""
+    version = registry.production()
+    if version is None:
+        raise NoModelError(
+            f"registry {registry.root} has no production model; "
+            "train one with `insightloop train --data TRAIN.jsonl --registry DIR --promote`"
+        )
+    try:
+        artifact = ModelArtifact.load(registry.path_of(version), device=device)
+        artifact.smoke_test()
+    except ModelLoadError as exc:
+        raise NoModelError(f"production version {version} cannot serve: {exc}") from exc
+    return ServingModel(version, artifact)
+
+
+class Scorer:
+    """A named worker that scores texts until asked to stop, then drains its batch and closes."""
+
+    name = "scorer"
+
+    def __init__(self, config: Config, observer: ScorerObserver | None = None) -> None:
+        self.config = config
+        self.observer = observer or ScorerObserver()
+        self.model: ServingModel | None = None
+        self._assignment: list[tuple[str, int]] = []
+        self._joined = threading.Event()
+
+    # -- health ---------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        """True once the model is loaded and the consumer group has assigned partitions."""
+        return self.model is not None and self._joined.is_set()
+
+    def status(self) -> dict[str, Any]:
+        """What /readyz shows about this worker."""
+        return {
+            "model_version": self.model.version if self.model else None,
+            "assigned_partitions": [f"{t}:{p}" for t, p in sorted(self._assignment)],
+            "joined_group": self._joined.is_set(),
+        }
+
+    # -- the loop -------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Score until ``stop`` is set; the batch in flight is finished and committed first."""
+        cfg = self.config
+        set_cpu_threads(cfg.scorer.torch_threads)
+        self.model = load_production_model(Registry(cfg.registry.path), cfg.scorer.device)
+        self.observer.on_model_loaded(self.model.version)
+        log.info("scorer serving model %s", self.model.version)
+
+        from kafka import ConsumerRebalanceListener
+
+        scorer = self
+
+        class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+            def on_partitions_revoked(self, revoked: Any) -> None:
+                log.info("partitions revoked: %s", sorted((tp.topic, tp.partition) for tp in revoked))
+
+            def on_partitions_assigned(self, assigned: Any) -> None:
+                scorer._assignment = sorted((tp.topic, tp.partition) for tp in assigned)
+                scorer._joined.set()
+                scorer.observer.on_assigned(scorer._assignment)
+                log.info("partitions assigned: %s", scorer._assignment)
+
+        producer = make_producer(cfg.kafka)
+        consumer = make_consumer(cfg.kafka, None, cfg.scorer.group_id,
+                                 max_poll_records=cfg.scorer.max_batch_size)
+        consumer.subscribe([cfg.topics.texts], listener=_Listener())
+        try:
+            while not stop.is_set():
+                records = self._collect(consumer, stop)
+                self._report_lag(consumer)
+                if records:
+                    self._handle(records, producer, consumer, stop)
+        finally:
+            self._joined.clear()
+            try:
+                producer.flush(timeout=10)
+            finally:
+                producer.close(timeout=10)
+                consumer.close(autocommit=False)
+            log.info("scorer stopped")
+
+    def _collect(self, consumer: Any, stop: threading.Event) -> list[Any]:
+        """Poll until the batch is full or max_wait has passed since its first record."""
+        limit = self.config.scorer.max_batch_size
+        max_wait = self.config.scorer.max_wait_ms / 1000.0
+        records: list[Any] = []
+        deadline: float | None = None
+        while len(records) < limit:
+            if deadline is None:
+                if stop.is_set():
+                    break
+                timeout_ms = 200
+            else:
+                timeout_ms = max(0, int((deadline - time.monotonic()) * 1000))
+            polled = consumer.poll(timeout_ms=timeout_ms, max_records=limit - len(records))
+            for batch in polled.values():
+                records.extend(batch)
+            if not records:
+                return records
+            if deadline is None:
+                deadline = time.monotonic() + max_wait
+            if time.monotonic() >= deadline:
+                break
+        return records
+
+    def _report_lag(self, consumer: Any) -> None:
+        lag = {}
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is not None:
+                lag[(tp.topic, tp.partition)] = max(0, high - consumer.position(tp))
+        self.observer.on_lag(lag)
+
+    def _handle(self, records: Sequence[Any], producer: Any, consumer: Any, stop: threading.Event) -> None:
+        valid: list[tuple[Any, TextEvent]] = []
+        letters: list[DeadLetter] = []
+        for record in records:
+            try:
+                valid.append((record, parse_text_message(record.value, self.config.scorer.max_message_bytes)))
+            except RejectedMessage as rejected:
+                letters.append(dead_letter_for(record.value, record.topic, record.partition, record.offset,
+                                               rejected.reason, rejected.detail))
+        record_of = {id(event): record for record, event in valid}
+        predictions, failed = self._score([event for _, event in valid])
+        for event, error in failed:
+            record = record_of[id(event)]
+            letters.append(dead_letter_for(record.value, record.topic, record.partition, record.offset,
+                                           RejectReason.SCORING_FAILED, error))
+        outgoing = [(self.config.topics.predictions, p.id, p.model_dump_json()) for p in predictions]
+        outgoing += [(self.config.topics.deadletter, None, d.model_dump_json()) for d in letters]
+        self._produce_until_acknowledged(producer, outgoing, stop)
+        for letter in letters:
+            self.observer.on_dead_letter(letter.reason.value)
+            log.warning("dead-lettered %s:%d@%d: %s", letter.source_topic, letter.partition, letter.offset,
+                        letter.error[:200])
+        self._commit(consumer, records)
+
+    def _score(self, events: Sequence[TextEvent]) -> tuple[list[PredictionEvent], list[tuple[TextEvent, str]]]:
+        """Score a batch in one go; if that fails, score one by one so one bad text costs only itself."""
+        if not events:
+            return [], []
+        try:
+            return self._score_batch(events), []
+        except Exception as exc:
+            log.warning("batch of %d failed to score (%s); scoring one by one", len(events), exc)
+        predictions: list[PredictionEvent] = []
+        failed: list[tuple[TextEvent, str]] = []
+        for event in events:
+            try:
+                predictions += self._score_batch([event])
+            except Exception as exc:
+                failed.append((event, f"{type(exc).__name__}: {exc}"[:500]))
+        return predictions, failed
+
+    def _score_batch(self, events: Sequence[TextEvent]) -> list[PredictionEvent]:
+        assert self.model is not None
+        model = self.model
+        started = time.perf_counter()
+        batch = model.artifact.predict([e.text for e in events], self.config.scorer.inference_batch_size)
+        seconds = time.perf_counter() - started
+        labels = batch.predicted_labels()
+        out = []
+        for row, event in enumerate(events):
+            out.append(PredictionEvent(
+                id=event.id,
+                model_version=model.version,
+                label=labels[row],
+                scores={name: float(p) for name, p in zip(batch.labels, batch.probabilities[row], strict=True)},
+                embedding=[round(float(x), EMBEDDING_DECIMALS) for x in batch.embeddings[row]],
+                n_tokens=int(batch.token_counts[row]),
+                ts=event.ts,
+            ))
+        self.observer.on_batch(len(events), seconds)
+        return out
+
+    def _produce_until_acknowledged(
+        self, producer: Any, outgoing: Sequence[tuple[str, str | None, str]], stop: threading.Event
+    ) -> None:
+        """Send every record and wait for the broker's acknowledgement, retrying with backoff."""
+        backoff = self.config.scorer.retry_backoff_s
+        drain_deadline: float | None = None
+        while True:
+            try:
+                futures = [
+                    producer.send(topic, key=key.encode() if key else None, value=value.encode("utf-8"))
+                    for topic, key, value in outgoing
+                ]
+                producer.flush(timeout=ACK_TIMEOUT_S)
+                for future in futures:
+                    future.get(timeout=ACK_TIMEOUT_S)
+                return
+            except Exception as exc:
+                self.observer.on_retry("produce")
+                if stop.is_set():
+                    drain_deadline = drain_deadline or time.monotonic() + self.config.scorer.drain_timeout_s / 2
+                    if time.monotonic() > drain_deadline:
+                        # Not committed, so the batch is consumed again after restart: nothing lost.
+                        raise TemporaryError(f"stopping with an unacknowledged batch: {exc}") from exc
+                log.warning("produce failed (%s); retrying in %.1f s", exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    def _commit(self, consumer: Any, records: Sequence[Any]) -> None:
+        from kafka import TopicPartition
+        from kafka.structs import OffsetAndMetadata
+
+        offsets: dict[Any, Any] = {}
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            if tp not in offsets or offsets[tp].offset <= record.offset:
+                offsets[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
+        try:
+            consumer.commit(offsets)
+        except Exception as exc:
+            # A rebalance took the partitions: their new owner re-scores this batch (at least once).
+            self.observer.on_retry("commit")
+            log.warning("commit failed (%s); the batch may be scored again by the partition's new owner", exc)

@@ -1,0 +1,186 @@
+"""A registry of immutable model versions on a directory (a local path or a mounted PVC).
+
+Layout::
+
+    <root>/v0001/            one version: artifact (model/, projection.npz, artifact.json), version.json
+    <root>/v0001/status      its current status (the only file that changes after creation)
+    <root>/PRODUCTION        the champion pointer: the name of the version serving traffic
+    <root>/audit.jsonl       every status change: who, when, why (append-only)
+    <root>/.lock             held while a writer changes the registry
+
+A version is written into a hidden temporary directory and renamed into place, so no reader
+ever sees a half-written version; the pointer is replaced atomically the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from insightloop.deploy.events import AuditEntry, ModelEvent, VersionRecord, VersionStatus
+
+VERSION_PATTERN = re.compile(r"^v(\d{4,})$")
+RECORD_FILE = "version.json"
+STATUS_FILE = "status"
+POINTER_FILE = "PRODUCTION"
+AUDIT_FILE = "audit.jsonl"
+
+
+class RegistryError(Exception):
+    """The registry refused an operation (unknown version, wrong status, broken layout)."""
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+class Registry:
+    """Model versions under one root directory."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    # -- reading ------------------------------------------------------------------------------
+    def path_of(self, version: str) -> Path:
+        """Directory of ``version``; raises if there is no such version."""
+        path = self.root / version
+        if not VERSION_PATTERN.match(version) or not (path / RECORD_FILE).is_file():
+            raise RegistryError(f"no version {version!r} in registry {self.root}")
+        return path
+
+    def names(self) -> list[str]:
+        """Names of all complete versions, oldest first."""
+        if not self.root.is_dir():
+            return []
+        found = [
+            p.name for p in self.root.iterdir() if VERSION_PATTERN.match(p.name) and (p / RECORD_FILE).is_file()
+        ]
+        return sorted(found, key=lambda name: int(name[1:]))
+
+    def get(self, version: str) -> VersionRecord:
+        """The record of ``version`` with its current status."""
+        path = self.path_of(version)
+        record = VersionRecord.model_validate_json((path / RECORD_FILE).read_text(encoding="utf-8"))
+        status_path = path / STATUS_FILE
+        if status_path.is_file():
+            record.status = VersionStatus(status_path.read_text(encoding="utf-8").strip())
+        return record
+
+    def list(self) -> list[VersionRecord]:
+        """Records of every version, oldest first."""
+        return [self.get(name) for name in self.names()]
+
+    def production(self) -> str | None:
+        """Name of the version serving traffic, or None before the first promotion."""
+        pointer = self.root / POINTER_FILE
+        if not pointer.is_file():
+            return None
+        name = pointer.read_text(encoding="utf-8").strip()
+        return name or None
+
+    def audit_log(self) -> list[AuditEntry]:
+        """Every recorded status change, oldest first."""
+        path = self.root / AUDIT_FILE
+        if not path.is_file():
+            return []
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return [AuditEntry.model_validate_json(line) for line in lines if line.strip()]
+
+    # -- writing ------------------------------------------------------------------------------
+    def _append_audit(self, entry: AuditEntry) -> None:
+        with open(self.root / AUDIT_FILE, "a", encoding="utf-8") as handle:
+            handle.write(entry.model_dump_json() + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def create_version(
+        self,
+        write_contents: Callable[[Path], None],
+        record: VersionRecord,
+        by: str,
+        reason: str = "",
+    ) -> VersionRecord:
+        """Write a new version atomically and return its record (with the assigned name).
+
+        ``write_contents`` fills a fresh directory; only when it returns is the directory renamed
+        into place under the registry lock. If it raises, nothing is left behind.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=self.root, prefix=".incoming-"))
+        try:
+            write_contents(staging)
+            with self._locked():
+                taken = [int(m.group(1)) for p in self.root.iterdir() if (m := VERSION_PATTERN.match(p.name))]
+                name = f"v{max([*taken, 0]) + 1:04d}"
+                final = record.model_copy(update={"version": name})
+                (staging / RECORD_FILE).write_text(final.model_dump_json(indent=2) + "\n", encoding="utf-8")
+                (staging / STATUS_FILE).write_text(final.status.value + "\n", encoding="utf-8")
+                os.rename(staging, self.root / name)
+                self._append_audit(
+                    AuditEntry(version=name, action="register", from_status=None, to_status=final.status,
+                               by=by, reason=reason)
+                )
+            return final
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+
+    def _set_status(self, version: str, status: VersionStatus) -> None:
+        _write_atomically(self.path_of(version) / STATUS_FILE, status.value + "\n")
+
+    def promote(self, version: str, by: str, reason: str = "", action: str = "promote") -> ModelEvent:
+        """Make ``version`` the production model; the previous one is archived. Returns the event."""
+        with self._locked():
+            record = self.get(version)
+            if record.status in (VersionStatus.REJECTED,):
+                raise RegistryError(f"version {version} was rejected and cannot serve traffic")
+            previous = self.production()
+            _write_atomically(self.root / POINTER_FILE, version + "\n")
+            self._set_status(version, VersionStatus.PRODUCTION)
+            self._append_audit(AuditEntry(version=version, action=action, from_status=record.status,
+                                          to_status=VersionStatus.PRODUCTION, by=by, reason=reason))
+            if previous and previous != version:
+                old = self.get(previous)
+                self._set_status(previous, VersionStatus.ARCHIVED)
+                self._append_audit(AuditEntry(version=previous, action=action, from_status=old.status,
+                                              to_status=VersionStatus.ARCHIVED, by=by,
+                                              reason=f"replaced by {version}"))
+        event_action = "rollback" if action == "rollback" else "promote"
+        return ModelEvent(action=event_action, version=version, by=by, reason=reason)
+
+    def remove_incomplete(self) -> list[str]:
+        """Delete staging directories left by writers that died; return their names."""
+        removed = []
+        if self.root.is_dir():
+            with self._locked():
+                for path in self.root.iterdir():
+                    if path.name.startswith(".incoming-") and path.is_dir():
+                        shutil.rmtree(path, ignore_errors=True)
+                        removed.append(path.name)
+        return removed

@@ -1,0 +1,24 @@
+"""retrain: training data, the fine-tuning job (and, with the Retraining issue, plans and evaluation)."""
+
+from insightloop.retrain.data import DataFileError, Example, iter_jsonl, read_jsonl
+from insightloop.retrain.finetune import (
+    FineTuneResult,
+    FineTuneSettings,
+    default_base_model,
+    fine_tune,
+    seed_everything,
+    stratified_split,
+)
+
+__all__ = [
+    "DataFileError",
+    "Example",
+    "FineTuneResult",
+    "FineTuneSettings",
+    "default_base_model",
+    "fine_tune",
+    "iter_jsonl",
+    "read_jsonl",
+    "seed_everything",
+    "stratified_split",
+]

