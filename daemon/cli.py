@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the daemon")
     _add_common(run, kafka=True, state=True)
-    run.add_argument("--role", choices=["all", "scorer"], default="all",
+    run.add_argument("--role", choices=["all", "scorer"], default="all",  # more roles arrive with their issues
                      help="which workers to run (the HTTP endpoints always run)")
     run.add_argument("--http-port", type=int, help="HTTP port for /metrics, /healthz, /readyz")
 
@@ -157,25 +157,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon's workers until SIGTERM/SIGINT."""
-    from prometheus_client import CollectorRegistry
-
-    from insightloop.daemon.http import ApiServer
-    from insightloop.daemon.kafka import ensure_topics
-    from insightloop.daemon.lifecycle import Daemon, Worker
-    from insightloop.daemon.metrics import PrometheusScorerMetrics
-    from insightloop.daemon.scorer import Scorer
+    from insightloop.daemon.wiring import build_app
 
     config = _config(args)
     _setup_logging(config)
-    if config.kafka.create_topics:
-        ensure_topics(config.kafka, config.topics.all())
-    metrics = CollectorRegistry()
-    workers: list[Worker] = [Scorer(config, PrometheusScorerMetrics(metrics))]
-    daemon_holder: list[Daemon] = []
-    api = ApiServer(config.api.host, config.api.http_port, metrics,
-                    health=lambda: daemon_holder[0].health(), readiness=lambda: daemon_holder[0].readiness())
-    daemon = Daemon([*workers, api], drain_timeout_s=config.scorer.drain_timeout_s)
-    daemon_holder.append(daemon)
+    app = build_app(config, args.role)
+    daemon, api = app.daemon, app.api
     daemon.install_signal_handlers()
     daemon.start()
     log.info("insightloop %s running (role %s, pid %d, http port %d)", _version(), args.role, os.getpid(), api.port)

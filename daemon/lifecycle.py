@@ -10,6 +10,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from insightloop.daemon.errors import ExitCode, InsightloopError
@@ -36,7 +37,12 @@ class Worker(Protocol):
 class Daemon:
     """Runs workers in named threads and stops them all together."""
 
-    def __init__(self, workers: list[Worker], drain_timeout_s: float = 20.0) -> None:
+    def __init__(
+        self,
+        workers: list[Worker],
+        drain_timeout_s: float = 20.0,
+        on_worker_up: Callable[[str, bool], None] | None = None,
+    ) -> None:
         names = [w.name for w in workers]
         if len(set(names)) != len(names):
             raise ValueError(f"worker names must be unique: {names}")
@@ -45,6 +51,7 @@ class Daemon:
         self.stop_event = threading.Event()
         self.failures: dict[str, BaseException] = {}
         self._threads: dict[str, threading.Thread] = {}
+        self._on_worker_up = on_worker_up or (lambda name, up: None)
 
     def start(self) -> None:
         """Start every worker in its own thread."""
@@ -54,12 +61,14 @@ class Daemon:
             thread.start()
 
     def _run(self, worker: Worker) -> None:
+        self._on_worker_up(worker.name, True)
         try:
             worker.run(self.stop_event)
         except BaseException as exc:
             self.failures[worker.name] = exc
             log.error("worker %s failed: %s", worker.name, exc, exc_info=not isinstance(exc, InsightloopError))
         finally:
+            self._on_worker_up(worker.name, False)
             if not self.stop_event.is_set():
                 log.info("worker %s exited; stopping the others", worker.name)
             self.stop_event.set()

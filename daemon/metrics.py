@@ -68,65 +68,104 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
-class PrometheusScorerMetrics(ScorerObserver):
-    """Exports the scorer's activity as ``insightloop_*`` metrics into one registry."""
+class Metrics:
+    """Every ``insightloop_*`` metric of one process, declared once, in one registry.
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.texts_scored = Counter("insightloop_texts_scored", "Texts scored.", registry=registry)
-        self.batches = Counter("insightloop_batches_scored", "Micro-batches scored.", registry=registry)
-        self.latency = Histogram(
-            "insightloop_scoring_latency_seconds", "Time to score one micro-batch.",
-            buckets=LATENCY_BUCKETS, registry=registry,
-        )
-        self.batch_size = Histogram(
-            "insightloop_batch_size", "Valid texts per scored micro-batch.", buckets=BATCH_BUCKETS,
-            registry=registry,
-        )
-        self.dead_letters = Counter(
-            "insightloop_dead_letters", "Messages sent to the dead-letter topic.", ["reason"], registry=registry
-        )
-        self.lag = Gauge(
-            "insightloop_consumer_lag", "Messages not yet consumed.", ["topic", "partition"], registry=registry
-        )
-        self.model_info = Gauge(
-            "insightloop_model_version_info", "1 for the model version serving in this process.", ["version"],
-            registry=registry,
-        )
-        self.assigned = Gauge(
-            "insightloop_assigned_partitions", "Partitions of the texts topic assigned to this scorer.",
-            registry=registry,
-        )
-        self.retries = Counter(
-            "insightloop_kafka_retries", "Produce or commit attempts retried.", ["operation"], registry=registry
-        )
+    The chart's alert rules are tested against these names, so a metric is added here, never
+    created ad hoc in a worker.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        # scorer
+        self.texts_scored = Counter("insightloop_texts_scored", "Texts scored.", registry=r)
+        self.batches = Counter("insightloop_batches_scored", "Micro-batches scored.", registry=r)
+        self.latency = Histogram("insightloop_scoring_latency_seconds", "Time to score one micro-batch.",
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram("insightloop_batch_size", "Valid texts per scored micro-batch.",
+                                    buckets=BATCH_BUCKETS, registry=r)
+        self.dead_letters = Counter("insightloop_dead_letters", "Messages sent to the dead-letter topic.",
+                                    ["reason"], registry=r)
+        self.lag = Gauge("insightloop_consumer_lag", "Messages not yet consumed.", ["topic", "partition"],
+                         registry=r)
+        self.model_info = Gauge("insightloop_model_version_info",
+                                "1 for the model version serving in this process.", ["version"], registry=r)
+        self.assigned = Gauge("insightloop_assigned_partitions",
+                              "Partitions of the texts topic assigned to this scorer.", registry=r)
+        self.retries = Counter("insightloop_kafka_retries", "Produce or commit attempts retried.",
+                               ["operation"], registry=r)
+        self.model_load_failures = Counter("insightloop_model_load_failures",
+                                           "Model versions refused because they failed to load or smoke-test.",
+                                           registry=r)
+        # monitor
+        self.drift_statistic = Gauge("insightloop_drift_statistic", "Latest statistic of each detector.",
+                                     ["detector"], registry=r)
+        self.drift_detected = Gauge("insightloop_drift_detected",
+                                    "1 while a detector's condition is raised (with hysteresis).", ["detector"],
+                                    registry=r)
+        self.insights = Counter("insightloop_insights", "Insights raised.", ["kind", "severity"], registry=r)
+        self.labeled_accuracy = Gauge("insightloop_labeled_accuracy",
+                                      "Accuracy on the latest window of labeled production texts.", registry=r)
+        self.estimated_accuracy = Gauge("insightloop_estimated_accuracy",
+                                        "Accuracy estimated from calibrated confidence (no labels needed).",
+                                        registry=r)
+        self.checks = Counter("insightloop_monitor_checks", "Monitor checks run.", registry=r)
+        self.check_seconds = Histogram("insightloop_monitor_check_seconds", "Duration of one monitor check.",
+                                       registry=r)
+        # controller
+        self.retrain_jobs = Counter("insightloop_retrain_jobs", "Retraining jobs by final or current state.",
+                                    ["state"], registry=r)
+        self.retrain_jobs_running = Gauge("insightloop_retrain_jobs_running", "Retraining jobs running now.",
+                                          registry=r)
+        self.retrain_oldest_running_seconds = Gauge(
+            "insightloop_retrain_job_oldest_running_seconds", "Age of the oldest running retraining job.",
+            registry=r)
+        self.candidates_pending = Gauge("insightloop_candidates_pending_approval",
+                                        "Candidates that passed the gate and wait for a person.", registry=r)
+        self.candidate_oldest_pending_seconds = Gauge(
+            "insightloop_candidate_oldest_pending_seconds", "How long the oldest pending candidate has waited.",
+            registry=r)
+        self.promotions = Counter("insightloop_promotions", "Promotions of a model version.", registry=r)
+        self.rollbacks = Counter("insightloop_rollbacks", "Rollbacks to an earlier version.", registry=r)
+        # process
+        self.worker_up = Gauge("insightloop_worker_up", "1 while a named worker of the daemon runs.", ["worker"],
+                               registry=r)
+
+
+class PrometheusScorerMetrics(ScorerObserver):
+    """Exports the scorer's activity into the process's :class:`Metrics`."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.m = metrics
         self._versions: set[str] = set()
         self._lag_keys: set[tuple[str, str]] = set()
 
     def on_assigned(self, partitions: Sequence[tuple[str, int]]) -> None:
-        self.assigned.set(len(partitions))
+        self.m.assigned.set(len(partitions))
 
     def on_model_loaded(self, version: str) -> None:
         for old in self._versions - {version}:
-            self.model_info.labels(version=old).set(0)
+            self.m.model_info.labels(version=old).set(0)
         self._versions.add(version)
-        self.model_info.labels(version=version).set(1)
+        self.m.model_info.labels(version=version).set(1)
 
     def on_batch(self, size: int, seconds: float) -> None:
-        self.texts_scored.inc(size)
-        self.batches.inc()
-        self.batch_size.observe(size)
-        self.latency.observe(seconds)
+        self.m.texts_scored.inc(size)
+        self.m.batches.inc()
+        self.m.batch_size.observe(size)
+        self.m.latency.observe(seconds)
 
     def on_dead_letter(self, reason: str) -> None:
-        self.dead_letters.labels(reason=reason).inc()
+        self.m.dead_letters.labels(reason=reason).inc()
 
     def on_lag(self, lag: Mapping[tuple[str, int], int]) -> None:
         keys = {(topic, str(partition)) for topic, partition in lag}
         for topic, partition in self._lag_keys - keys:
-            self.lag.remove(topic, partition)
+            self.m.lag.remove(topic, partition)
         for (topic, partition), value in lag.items():
-            self.lag.labels(topic=topic, partition=str(partition)).set(value)
+            self.m.lag.labels(topic=topic, partition=str(partition)).set(value)
         self._lag_keys = keys
 
     def on_retry(self, operation: str) -> None:
-        self.retries.labels(operation=operation).inc()
+        self.m.retries.labels(operation=operation).inc()

@@ -14,14 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from prometheus_client import CollectorRegistry
-
 from insightloop.daemon.config import Config
-from insightloop.daemon.http import ApiServer
-from insightloop.daemon.kafka import ensure_topics
-from insightloop.daemon.lifecycle import Daemon
-from insightloop.daemon.metrics import PrometheusScorerMetrics
-from insightloop.daemon.scorer import Scorer
+from insightloop.daemon.wiring import build_app
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
@@ -34,17 +28,13 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
 
 
 class InProcessDaemon:
-    """The daemon's workers in threads of the test process (same wiring as `insightloop run`)."""
+    """The daemon's workers in threads of the test process (the same wiring as `insightloop run`)."""
 
-    def __init__(self, config: Config) -> None:
-        ensure_topics(config.kafka, config.topics.all())
-        self.metrics = CollectorRegistry()
-        self.scorer = Scorer(config, PrometheusScorerMetrics(self.metrics))
-        holder: list[Daemon] = []
-        self.api = ApiServer("127.0.0.1", 0, self.metrics, lambda: holder[0].health(),
-                             lambda: holder[0].readiness())
-        self.daemon = Daemon([self.scorer, self.api], drain_timeout_s=config.scorer.drain_timeout_s)
-        holder.append(self.daemon)
+    def __init__(self, config: Config, role: str = "all") -> None:
+        self.app = build_app(config, role)
+        self.daemon = self.app.daemon
+        self.api = self.app.api
+        self.exit_code: int | None = None
 
     @property
     def url(self) -> str:
