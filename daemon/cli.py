@@ -42,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     init = commands.add_parser("init", help="write a commented starter config")
     init.add_argument("--path", type=Path, default=Path("insightloop.yaml"), help="where to write it")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
-    init.add_argument("--reference", action="store_true",
-                      help="print the configuration reference (Markdown) instead")
+    init.add_argument(
+        "--reference", action="store_true", help="print the configuration reference (Markdown) instead"
+    )
 
     train = commands.add_parser("train", help="fine-tune a first model and register it")
     train.add_argument("--data", type=Path, required=True, help="JSON Lines with text and label")
@@ -61,15 +62,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the daemon")
     _add_common(run, kafka=True, state=True)
-    run.add_argument("--role", choices=["all", "scorer"], default="all",  # more roles arrive with their issues
-                     help="which workers to run (the HTTP endpoints always run)")
+    run.add_argument(
+        "--role",
+        choices=["all", "scorer"],
+        default="all",  # more roles arrive with their issues
+        help="which workers to run (the HTTP endpoints always run)",
+    )
     run.add_argument("--http-port", type=int, help="HTTP port for /metrics, /healthz, /readyz")
 
     replay = commands.add_parser("replay", help="produce a JSON Lines file into the texts topic")
     replay.add_argument("file", type=Path, metavar="FILE.jsonl")
     replay.add_argument("--rate", type=float, help="texts per second (default: as fast as possible)")
-    replay.add_argument("--labels-delay", type=int, default=0,
-                        help="send each label this many texts after its text")
+    replay.add_argument(
+        "--labels-delay", type=int, default=0, help="send each label this many texts after its text"
+    )
     replay.add_argument("--limit", type=int, help="stop after this many texts")
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_common(replay, kafka=True)
@@ -114,7 +120,10 @@ def cmd_broker(args: argparse.Namespace) -> int:
     with EmbeddedBroker(port=args.port) as broker:
         kafka = config.kafka.model_copy(update={"bootstrap_servers": broker.bootstrap_servers})
         ensure_topics(kafka, config.topics.all())
-        print(f"embedded Kafka-protocol broker ready: --bootstrap-servers {broker.bootstrap_servers}", flush=True)
+        print(
+            f"embedded Kafka-protocol broker ready: --bootstrap-servers {broker.bootstrap_servers}",
+            flush=True,
+        )
         while not stop.wait(0.5):
             if not broker.running:
                 log.error("the embedded broker exited unexpectedly")
@@ -144,13 +153,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     setup_logging(args.log_level or "INFO")
     try:
-        settings = FineTuneSettings(epochs=args.epochs, max_length=args.max_length, batch_size=args.batch_size,
-                                    learning_rate=args.learning_rate, seed=args.seed, device=args.device)
+        settings = FineTuneSettings(
+            epochs=args.epochs,
+            max_length=args.max_length,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            seed=args.seed,
+            device=args.device,
+        )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return int(ExitCode.USAGE)
-    path = train_first_model(args.data, args.registry, args.base, settings, args.promote,
-                             progress=not args.no_progress)
+    path = train_first_model(
+        args.data, args.registry, args.base, settings, args.promote, progress=not args.no_progress
+    )
     print(path, flush=True)
     return int(ExitCode.OK)
 
@@ -165,7 +181,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     daemon, api = app.daemon, app.api
     daemon.install_signal_handlers()
     daemon.start()
-    log.info("insightloop %s running (role %s, pid %d, http port %d)", _version(), args.role, os.getpid(), api.port)
+    log.info(
+        "insightloop %s running (role %s, pid %d, http port %d)", _version(), args.role, os.getpid(), api.port
+    )
     return daemon.wait()
 
 
@@ -175,8 +193,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     config = _config(args)
     _setup_logging(config)
-    result = replay(config, args.file, rate=args.rate, labels_delay=args.labels_delay, limit=args.limit,
-                    progress=not args.no_progress)
+    result = replay(
+        config,
+        args.file,
+        rate=args.rate,
+        labels_delay=args.labels_delay,
+        limit=args.limit,
+        progress=not args.no_progress,
+    )
     print(f"replayed {result.texts} texts and {result.labels} labels in {result.seconds:.1f} s")
     return int(ExitCode.OK)
 

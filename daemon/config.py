@@ -259,7 +259,8 @@ def starter_config() -> str:
     """A commented YAML config with every key at its default, generated from the declarations."""
     out = [
         "# insightloop configuration. Every key can also be set by an environment variable",
-        "# INSIGHTLOOP_<SECTION>__<KEY> (e.g. INSIGHTLOOP_KAFKA__BOOTSTRAP_SERVERS); CLI flags win over both.",
+        "# INSIGHTLOOP_<SECTION>__<KEY> (e.g. INSIGHTLOOP_KAFKA__BOOTSTRAP_SERVERS);",
+        "# command-line flags win over both.",
         "",
     ]
     for name, section in _sections():
@@ -275,7 +276,12 @@ def starter_config() -> str:
 
 def config_reference_markdown() -> str:
     """The configuration reference (docs/configuration.md), generated from the declarations."""
-    out = ["# Configuration reference", "", "Generated from `daemon/config.py` by `insightloop init --reference`.", ""]
+    out = [
+        "# Configuration reference",
+        "",
+        "Generated from `daemon/config.py` by `insightloop init --reference`.",
+        "",
+    ]
     for name, section in _sections():
         out += [f"## `{name}`", "", (section.__doc__ or "").strip(), ""]
         out += ["| key | default | environment variable | meaning |", "|---|---|---|---|"]

@@ -135,7 +135,9 @@ def parse_text_message(value: bytes | None, max_bytes: int) -> TextEvent:
     except (json.JSONDecodeError, RecursionError) as exc:
         raise RejectedMessage(RejectReason.NOT_JSON, str(exc)[:200]) from exc
     if not isinstance(payload, dict):
-        raise RejectedMessage(RejectReason.NOT_OBJECT, f"expected a JSON object, got {type(payload).__name__}")
+        raise RejectedMessage(
+            RejectReason.NOT_OBJECT, f"expected a JSON object, got {type(payload).__name__}"
+        )
     try:
         return TextEvent.model_validate(payload)
     except ValidationError as exc:
@@ -147,5 +149,12 @@ def dead_letter_for(
 ) -> DeadLetter:
     """Build the dead letter of a rejected message, keeping a truncated, printable copy of it."""
     raw = (value or b"")[:RAW_KEEP_BYTES].decode("utf-8", errors="backslashreplace")
-    return DeadLetter(source_topic=topic, partition=partition, offset=offset, reason=reason, error=error,
-                      raw=raw, raw_bytes=len(value or b""))
+    return DeadLetter(
+        source_topic=topic,
+        partition=partition,
+        offset=offset,
+        reason=reason,
+        error=error,
+        raw=raw,
+        raw_bytes=len(value or b""),
+    )

@@ -1,4 +1,4 @@
-"""The HTTP server: /metrics, /healthz, /readyz (JSON endpoints and approvals come with the registry issue)."""
+"""The HTTP server: /metrics, /healthz, /readyz (JSON endpoints and approvals come with the registry)."""
 
 from __future__ import annotations
 
@@ -47,8 +47,9 @@ class ApiServer:
 
     def run(self, stop: threading.Event) -> None:
         """Serve until ``stop`` is set."""
-        thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                                  name="api-http", daemon=True)
+        thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="api-http", daemon=True
+        )
         thread.start()
         self._serving.set()
         log.info("HTTP API on port %d", self.port)
@@ -66,7 +67,7 @@ class ApiServer:
         class Handler(BaseHTTPRequestHandler):
             server_version = "insightloop"
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+            def log_message(self, format: str, *args: Any) -> None:
                 log.debug("http %s", format % args)
 
             def _send(self, status: int, body: bytes, content_type: str) -> None:
@@ -79,7 +80,7 @@ class ApiServer:
             def _send_json(self, status: int, payload: Any) -> None:
                 self._send(status, json.dumps(payload, default=str).encode(), "application/json")
 
-            def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+            def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
                     self._send(200, generate_latest(api._metrics), CONTENT_TYPE_LATEST)

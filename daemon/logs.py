@@ -40,7 +40,7 @@ def setup_logging(level: str = "INFO", json_format: bool = False) -> None:
         # transformers' weight-loading reports and progress bars are noise in a daemon's log.
         from transformers.utils import logging as hf_logging
 
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     # kafka-python logs expected reconnect attempts as errors; they are noise at our level.
     logging.getLogger("kafka.conn").setLevel(logging.CRITICAL)

@@ -81,56 +81,93 @@ class Metrics:
         # scorer
         self.texts_scored = Counter("insightloop_texts_scored", "Texts scored.", registry=r)
         self.batches = Counter("insightloop_batches_scored", "Micro-batches scored.", registry=r)
-        self.latency = Histogram("insightloop_scoring_latency_seconds", "Time to score one micro-batch.",
-                                 buckets=LATENCY_BUCKETS, registry=r)
-        self.batch_size = Histogram("insightloop_batch_size", "Valid texts per scored micro-batch.",
-                                    buckets=BATCH_BUCKETS, registry=r)
-        self.dead_letters = Counter("insightloop_dead_letters", "Messages sent to the dead-letter topic.",
-                                    ["reason"], registry=r)
-        self.lag = Gauge("insightloop_consumer_lag", "Messages not yet consumed.", ["topic", "partition"],
-                         registry=r)
-        self.model_info = Gauge("insightloop_model_version_info",
-                                "1 for the model version serving in this process.", ["version"], registry=r)
-        self.assigned = Gauge("insightloop_assigned_partitions",
-                              "Partitions of the texts topic assigned to this scorer.", registry=r)
-        self.retries = Counter("insightloop_kafka_retries", "Produce or commit attempts retried.",
-                               ["operation"], registry=r)
-        self.model_load_failures = Counter("insightloop_model_load_failures",
-                                           "Model versions refused because they failed to load or smoke-test.",
-                                           registry=r)
+        self.latency = Histogram(
+            "insightloop_scoring_latency_seconds",
+            "Time to score one micro-batch.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "insightloop_batch_size", "Valid texts per scored micro-batch.", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.dead_letters = Counter(
+            "insightloop_dead_letters", "Messages sent to the dead-letter topic.", ["reason"], registry=r
+        )
+        self.lag = Gauge(
+            "insightloop_consumer_lag", "Messages not yet consumed.", ["topic", "partition"], registry=r
+        )
+        self.model_info = Gauge(
+            "insightloop_model_version_info",
+            "1 for the model version serving in this process.",
+            ["version"],
+            registry=r,
+        )
+        self.assigned = Gauge(
+            "insightloop_assigned_partitions",
+            "Partitions of the texts topic assigned to this scorer.",
+            registry=r,
+        )
+        self.retries = Counter(
+            "insightloop_kafka_retries", "Produce or commit attempts retried.", ["operation"], registry=r
+        )
+        self.model_load_failures = Counter(
+            "insightloop_model_load_failures",
+            "Model versions refused because they failed to load or smoke-test.",
+            registry=r,
+        )
         # monitor
-        self.drift_statistic = Gauge("insightloop_drift_statistic", "Latest statistic of each detector.",
-                                     ["detector"], registry=r)
-        self.drift_detected = Gauge("insightloop_drift_detected",
-                                    "1 while a detector's condition is raised (with hysteresis).", ["detector"],
-                                    registry=r)
+        self.drift_statistic = Gauge(
+            "insightloop_drift_statistic", "Latest statistic of each detector.", ["detector"], registry=r
+        )
+        self.drift_detected = Gauge(
+            "insightloop_drift_detected",
+            "1 while a detector's condition is raised (with hysteresis).",
+            ["detector"],
+            registry=r,
+        )
         self.insights = Counter("insightloop_insights", "Insights raised.", ["kind", "severity"], registry=r)
-        self.labeled_accuracy = Gauge("insightloop_labeled_accuracy",
-                                      "Accuracy on the latest window of labeled production texts.", registry=r)
-        self.estimated_accuracy = Gauge("insightloop_estimated_accuracy",
-                                        "Accuracy estimated from calibrated confidence (no labels needed).",
-                                        registry=r)
+        self.labeled_accuracy = Gauge(
+            "insightloop_labeled_accuracy",
+            "Accuracy on the latest window of labeled production texts.",
+            registry=r,
+        )
+        self.estimated_accuracy = Gauge(
+            "insightloop_estimated_accuracy",
+            "Accuracy estimated from calibrated confidence (no labels needed).",
+            registry=r,
+        )
         self.checks = Counter("insightloop_monitor_checks", "Monitor checks run.", registry=r)
-        self.check_seconds = Histogram("insightloop_monitor_check_seconds", "Duration of one monitor check.",
-                                       registry=r)
+        self.check_seconds = Histogram(
+            "insightloop_monitor_check_seconds", "Duration of one monitor check.", registry=r
+        )
         # controller
-        self.retrain_jobs = Counter("insightloop_retrain_jobs", "Retraining jobs by final or current state.",
-                                    ["state"], registry=r)
-        self.retrain_jobs_running = Gauge("insightloop_retrain_jobs_running", "Retraining jobs running now.",
-                                          registry=r)
+        self.retrain_jobs = Counter(
+            "insightloop_retrain_jobs", "Retraining jobs by final or current state.", ["state"], registry=r
+        )
+        self.retrain_jobs_running = Gauge(
+            "insightloop_retrain_jobs_running", "Retraining jobs running now.", registry=r
+        )
         self.retrain_oldest_running_seconds = Gauge(
-            "insightloop_retrain_job_oldest_running_seconds", "Age of the oldest running retraining job.",
-            registry=r)
-        self.candidates_pending = Gauge("insightloop_candidates_pending_approval",
-                                        "Candidates that passed the gate and wait for a person.", registry=r)
+            "insightloop_retrain_job_oldest_running_seconds",
+            "Age of the oldest running retraining job.",
+            registry=r,
+        )
+        self.candidates_pending = Gauge(
+            "insightloop_candidates_pending_approval",
+            "Candidates that passed the gate and wait for a person.",
+            registry=r,
+        )
         self.candidate_oldest_pending_seconds = Gauge(
-            "insightloop_candidate_oldest_pending_seconds", "How long the oldest pending candidate has waited.",
-            registry=r)
+            "insightloop_candidate_oldest_pending_seconds",
+            "How long the oldest pending candidate has waited.",
+            registry=r,
+        )
         self.promotions = Counter("insightloop_promotions", "Promotions of a model version.", registry=r)
         self.rollbacks = Counter("insightloop_rollbacks", "Rollbacks to an earlier version.", registry=r)
         # process
-        self.worker_up = Gauge("insightloop_worker_up", "1 while a named worker of the daemon runs.", ["worker"],
-                               registry=r)
+        self.worker_up = Gauge(
+            "insightloop_worker_up", "1 while a named worker of the daemon runs.", ["worker"], registry=r
+        )
 
 
 class PrometheusScorerMetrics(ScorerObserver):
@@ -161,8 +198,8 @@ class PrometheusScorerMetrics(ScorerObserver):
 
     def on_lag(self, lag: Mapping[tuple[str, int], int]) -> None:
         keys = {(topic, str(partition)) for topic, partition in lag}
-        for topic, partition in self._lag_keys - keys:
-            self.m.lag.remove(topic, partition)
+        for gone_topic, gone_partition in self._lag_keys - keys:
+            self.m.lag.remove(gone_topic, gone_partition)
         for (topic, partition), value in lag.items():
             self.m.lag.labels(topic=topic, partition=str(partition)).set(value)
         self._lag_keys = keys

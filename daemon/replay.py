@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import logging
 import time
 from collections import deque
@@ -64,8 +63,12 @@ def replay(
                 if pause > 0:
                     time.sleep(pause)
             text_id = example.id or f"{path.stem}-{row}"
-            event = TextEvent(id=text_id, text=example.text, ts=utc_now(),
-                              meta={k: v for k, v in example.meta.items() if not isinstance(v, dict | list)})
+            event = TextEvent(
+                id=text_id,
+                text=example.text,
+                ts=utc_now(),
+                meta={k: v for k, v in example.meta.items() if not isinstance(v, dict | list)},
+            )
             send(config.topics.texts, text_id, event.model_dump_json())
             texts += 1
             bar.update(1)
@@ -93,5 +96,3 @@ def _wait_for_acks(producer: Any, futures: list[Any]) -> None:
     for future in futures:
         future.get(timeout=60)
     futures.clear()
-
-

@@ -7,7 +7,6 @@ consumer group scale out over the topic's partitions.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -110,8 +109,9 @@ class Scorer:
                 log.info("partitions assigned: %s", scorer._assignment)
 
         producer = make_producer(cfg.kafka)
-        consumer = make_consumer(cfg.kafka, None, cfg.scorer.group_id,
-                                 max_poll_records=cfg.scorer.max_batch_size)
+        consumer = make_consumer(
+            cfg.kafka, None, cfg.scorer.group_id, max_poll_records=cfg.scorer.max_batch_size
+        )
         consumer.subscribe([cfg.topics.texts], listener=_Listener())
         try:
             while not stop.is_set():
@@ -167,24 +167,49 @@ class Scorer:
             try:
                 valid.append((record, parse_text_message(record.value, self.config.scorer.max_message_bytes)))
             except RejectedMessage as rejected:
-                letters.append(dead_letter_for(record.value, record.topic, record.partition, record.offset,
-                                               rejected.reason, rejected.detail))
+                letters.append(
+                    dead_letter_for(
+                        record.value,
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        rejected.reason,
+                        rejected.detail,
+                    )
+                )
         record_of = {id(event): record for record, event in valid}
         predictions, failed = self._score([event for _, event in valid])
         for event, error in failed:
             record = record_of[id(event)]
-            letters.append(dead_letter_for(record.value, record.topic, record.partition, record.offset,
-                                           RejectReason.SCORING_FAILED, error))
-        outgoing = [(self.config.topics.predictions, p.id, p.model_dump_json()) for p in predictions]
+            letters.append(
+                dead_letter_for(
+                    record.value,
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    RejectReason.SCORING_FAILED,
+                    error,
+                )
+            )
+        outgoing: list[tuple[str, str | None, str]] = [
+            (self.config.topics.predictions, p.id, p.model_dump_json()) for p in predictions
+        ]
         outgoing += [(self.config.topics.deadletter, None, d.model_dump_json()) for d in letters]
         self._produce_until_acknowledged(producer, outgoing, stop)
         for letter in letters:
             self.observer.on_dead_letter(letter.reason.value)
-            log.warning("dead-lettered %s:%d@%d: %s", letter.source_topic, letter.partition, letter.offset,
-                        letter.error[:200])
+            log.warning(
+                "dead-lettered %s:%d@%d: %s",
+                letter.source_topic,
+                letter.partition,
+                letter.offset,
+                letter.error[:200],
+            )
         self._commit(consumer, records)
 
-    def _score(self, events: Sequence[TextEvent]) -> tuple[list[PredictionEvent], list[tuple[TextEvent, str]]]:
+    def _score(
+        self, events: Sequence[TextEvent]
+    ) -> tuple[list[PredictionEvent], list[tuple[TextEvent, str]]]:
         """Score a batch in one go; if that fails, score one by one so one bad text costs only itself."""
         if not events:
             return [], []
@@ -210,15 +235,19 @@ class Scorer:
         labels = batch.predicted_labels()
         out = []
         for row, event in enumerate(events):
-            out.append(PredictionEvent(
-                id=event.id,
-                model_version=model.version,
-                label=labels[row],
-                scores={name: float(p) for name, p in zip(batch.labels, batch.probabilities[row], strict=True)},
-                embedding=[round(float(x), EMBEDDING_DECIMALS) for x in batch.embeddings[row]],
-                n_tokens=int(batch.token_counts[row]),
-                ts=event.ts,
-            ))
+            out.append(
+                PredictionEvent(
+                    id=event.id,
+                    model_version=model.version,
+                    label=labels[row],
+                    scores={
+                        name: float(p) for name, p in zip(batch.labels, batch.probabilities[row], strict=True)
+                    },
+                    embedding=[round(float(x), EMBEDDING_DECIMALS) for x in batch.embeddings[row]],
+                    n_tokens=int(batch.token_counts[row]),
+                    ts=event.ts,
+                )
+            )
         self.observer.on_batch(len(events), seconds)
         return out
 
@@ -241,7 +270,9 @@ class Scorer:
             except Exception as exc:
                 self.observer.on_retry("produce")
                 if stop.is_set():
-                    drain_deadline = drain_deadline or time.monotonic() + self.config.scorer.drain_timeout_s / 2
+                    drain_deadline = (
+                        drain_deadline or time.monotonic() + self.config.scorer.drain_timeout_s / 2
+                    )
                     if time.monotonic() > drain_deadline:
                         # Not committed, so the batch is consumed again after restart: nothing lost.
                         raise TemporaryError(f"stopping with an unacknowledged batch: {exc}") from exc

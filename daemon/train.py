@@ -38,14 +38,22 @@ def train_first_model(
         base_model=str(base_model),
         labels=list(result.artifact.labels),
         metrics=result.metrics,
-        data={"train_file": str(data), "examples": len(examples), "train_size": result.train_size,
-              "validation_size": len(result.validation), "label_counts": label_counts,
-              "settings": result.settings},
+        data={
+            "train_file": str(data),
+            "examples": len(examples),
+            "train_size": result.train_size,
+            "validation_size": len(result.validation),
+            "label_counts": label_counts,
+            "settings": result.settings,
+        },
     )
     by = getpass.getuser()
     created = registry.create_version(result.artifact.save, record, by=by, reason=f"trained on {data}")
-    log.info("registered %s (validation %s)", created.version,
-             {k: round(v, 4) for k, v in result.metrics.items() if k.startswith("validation_")})
+    log.info(
+        "registered %s (validation %s)",
+        created.version,
+        {k: round(v, 4) for k, v in result.metrics.items() if k.startswith("validation_")},
+    )
     if promote:
         registry.promote(created.version, by=by, reason="insightloop train --promote")
         log.info("promoted %s to production", created.version)

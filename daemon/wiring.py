@@ -34,8 +34,13 @@ def build_app(config: Config, role: str = "all") -> App:
     if role in ("all", "scorer"):
         workers.append(Scorer(config, PrometheusScorerMetrics(metrics)))
     holder: list[Daemon] = []
-    api = ApiServer(config.api.host, config.api.http_port, metrics.registry,
-                    health=lambda: holder[0].health(), readiness=lambda: holder[0].readiness())
+    api = ApiServer(
+        config.api.host,
+        config.api.http_port,
+        metrics.registry,
+        health=lambda: holder[0].health(),
+        readiness=lambda: holder[0].readiness(),
+    )
 
     def worker_up(name: str, up: bool) -> None:
         metrics.worker_up.labels(worker=name).set(1 if up else 0)

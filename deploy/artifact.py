@@ -104,7 +104,9 @@ class ModelArtifact:
             target = pick_device(device)
             tokenizer = AutoTokenizer.from_pretrained(root / MODEL_DIR)
             model = AutoModelForSequenceClassification.from_pretrained(root / MODEL_DIR)
-            projection = Projection.load(root / PROJECTION_FILE) if (root / PROJECTION_FILE).is_file() else None
+            projection = (
+                Projection.load(root / PROJECTION_FILE) if (root / PROJECTION_FILE).is_file() else None
+            )
         except ModelLoadError:
             raise
         except Exception as exc:  # transformers raises many types for a broken directory

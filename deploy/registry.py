@@ -79,7 +79,9 @@ class Registry:
         if not self.root.is_dir():
             return []
         found = [
-            p.name for p in self.root.iterdir() if VERSION_PATTERN.match(p.name) and (p / RECORD_FILE).is_file()
+            p.name
+            for p in self.root.iterdir()
+            if VERSION_PATTERN.match(p.name) and (p / RECORD_FILE).is_file()
         ]
         return sorted(found, key=lambda name: int(name[1:]))
 
@@ -92,7 +94,7 @@ class Registry:
             record.status = VersionStatus(status_path.read_text(encoding="utf-8").strip())
         return record
 
-    def list(self) -> list[VersionRecord]:
+    def records(self) -> list[VersionRecord]:
         """Records of every version, oldest first."""
         return [self.get(name) for name in self.names()]
 
@@ -143,8 +145,14 @@ class Registry:
                 (staging / STATUS_FILE).write_text(final.status.value + "\n", encoding="utf-8")
                 os.rename(staging, self.root / name)
                 self._append_audit(
-                    AuditEntry(version=name, action="register", from_status=None, to_status=final.status,
-                               by=by, reason=reason)
+                    AuditEntry(
+                        version=name,
+                        action="register",
+                        from_status=None,
+                        to_status=final.status,
+                        by=by,
+                        reason=reason,
+                    )
                 )
             return final
         finally:
@@ -163,16 +171,32 @@ class Registry:
             previous = self.production()
             _write_atomically(self.root / POINTER_FILE, version + "\n")
             self._set_status(version, VersionStatus.PRODUCTION)
-            self._append_audit(AuditEntry(version=version, action=action, from_status=record.status,
-                                          to_status=VersionStatus.PRODUCTION, by=by, reason=reason))
+            self._append_audit(
+                AuditEntry(
+                    version=version,
+                    action=action,
+                    from_status=record.status,
+                    to_status=VersionStatus.PRODUCTION,
+                    by=by,
+                    reason=reason,
+                )
+            )
             if previous and previous != version:
                 old = self.get(previous)
                 self._set_status(previous, VersionStatus.ARCHIVED)
-                self._append_audit(AuditEntry(version=previous, action=action, from_status=old.status,
-                                              to_status=VersionStatus.ARCHIVED, by=by,
-                                              reason=f"replaced by {version}"))
-        event_action = "rollback" if action == "rollback" else "promote"
-        return ModelEvent(action=event_action, version=version, by=by, reason=reason)
+                self._append_audit(
+                    AuditEntry(
+                        version=previous,
+                        action=action,
+                        from_status=old.status,
+                        to_status=VersionStatus.ARCHIVED,
+                        by=by,
+                        reason=f"replaced by {version}",
+                    )
+                )
+        if action == "rollback":
+            return ModelEvent(action="rollback", version=version, by=by, reason=reason)
+        return ModelEvent(action="promote", version=version, by=by, reason=reason)
 
     def remove_incomplete(self) -> list[str]:
         """Delete staging directories left by writers that died; return their names."""

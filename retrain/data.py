@@ -65,7 +65,7 @@ def iter_jsonl(path: Path | str, require_label: bool = False) -> Iterator[Exampl
 
 def read_jsonl(path: Path | str, require_label: bool = False, limit: int | None = None) -> list[Example]:
     """All examples of a JSON Lines file (at most ``limit``)."""
-    examples = []
+    examples: list[Example] = []
     for example in iter_jsonl(path, require_label=require_label):
         if limit is not None and len(examples) >= limit:
             break

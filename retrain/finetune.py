@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from insightloop.deploy import ModelArtifact, Projection, pick_device
-from insightloop.deploy.artifact import ARTIFACT_FILE, MODEL_DIR, mean_pool
+from insightloop.deploy.artifact import ARTIFACT_FILE, MODEL_DIR
 from insightloop.retrain.data import Example
 
 log = logging.getLogger(__name__)
@@ -136,11 +136,15 @@ def fit_projection(artifact: ModelArtifact, texts: Sequence[str], dims: int, bat
 def fine_tune(
     examples: Sequence[Example],
     base: str | Path,
-    settings: FineTuneSettings = FineTuneSettings(),  # noqa: B008 - frozen, safe to share
+    settings: FineTuneSettings = FineTuneSettings(),
     progress: bool = True,
 ) -> FineTuneResult:
     """Fine-tune ``base`` on labeled ``examples``; the best epoch on validation is kept."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        get_linear_schedule_with_warmup,
+    )
 
     labels = sorted({str(e.label) for e in examples if e.label is not None})
     if len(labels) < 2:
@@ -157,8 +161,9 @@ def fine_tune(
         ignore_mismatched_sizes=True,
     )
     model.to(device)
-    artifact = ModelArtifact(model, tokenizer, labels, None, settings.max_length, device,
-                             info={"base_model": str(base)})
+    artifact = ModelArtifact(
+        model, tokenizer, labels, None, settings.max_length, device, info={"base_model": str(base)}
+    )
     train, validation = stratified_split(examples, settings.validation_share, settings.seed)
     label_index = {label: i for i, label in enumerate(labels)}
     token_ids = artifact.tokenize([e.text for e in train])
@@ -166,8 +171,12 @@ def fine_tune(
 
     steps_per_epoch = math.ceil(len(train) / settings.batch_size)
     total_steps = steps_per_epoch * settings.epochs
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(total_steps * settings.warmup_share), total_steps)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+    )
+    scheduler = get_linear_schedule_with_warmup(  # type: ignore[no-untyped-call]
+        optimizer, int(total_steps * settings.warmup_share), total_steps
+    )
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     generator = torch.Generator().manual_seed(settings.seed)
 
@@ -179,8 +188,13 @@ def fine_tune(
     for epoch in range(settings.epochs):
         model.train()
         order = torch.randperm(len(train), generator=generator).tolist()
-        bar = tqdm(total=len(train), desc=f"epoch {epoch + 1}/{settings.epochs}", unit="text",
-                   disable=not progress, leave=False)
+        bar = tqdm(
+            total=len(train),
+            desc=f"epoch {epoch + 1}/{settings.epochs}",
+            unit="text",
+            disable=not progress,
+            leave=False,
+        )
         for start in range(0, len(order), settings.batch_size):
             rows = order[start : start + settings.batch_size]
             padded = tokenizer.pad({"input_ids": [token_ids[i] for i in rows]}, return_tensors="pt")
@@ -189,7 +203,7 @@ def fine_tune(
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 logits, _ = artifact.forward(batch)
             loss = torch.nn.functional.cross_entropy(logits.float(), target)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
@@ -202,8 +216,13 @@ def fine_tune(
         metrics = _evaluate(artifact, validation, settings.batch_size * 2)
         score = metrics.get("macro_f1", -float(epoch))
         elapsed = time.perf_counter() - started
-        log.info("epoch %d/%d: validation %s, %.1f texts/s", epoch + 1, settings.epochs,
-                 {k: round(v, 4) for k, v in metrics.items()}, seen / max(elapsed, 1e-9))
+        log.info(
+            "epoch %d/%d: validation %s, %.1f texts/s",
+            epoch + 1,
+            settings.epochs,
+            {k: round(v, 4) for k, v in metrics.items()},
+            seen / max(elapsed, 1e-9),
+        )
         if best is None or score > best[0]:
             best = (score, {k: v.detach().clone() for k, v in model.state_dict().items()})
             best_metrics = metrics
@@ -218,8 +237,9 @@ def fine_tune(
     model.eval()
     elapsed = time.perf_counter() - started
     reference_texts = [e.text for e in (validation if len(validation) >= 2 else train)]
-    artifact.projection = fit_projection(artifact, reference_texts[:2000], settings.projection_dims,
-                                         settings.batch_size * 2)
+    artifact.projection = fit_projection(
+        artifact, reference_texts[:2000], settings.projection_dims, settings.batch_size * 2
+    )
     metrics = {
         **{f"validation_{k}": v for k, v in best_metrics.items()},
         "train_seconds": elapsed,

@@ -18,9 +18,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-from insightloop.daemon.broker import EmbeddedBroker, free_port  # noqa: E402
-from insightloop.daemon.config import Config, load_config  # noqa: E402
-from tests.synthetic import sentiment_rows, write_jsonl  # noqa: E402
+from insightloop.daemon.broker import EmbeddedBroker, free_port
+from insightloop.daemon.config import Config, load_config
+from tests.synthetic import sentiment_rows, write_jsonl
 
 
 @pytest.fixture(scope="session")
@@ -39,8 +39,14 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     seed_everything(0)
     tokenizer = AutoTokenizer.from_pretrained(default_base_model())
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
     path = tmp_path_factory.mktemp("tiny-bert")
     BertModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -77,10 +83,15 @@ def make_config(broker: EmbeddedBroker, trained_registry: Path, tmp_path: Path, 
 
     def build(**sections: dict[str, Any]) -> Config:
         base: dict[str, Any] = {
-            "kafka": {"bootstrap_servers": broker.bootstrap_servers, "session_timeout_ms": 3000,
-                      "heartbeat_interval_ms": 500},
-            "topics": {name: f"{unique}.{name}" for name in
-                       ("texts", "predictions", "labels", "insights", "models", "deadletter")},
+            "kafka": {
+                "bootstrap_servers": broker.bootstrap_servers,
+                "session_timeout_ms": 3000,
+                "heartbeat_interval_ms": 500,
+            },
+            "topics": {
+                name: f"{unique}.{name}"
+                for name in ("texts", "predictions", "labels", "insights", "models", "deadletter")
+            },
             "scorer": {"group_id": f"scorer-{unique}", "max_wait_ms": 50, "drain_timeout_s": 15},
             "registry": {"path": str(trained_registry)},
             "state": {"dir": str(tmp_path / "state")},

@@ -21,8 +21,9 @@ def read_topic(
     """Read every JSON message of ``topic`` until ``until(messages)`` holds (then ``settle_s`` more)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(**common_settings(config.kafka), enable_auto_commit=False, group_id=None,
-                             fetch_max_wait_ms=100)
+    consumer = KafkaConsumer(
+        **common_settings(config.kafka), enable_auto_commit=False, group_id=None, fetch_max_wait_ms=100
+    )
     try:
         deadline = time.monotonic() + timeout_s
         partitions = None

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from insightloop.daemon.config import Config
 from insightloop.daemon.wiring import build_app
 
@@ -50,7 +51,9 @@ class InProcessDaemon:
         self.exit_code = self.daemon.wait()
 
 
-def wait_ready(url: str, timeout_s: float = 60.0, process: subprocess.Popen[bytes] | None = None) -> dict[str, Any]:
+def wait_ready(
+    url: str, timeout_s: float = 60.0, process: subprocess.Popen[bytes] | None = None
+) -> dict[str, Any]:
     """Poll /readyz until it answers 200; return its body."""
     deadline = time.monotonic() + timeout_s
     last = ""
@@ -86,9 +89,19 @@ class DaemonProcess:
         env = {**os.environ, "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1"}
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "insightloop.daemon", "run", "--config", str(self.config_path),
-             "--http-port", str(self.http_port)],
-            stdout=self._log, stderr=subprocess.STDOUT, env=env,
+            [
+                sys.executable,
+                "-m",
+                "insightloop.daemon",
+                "run",
+                "--config",
+                str(self.config_path),
+                "--http-port",
+                str(self.http_port),
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
         return self
 

@@ -31,7 +31,9 @@ def test_sigterm_drains_and_restart_loses_nothing(make_config, tmp_path: Path) -
         first.wait_ready()
         replay(config, source, progress=False)
         # Stop it while the stream is still being worked through.
-        partial = read_topic(config, config.topics.predictions, until=lambda got: len(got) >= 100, timeout_s=60)
+        partial = read_topic(
+            config, config.topics.predictions, until=lambda got: len(got) >= 100, timeout_s=60
+        )
         assert 100 <= len(partial) < 1000, "the first daemon should be mid-stream when it is stopped"
         assert first.terminate() == 0, first.log_text()
     finally:
@@ -40,8 +42,13 @@ def test_sigterm_drains_and_restart_loses_nothing(make_config, tmp_path: Path) -
     second = DaemonProcess(config, tmp_path, "second", free_port()).start()
     try:
         second.wait_ready()
-        predictions = read_topic(config, config.topics.predictions,
-                                 until=lambda got: len({p["id"] for p in got}) >= 1000, timeout_s=120, settle_s=2)
+        predictions = read_topic(
+            config,
+            config.topics.predictions,
+            until=lambda got: len({p["id"] for p in got}) >= 1000,
+            timeout_s=120,
+            settle_s=2,
+        )
         assert second.terminate() == 0, second.log_text()
     finally:
         second.kill()
@@ -71,8 +78,13 @@ def test_two_scorers_share_the_partitions(make_config, tmp_path: Path) -> None:
             time.sleep(0.5)
         rows = sentiment_rows(1000, seed=4, prefix="s")
         replay(config, write_jsonl(tmp_path / "stream.jsonl", rows), progress=False)
-        predictions = read_topic(config, config.topics.predictions,
-                                 until=lambda got: len({p["id"] for p in got}) >= 1000, timeout_s=120, settle_s=1)
+        predictions = read_topic(
+            config,
+            config.topics.predictions,
+            until=lambda got: len({p["id"] for p in got}) >= 1000,
+            timeout_s=120,
+            settle_s=1,
+        )
         scored = []
         for scorer in scorers:
             _, text = http_get(scorer.url + "/metrics")

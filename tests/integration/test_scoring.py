@@ -33,8 +33,12 @@ def test_thousand_texts_become_thousand_predictions(make_config, tmp_path: Path)
     with InProcessDaemon(config) as daemon:
         result = replay(config, source, labels_delay=10, progress=False)
         assert (result.texts, result.labels) == (1000, 1000)
-        predictions = read_topic(config, config.topics.predictions,
-                                 until=lambda got: len({p["id"] for p in got}) >= 1000, settle_s=1.0)
+        predictions = read_topic(
+            config,
+            config.topics.predictions,
+            until=lambda got: len({p["id"] for p in got}) >= 1000,
+            settle_s=1.0,
+        )
         status, metrics_text = http_get(daemon.url + "/metrics")
     assert daemon.exit_code == 0
     ids = [p["id"] for p in predictions]
@@ -60,7 +64,7 @@ def test_thousand_texts_become_thousand_predictions(make_config, tmp_path: Path)
 
 MALFORMED: list[tuple[bytes | None, str]] = [
     (b"this is not json", "not_json"),
-    (b"\xff\xfe{\"id\": \"x\"}", "not_utf8"),
+    (b'\xff\xfe{"id": "x"}', "not_utf8"),
     (b"[1, 2, 3]", "not_object"),
     (json.dumps({"text": "no id here"}).encode(), "invalid_fields"),
     (json.dumps({"id": "no-text"}).encode(), "invalid_fields"),
@@ -74,13 +78,20 @@ MALFORMED: list[tuple[bytes | None, str]] = [
 def test_malformed_messages_are_dead_lettered_and_scoring_goes_on(make_config) -> None:
     config = make_config(scorer={"max_message_bytes": 4096})
     good_before = [json.dumps({"id": f"good-{i}", "text": "great product"}).encode() for i in range(5)]
-    good_after = [json.dumps({"id": f"after-{i}", "text": "awful broken item", "extra": {"x": 1}}).encode()
-                  for i in range(5)]
+    good_after = [
+        json.dumps({"id": f"after-{i}", "text": "awful broken item", "extra": {"x": 1}}).encode()
+        for i in range(5)
+    ]
     with InProcessDaemon(config) as daemon:
-        produce_raw(config, config.topics.texts, good_before + [value for value, _ in MALFORMED] + good_after,
-                    key=b"raw")
-        letters = read_topic(config, config.topics.deadletter, until=lambda got: len(got) >= len(MALFORMED),
-                             settle_s=0.5)
+        produce_raw(
+            config,
+            config.topics.texts,
+            good_before + [value for value, _ in MALFORMED] + good_after,
+            key=b"raw",
+        )
+        letters = read_topic(
+            config, config.topics.deadletter, until=lambda got: len(got) >= len(MALFORMED), settle_s=0.5
+        )
         predictions = read_topic(config, config.topics.predictions, until=lambda got: len(got) >= 10)
         _, metrics_text = http_get(daemon.url + "/metrics")
     assert sorted(d["reason"] for d in letters) == sorted(reason for _, reason in MALFORMED)
@@ -90,7 +101,9 @@ def test_malformed_messages_are_dead_lettered_and_scoring_goes_on(make_config) -
         assert letter["offset"] >= 0
     big = next(d for d in letters if d["reason"] == "too_large")
     assert big["raw_bytes"] > 4096 and len(big["raw"]) <= 2048
-    assert {p["id"] for p in predictions} == {f"good-{i}" for i in range(5)} | {f"after-{i}" for i in range(5)}
+    assert {p["id"] for p in predictions} == {f"good-{i}" for i in range(5)} | {
+        f"after-{i}" for i in range(5)
+    }
     samples = metric_values(metrics_text)
     for reason in {r for _, r in MALFORMED}:
         expected = sum(1 for _, r in MALFORMED if r == reason)

@@ -1,0 +1,80 @@
+"""The model artifact: one forward pass gives probabilities and embeddings; save/load round-trips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from insightloop.deploy import ModelArtifact, ModelLoadError, Projection, Registry
+
+TEXTS = ["great", "this product is awful and broken, what a terrible thing to buy", "ok", "love it, perfect"]
+
+
+@pytest.fixture(scope="module")
+def artifact(trained_registry: Path) -> ModelArtifact:
+    registry = Registry(trained_registry)
+    return ModelArtifact.load(registry.path_of(registry.production() or ""), device="cpu")
+
+
+def test_predict_gives_probabilities_and_projected_embeddings(artifact: ModelArtifact) -> None:
+    batch = artifact.predict(TEXTS, batch_size=2)
+    assert batch.probabilities.shape == (4, 2)
+    assert np.allclose(batch.probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert batch.embeddings.shape == (4, artifact.embedding_dim) == (4, 8)
+    assert batch.token_counts[0] < batch.token_counts[1]
+    assert batch.predicted_labels()[1] == "negative" and batch.predicted_labels()[3] == "positive"
+
+
+def test_length_sorted_batches_return_rows_in_input_order(artifact: ModelArtifact) -> None:
+    together = artifact.predict(TEXTS, batch_size=3)
+    for i, text in enumerate(TEXTS):
+        alone = artifact.predict([text], batch_size=1)
+        assert np.allclose(alone.probabilities[0], together.probabilities[i], atol=1e-5)
+        assert np.allclose(alone.embeddings[0], together.embeddings[i], atol=1e-4)
+
+
+def test_one_forward_pass_per_chunk(artifact: ModelArtifact) -> None:
+    calls = []
+    handle = artifact.model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        artifact.predict(TEXTS, batch_size=2)
+    finally:
+        handle.remove()
+    assert len(calls) == 2  # two chunks of two texts, each scored and embedded by a single pass
+
+
+def test_save_and_load_round_trip(artifact: ModelArtifact, tmp_path: Path) -> None:
+    artifact.save(tmp_path / "copy")
+    loaded = ModelArtifact.load(tmp_path / "copy", device="cpu")
+    assert loaded.labels == artifact.labels and loaded.max_length == artifact.max_length
+    a, b = artifact.predict(TEXTS), loaded.predict(TEXTS)
+    assert np.allclose(a.probabilities, b.probabilities, atol=1e-6)
+    assert np.allclose(a.embeddings, b.embeddings, atol=1e-5)
+    loaded.smoke_test()
+
+
+def test_broken_directories_raise_model_load_error(tmp_path: Path, artifact: ModelArtifact) -> None:
+    with pytest.raises(ModelLoadError, match=r"artifact\.json"):
+        ModelArtifact.load(tmp_path)
+    artifact.save(tmp_path / "broken")
+    (tmp_path / "broken" / "model" / "model.safetensors").write_bytes(b"not a model")
+    with pytest.raises(ModelLoadError, match="cannot load"):
+        ModelArtifact.load(tmp_path / "broken", device="cpu")
+
+
+def test_projection_keeps_the_main_directions(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(500, 6)).astype(np.float32) * np.array(
+        [10, 5, 1, 0.1, 0.1, 0.1], dtype=np.float32
+    )
+    projection = Projection.fit(data, 2)
+    out = projection.transform(data)
+    assert out.shape == (500, 2)
+    assert out[:, 0].var() > out[:, 1].var() > data[:, 2].var()
+    projection.save(tmp_path / "p.npz")
+    again = Projection.load(tmp_path / "p.npz")
+    assert np.allclose(again.transform(data), out)
+    with pytest.raises(ValueError):
+        Projection.fit(data[:1], 2)
