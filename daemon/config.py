@@ -60,6 +60,9 @@ class KafkaConfig(_Section):
         3_000, ge=100, description="Consumer heartbeat interval; keep under a third of the session timeout."
     )
     request_timeout_ms: int = Field(30_000, ge=1_000, description="Timeout of one request to a broker.")
+    bootstrap_timeout_ms: int = Field(
+        30_000, ge=500, description="How long a client tries to reach the bootstrap servers before giving up."
+    )
     topic_partitions: int = Field(
         4, ge=1, description="Partitions for topics insightloop creates (the most scorers that share work)."
     )

@@ -23,6 +23,7 @@ def common_settings(config: KafkaConfig) -> dict[str, Any]:
         "client_id": config.client_id,
         "security_protocol": config.security_protocol,
         "request_timeout_ms": config.request_timeout_ms,
+        "bootstrap_timeout_ms": config.bootstrap_timeout_ms,
     }
     version = config.api_version_tuple()
     if version is not None:

@@ -128,7 +128,7 @@ def test_run_against_no_broker_says_so(tmp_path: Path, trained_registry: Path) -
         "--http-port",
         "0",
         timeout=120,
-        env_extra={"INSIGHTLOOP_KAFKA__REQUEST_TIMEOUT_MS": "3000"},
+        env_extra={"INSIGHTLOOP_KAFKA__BOOTSTRAP_TIMEOUT_MS": "2000"},
     )
     assert done.returncode == ExitCode.BROKER_UNREACHABLE, done.stderr
     assert "no Kafka broker reachable" in done.stderr
