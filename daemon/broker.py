@@ -67,9 +67,7 @@ class EmbeddedBroker:
                 raise BrokerUnreachableError(f"the embedded broker exited at start: {stderr.strip()[-500:]}")
             if time.monotonic() > deadline:
                 self.stop()
-                raise BrokerUnreachableError(
-                    f"the embedded broker did not listen on {url} within {timeout_s} s"
-                )
+                raise BrokerUnreachableError(f"the embedded broker did not listen on {url} within {timeout_s} s")
             time.sleep(0.05)
         log.info("embedded broker listening on %s", self.bootstrap_servers)
 

@@ -42,9 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     init = commands.add_parser("init", help="write a commented starter config")
     init.add_argument("--path", type=Path, default=Path("insightloop.yaml"), help="where to write it")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
-    init.add_argument(
-        "--reference", action="store_true", help="print the configuration reference (Markdown) instead"
-    )
+    init.add_argument("--reference", action="store_true", help="print the configuration reference (Markdown) instead")
 
     train = commands.add_parser("train", help="fine-tune a first model and register it")
     train.add_argument("--data", type=Path, required=True, help="JSON Lines with text and label")
@@ -64,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(run, kafka=True, state=True)
     run.add_argument(
         "--role",
-        choices=["all", "scorer"],
-        default="all",  # more roles arrive with their issues
+        choices=["all", "scorer", "api"],
+        default="all",
         help="which workers to run (the HTTP endpoints always run)",
     )
     run.add_argument("--http-port", type=int, help="HTTP port for /metrics, /healthz, /readyz")
@@ -73,12 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     replay = commands.add_parser("replay", help="produce a JSON Lines file into the texts topic")
     replay.add_argument("file", type=Path, metavar="FILE.jsonl")
     replay.add_argument("--rate", type=float, help="texts per second (default: as fast as possible)")
-    replay.add_argument(
-        "--labels-delay", type=int, default=0, help="send each label this many texts after its text"
-    )
+    replay.add_argument("--labels-delay", type=int, default=0, help="send each label this many texts after its text")
     replay.add_argument("--limit", type=int, help="stop after this many texts")
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_common(replay, kafka=True)
+
+    from insightloop.daemon.models_cmd import add_models_parser
+
+    add_models_parser(commands, _add_common)
     return parser
 
 
@@ -164,9 +164,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return int(ExitCode.USAGE)
-    path = train_first_model(
-        args.data, args.registry, args.base, settings, args.promote, progress=not args.no_progress
-    )
+    path = train_first_model(args.data, args.registry, args.base, settings, args.promote, progress=not args.no_progress)
     print(path, flush=True)
     return int(ExitCode.OK)
 
@@ -181,9 +179,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     daemon, api = app.daemon, app.api
     daemon.install_signal_handlers()
     daemon.start()
-    log.info(
-        "insightloop %s running (role %s, pid %d, http port %d)", _version(), args.role, os.getpid(), api.port
-    )
+    log.info("insightloop %s running (role %s, pid %d, http port %d)", _version(), args.role, os.getpid(), api.port)
     return daemon.wait()
 
 
@@ -214,7 +210,23 @@ def _version() -> str:
         return "dev"
 
 
-COMMANDS = {"broker": cmd_broker, "init": cmd_init, "train": cmd_train, "run": cmd_run, "replay": cmd_replay}
+def cmd_models(args: argparse.Namespace) -> int:
+    """List, show, approve, reject, roll back."""
+    from insightloop.daemon.models_cmd import run_models
+
+    config = _config(args)
+    _setup_logging(config)
+    return run_models(args, config)
+
+
+COMMANDS = {
+    "broker": cmd_broker,
+    "init": cmd_init,
+    "train": cmd_train,
+    "run": cmd_run,
+    "replay": cmd_replay,
+    "models": cmd_models,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,9 +28,7 @@ class _Section(BaseModel):
 class KafkaConfig(_Section):
     """How to reach Kafka. The same keys work for the embedded broker and a real cluster."""
 
-    bootstrap_servers: str = Field(
-        "127.0.0.1:9092", description="Comma-separated host:port list of Kafka brokers."
-    )
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list of Kafka brokers.")
     api_version: str | None = Field(
         "2.5",
         description="Kafka protocol version to pin, e.g. '2.5' (needed for consumer groups on the "
@@ -106,9 +104,7 @@ class ScorerConfig(_Section):
     max_wait_ms: int = Field(
         100, ge=0, description="Longest wait for a micro-batch to fill after its first text arrives."
     )
-    max_message_bytes: int = Field(
-        1_000_000, ge=64, description="Larger input messages go to the dead-letter topic."
-    )
+    max_message_bytes: int = Field(1_000_000, ge=64, description="Larger input messages go to the dead-letter topic.")
     inference_batch_size: int = Field(
         32, ge=1, description="Texts per forward pass; a micro-batch is split by length into such chunks."
     )
@@ -118,6 +114,12 @@ class ScorerConfig(_Section):
     )
     drain_timeout_s: float = Field(
         20.0, gt=0, description="On SIGTERM, how long the batch in flight may take to finish and commit."
+    )
+    model_poll_s: float = Field(
+        10.0,
+        gt=0,
+        description="How often a scorer also checks the registry's production pointer "
+        "(models events make swaps immediate; this catches a missed event).",
     )
     retry_backoff_s: float = Field(
         1.0, gt=0, description="First wait before retrying a failed produce or commit (doubles, max 30 s)."
@@ -137,10 +139,26 @@ class StateConfig(_Section):
 
 
 class ApiConfig(_Section):
-    """The HTTP server: metrics, health, readiness."""
+    """The HTTP server: metrics, health, the JSON API, the approvals page."""
 
     host: str = Field("0.0.0.0", description="Address to listen on.")
     http_port: int = Field(8080, ge=0, le=65535, description="Port to listen on; 0 picks a free one.")
+    approval_token: str | None = Field(
+        None,
+        repr=False,
+        min_length=16,
+        description="Bearer token allowed to approve, reject and roll back (name 'operator'); prefer the "
+        "environment variable from a Secret. Without any token, those endpoints refuse everyone.",
+    )
+    tokens_file: Path | None = Field(
+        None,
+        description="YAML file of named tokens with rights and optional expiry (a mounted Secret); "
+        "re-read when it changes. Entries: {name, token, rights: [approve, reject, rollback], expires_at}.",
+    )
+    max_body_bytes: int = Field(65_536, ge=256, description="Larger request bodies are refused (413).")
+    url: str | None = Field(
+        None, description="Where people reach this API (shown in messages), e.g. https://insightloop.example."
+    )
 
 
 class LoggingConfig(_Section):

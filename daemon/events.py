@@ -135,9 +135,7 @@ def parse_text_message(value: bytes | None, max_bytes: int) -> TextEvent:
     except (json.JSONDecodeError, RecursionError) as exc:
         raise RejectedMessage(RejectReason.NOT_JSON, str(exc)[:200]) from exc
     if not isinstance(payload, dict):
-        raise RejectedMessage(
-            RejectReason.NOT_OBJECT, f"expected a JSON object, got {type(payload).__name__}"
-        )
+        raise RejectedMessage(RejectReason.NOT_OBJECT, f"expected a JSON object, got {type(payload).__name__}")
     try:
         return TextEvent.model_validate(payload)
     except ValidationError as exc:

@@ -58,9 +58,7 @@ def make_producer(config: KafkaConfig, **overrides: Any) -> Any:
         raise BrokerUnreachableError(f"no Kafka broker reachable at {config.bootstrap_servers}") from exc
 
 
-def make_consumer(
-    config: KafkaConfig, topics: list[str] | None, group_id: str | None, **overrides: Any
-) -> Any:
+def make_consumer(config: KafkaConfig, topics: list[str] | None, group_id: str | None, **overrides: Any) -> Any:
     """A consumer with manual commits (offsets are committed only after outputs are acknowledged)."""
     from kafka import KafkaConsumer
 
@@ -101,9 +99,7 @@ def ensure_topics(config: KafkaConfig, topics: list[str]) -> list[str]:
         finally:
             admin.close()
     except _UNREACHABLE as exc:
-        raise BrokerUnreachableError(
-            f"no Kafka broker reachable at {config.bootstrap_servers}: {exc}"
-        ) from exc
+        raise BrokerUnreachableError(f"no Kafka broker reachable at {config.bootstrap_servers}: {exc}") from exc
     if created:
         log.info("created topics %s", ", ".join(created))
     return created

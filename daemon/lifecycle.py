@@ -66,9 +66,7 @@ class Daemon:
             worker.run(self.stop_event)
         except BaseException as exc:
             self.failures[worker.name] = exc
-            log.error(
-                "worker %s failed: %s", worker.name, exc, exc_info=not isinstance(exc, InsightloopError)
-            )
+            log.error("worker %s failed: %s", worker.name, exc, exc_info=not isinstance(exc, InsightloopError))
         finally:
             self._on_worker_up(worker.name, False)
             if not self.stop_event.is_set():

@@ -44,3 +44,5 @@ def setup_logging(level: str = "INFO", json_format: bool = False) -> None:
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     # kafka-python logs expected reconnect attempts as errors; they are noise at our level.
     logging.getLogger("kafka.conn").setLevel(logging.CRITICAL)
+    if level != "DEBUG":
+        logging.getLogger("kafka.net").setLevel(logging.CRITICAL)

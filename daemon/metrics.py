@@ -22,6 +22,9 @@ class ScorerObserver:
     def on_batch(self, size: int, seconds: float) -> None:
         """A micro-batch of ``size`` valid texts was scored in ``seconds``."""
 
+    def on_model_refused(self, version: str, error: str) -> None:
+        """``version`` failed to load or to pass the smoke test; the old model keeps serving."""
+
     def on_dead_letter(self, reason: str) -> None:
         """A message went to the dead-letter topic for ``reason``."""
 
@@ -53,6 +56,9 @@ class ObserverSet(ScorerObserver):
 
     def on_batch(self, size: int, seconds: float) -> None:
         self._each("on_batch", size, seconds)
+
+    def on_model_refused(self, version: str, error: str) -> None:
+        self._each("on_model_refused", version, error)
 
     def on_dead_letter(self, reason: str) -> None:
         self._each("on_dead_letter", reason)
@@ -93,9 +99,7 @@ class Metrics:
         self.dead_letters = Counter(
             "insightloop_dead_letters", "Messages sent to the dead-letter topic.", ["reason"], registry=r
         )
-        self.lag = Gauge(
-            "insightloop_consumer_lag", "Messages not yet consumed.", ["topic", "partition"], registry=r
-        )
+        self.lag = Gauge("insightloop_consumer_lag", "Messages not yet consumed.", ["topic", "partition"], registry=r)
         self.model_info = Gauge(
             "insightloop_model_version_info",
             "1 for the model version serving in this process.",
@@ -192,6 +196,9 @@ class PrometheusScorerMetrics(ScorerObserver):
         self.m.batches.inc()
         self.m.batch_size.observe(size)
         self.m.latency.observe(seconds)
+
+    def on_model_refused(self, version: str, error: str) -> None:
+        self.m.model_load_failures.inc()
 
     def on_dead_letter(self, reason: str) -> None:
         self.m.dead_letters.labels(reason=reason).inc()

@@ -68,8 +68,15 @@ class Scorer:
         self.config = config
         self.observer = observer or ScorerObserver()
         self.model: ServingModel | None = None
+        self.registry = Registry(config.registry.path)
         self._assignment: list[tuple[str, int]] = []
         self._joined = threading.Event()
+        # Model swaps: a loader thread prepares the next model while the current one keeps serving.
+        self._loader: threading.Thread | None = None
+        self._loaded: ServingModel | None = None
+        self._refused: set[str] = set()
+        self._next_pointer_check = 0.0
+        self._check_now = False
 
     # -- health ---------------------------------------------------------------------------
     @property
@@ -90,7 +97,7 @@ class Scorer:
         """Score until ``stop`` is set; the batch in flight is finished and committed first."""
         cfg = self.config
         set_cpu_threads(cfg.scorer.torch_threads)
-        self.model = load_production_model(Registry(cfg.registry.path), cfg.scorer.device)
+        self.model = load_production_model(self.registry, cfg.scorer.device)
         self.observer.on_model_loaded(self.model.version)
         log.info("scorer serving model %s", self.model.version)
 
@@ -109,12 +116,12 @@ class Scorer:
                 log.info("partitions assigned: %s", scorer._assignment)
 
         producer = make_producer(cfg.kafka)
-        consumer = make_consumer(
-            cfg.kafka, None, cfg.scorer.group_id, max_poll_records=cfg.scorer.max_batch_size
-        )
+        consumer = make_consumer(cfg.kafka, None, cfg.scorer.group_id, max_poll_records=cfg.scorer.max_batch_size)
         consumer.subscribe([cfg.topics.texts], listener=_Listener())
+        models = self._follow_models_topic()
         try:
             while not stop.is_set():
+                self._maybe_swap(models)
                 records = self._collect(consumer, stop)
                 self._report_lag(consumer)
                 if records:
@@ -126,7 +133,67 @@ class Scorer:
             finally:
                 producer.close(timeout=10)
                 consumer.close(autocommit=False)
+                models.close(autocommit=False)
+                if self._loader is not None:
+                    self._loader.join(60)
             log.info("scorer stopped")
+
+    # -- model swaps ----------------------------------------------------------------------
+    def _follow_models_topic(self) -> Any:
+        """A group-less consumer positioned at the end of the models topic (every scorer sees every event)."""
+        from kafka import TopicPartition
+
+        consumer = make_consumer(self.config.kafka, None, None)
+        partitions = consumer.partitions_for_topic(self.config.topics.models) or set()
+        assigned = [TopicPartition(self.config.topics.models, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        if assigned:
+            consumer.seek_to_end(*assigned)
+        return consumer
+
+    def _maybe_swap(self, models: Any) -> None:
+        """Between batches: notice promotions, start loading the new version, swap when it is ready."""
+        if self._loaded is not None:
+            previous, self.model, self._loaded = self.model, self._loaded, None
+            self.observer.on_model_loaded(self.model.version)
+            log.info(
+                "swapped model %s -> %s between batches",
+                previous.version if previous else None,
+                self.model.version,
+            )
+        for batch in models.poll(timeout_ms=0).values():
+            for record in batch:
+                log.info("models event: %s", record.value[:200].decode("utf-8", errors="replace"))
+                self._check_now = True
+        now = time.monotonic()
+        if not self._check_now and now < self._next_pointer_check:
+            return
+        if self._loader is not None and self._loader.is_alive():
+            return
+        self._check_now = False
+        self._next_pointer_check = now + self.config.scorer.model_poll_s
+        wanted = self.registry.production()
+        serving = self.model.version if self.model else None
+        if wanted is None or wanted == serving or wanted in self._refused:
+            return
+        self._loader = threading.Thread(target=self._load, args=(wanted,), name=f"model-loader-{wanted}")
+        self._loader.start()
+
+    def _load(self, version: str) -> None:
+        try:
+            artifact = ModelArtifact.load(self.registry.path_of(version), device=self.config.scorer.device)
+            artifact.smoke_test()
+        except Exception as exc:
+            self._refused.add(version)
+            self.observer.on_model_refused(version, str(exc))
+            log.error(
+                "refused model %s, %s keeps serving: %s",
+                version,
+                self.model.version if self.model else None,
+                exc,
+            )
+            return
+        self._loaded = ServingModel(version, artifact)
 
     def _collect(self, consumer: Any, stop: threading.Event) -> list[Any]:
         """Poll until the batch is full or max_wait has passed since its first record."""
@@ -207,9 +274,7 @@ class Scorer:
             )
         self._commit(consumer, records)
 
-    def _score(
-        self, events: Sequence[TextEvent]
-    ) -> tuple[list[PredictionEvent], list[tuple[TextEvent, str]]]:
+    def _score(self, events: Sequence[TextEvent]) -> tuple[list[PredictionEvent], list[tuple[TextEvent, str]]]:
         """Score a batch in one go; if that fails, score one by one so one bad text costs only itself."""
         if not events:
             return [], []
@@ -240,9 +305,7 @@ class Scorer:
                     id=event.id,
                     model_version=model.version,
                     label=labels[row],
-                    scores={
-                        name: float(p) for name, p in zip(batch.labels, batch.probabilities[row], strict=True)
-                    },
+                    scores={name: float(p) for name, p in zip(batch.labels, batch.probabilities[row], strict=True)},
                     embedding=[round(float(x), EMBEDDING_DECIMALS) for x in batch.embeddings[row]],
                     n_tokens=int(batch.token_counts[row]),
                     ts=event.ts,
@@ -270,9 +333,7 @@ class Scorer:
             except Exception as exc:
                 self.observer.on_retry("produce")
                 if stop.is_set():
-                    drain_deadline = (
-                        drain_deadline or time.monotonic() + self.config.scorer.drain_timeout_s / 2
-                    )
+                    drain_deadline = drain_deadline or time.monotonic() + self.config.scorer.drain_timeout_s / 2
                     if time.monotonic() > drain_deadline:
                         # Not committed, so the batch is consumed again after restart: nothing lost.
                         raise TemporaryError(f"stopping with an unacknowledged batch: {exc}") from exc

@@ -55,6 +55,8 @@ def train_first_model(
         {k: round(v, 4) for k, v in result.metrics.items() if k.startswith("validation_")},
     )
     if promote:
+        # The operator who runs `train --promote` approves the first model explicitly.
+        registry.approve(created.version, by=by, note="insightloop train --promote")
         registry.promote(created.version, by=by, reason="insightloop train --promote")
         log.info("promoted %s to production", created.version)
     return registry.path_of(created.version).resolve()

@@ -4,23 +4,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from insightloop.daemon.auth import TokenStore
 from insightloop.daemon.config import Config
-from insightloop.daemon.http import ApiServer
-from insightloop.daemon.kafka import ensure_topics
+from insightloop.daemon.http import ApiContext, ApiServer
+from insightloop.daemon.kafka import ensure_topics, make_producer
 from insightloop.daemon.lifecycle import Daemon, Worker
 from insightloop.daemon.metrics import Metrics, PrometheusScorerMetrics
+from insightloop.daemon.promotion import ModelService, kafka_publisher
 from insightloop.daemon.scorer import Scorer
+from insightloop.daemon.state import StateStore
+from insightloop.deploy import Registry
 
-ROLES = ("all", "scorer")
+ROLES = ("all", "scorer", "api")
 
 
 @dataclass
 class App:
-    """A wired daemon: its lifecycle, HTTP server and metrics."""
+    """A wired daemon: its lifecycle, HTTP server, metrics and state."""
 
     daemon: Daemon
     api: ApiServer
     metrics: Metrics
+    store: StateStore
+    models: ModelService
 
 
 def build_app(config: Config, role: str = "all") -> App:
@@ -29,22 +35,37 @@ def build_app(config: Config, role: str = "all") -> App:
         raise ValueError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
     if config.kafka.create_topics:
         ensure_topics(config.kafka, config.topics.all())
+    tokens = TokenStore(config.api.approval_token, config.api.tokens_file)
     metrics = Metrics()
+    store = StateStore(config.state.dir)
+    registry = Registry(config.registry.path)
+    producer = make_producer(config.kafka)
+    models = ModelService(registry, kafka_publisher(producer, config.topics.models), metrics=metrics)
     workers: list[Worker] = []
     if role in ("all", "scorer"):
         workers.append(Scorer(config, PrometheusScorerMetrics(metrics)))
     holder: list[Daemon] = []
-    api = ApiServer(
-        config.api.host,
-        config.api.http_port,
-        metrics.registry,
+
+    def close() -> None:
+        producer.close(timeout=10)
+        store.close()
+
+    context = ApiContext(
+        metrics=metrics.registry,
         health=lambda: holder[0].health(),
         readiness=lambda: holder[0].readiness(),
+        registry=registry,
+        models=models,
+        tokens=tokens,
+        store=store,
+        reports_dir=config.state.dir / "reports",
+        max_body_bytes=config.api.max_body_bytes,
     )
+    api = ApiServer(config.api.host, config.api.http_port, context, on_stop=close)
 
     def worker_up(name: str, up: bool) -> None:
         metrics.worker_up.labels(worker=name).set(1 if up else 0)
 
     daemon = Daemon([*workers, api], drain_timeout_s=config.scorer.drain_timeout_s, on_worker_up=worker_up)
     holder.append(daemon)
-    return App(daemon, api, metrics)
+    return App(daemon, api, metrics, store, models)

@@ -7,12 +7,28 @@ from insightloop.deploy.artifact import (
     pick_device,
     set_cpu_threads,
 )
-from insightloop.deploy.events import AuditEntry, ModelEvent, VersionRecord, VersionStatus
+from insightloop.deploy.events import (
+    AuditEntry,
+    Evaluation,
+    EvaluationSection,
+    GateVerdict,
+    InsightRef,
+    MetricComparison,
+    ModelEvent,
+    VersionRecord,
+    VersionStatus,
+)
 from insightloop.deploy.projection import Projection
-from insightloop.deploy.registry import Registry, RegistryError
+from insightloop.deploy.registry import GateFailedError, Registry, RegistryError
 
 __all__ = [
     "AuditEntry",
+    "Evaluation",
+    "EvaluationSection",
+    "GateFailedError",
+    "GateVerdict",
+    "InsightRef",
+    "MetricComparison",
     "ModelArtifact",
     "ModelEvent",
     "ModelLoadError",

@@ -104,9 +104,7 @@ class ModelArtifact:
             target = pick_device(device)
             tokenizer = AutoTokenizer.from_pretrained(root / MODEL_DIR)
             model = AutoModelForSequenceClassification.from_pretrained(root / MODEL_DIR)
-            projection = (
-                Projection.load(root / PROJECTION_FILE) if (root / PROJECTION_FILE).is_file() else None
-            )
+            projection = Projection.load(root / PROJECTION_FILE) if (root / PROJECTION_FILE).is_file() else None
         except ModelLoadError:
             raise
         except Exception as exc:  # transformers raises many types for a broken directory
@@ -183,9 +181,7 @@ class ModelArtifact:
         with torch.inference_mode():
             for start in range(0, n, batch_size):
                 rows = order[start : start + batch_size]
-                padded = self.tokenizer.pad(
-                    {"input_ids": [list(token_ids[i]) for i in rows]}, return_tensors="pt"
-                )
+                padded = self.tokenizer.pad({"input_ids": [list(token_ids[i]) for i in rows]}, return_tensors="pt")
                 batch = {k: v.to(self.device) for k, v in padded.items()}
                 with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
                     logits, pooled = self.forward(batch)

@@ -39,6 +39,61 @@ class ModelEvent(BaseModel):
     reason: str = ""
 
 
+class MetricComparison(BaseModel):
+    """One metric, champion vs candidate, with a confidence interval on the difference."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    metric: str
+    champion: float | None = None
+    candidate: float | None = None
+    delta: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n: int | None = None
+
+
+class EvaluationSection(BaseModel):
+    """A data set both models were scored on: overall rows, per-class rows, a report link."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str
+    rows: list[MetricComparison] = Field(default_factory=list)
+    per_class: list[MetricComparison] = Field(default_factory=list)
+    report: str | None = None  # path of an HTML report, relative to the version directory
+
+
+class GateVerdict(BaseModel):
+    """Whether the candidate passed the promotion gate, and why."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    passed: bool
+    reasons: list[str] = Field(default_factory=list)
+
+
+class InsightRef(BaseModel):
+    """The insight that caused a candidate (a copy, so the registry stands on its own)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: str
+    kind: str
+    severity: str
+    summary: str
+    report: str | None = None
+
+
+class Evaluation(BaseModel):
+    """Champion vs candidate on every data set the gate looked at."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    champion_version: str | None = None
+    sections: list[EvaluationSection] = Field(default_factory=list)
+
+
 class VersionRecord(BaseModel):
     """What the registry knows about one version (its `version.json`)."""
 
@@ -52,6 +107,9 @@ class VersionRecord(BaseModel):
     labels: list[str]
     metrics: dict[str, float] = Field(default_factory=dict)
     data: dict[str, Any] = Field(default_factory=dict)
+    insights: list[InsightRef] = Field(default_factory=list)
+    evaluation: Evaluation | None = None
+    gate: GateVerdict | None = None
 
 
 class AuditEntry(BaseModel):
@@ -66,3 +124,4 @@ class AuditEntry(BaseModel):
     to_status: VersionStatus
     by: str
     reason: str = ""
+    authenticated_as: str | None = None  # the credential's name when the change came over the API

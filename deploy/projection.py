@@ -19,9 +19,7 @@ class Projection:
 
     def __init__(self, mean: FloatArray, components: FloatArray) -> None:
         if mean.ndim != 1 or components.ndim != 2 or components.shape[1] != mean.shape[0]:
-            raise ValueError(
-                f"projection shapes do not fit: mean {mean.shape}, components {components.shape}"
-            )
+            raise ValueError(f"projection shapes do not fit: mean {mean.shape}, components {components.shape}")
         self.mean = mean.astype(np.float32)
         self.components = components.astype(np.float32)
 

@@ -36,6 +36,10 @@ class RegistryError(Exception):
     """The registry refused an operation (unknown version, wrong status, broken layout)."""
 
 
+class GateFailedError(RegistryError):
+    """The candidate failed the evaluation gate and no override was given."""
+
+
 def _write_atomically(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -78,11 +82,7 @@ class Registry:
         """Names of all complete versions, oldest first."""
         if not self.root.is_dir():
             return []
-        found = [
-            p.name
-            for p in self.root.iterdir()
-            if VERSION_PATTERN.match(p.name) and (p / RECORD_FILE).is_file()
-        ]
+        found = [p.name for p in self.root.iterdir() if VERSION_PATTERN.match(p.name) and (p / RECORD_FILE).is_file()]
         return sorted(found, key=lambda name: int(name[1:]))
 
     def get(self, version: str) -> VersionRecord:
@@ -162,41 +162,95 @@ class Registry:
     def _set_status(self, version: str, status: VersionStatus) -> None:
         _write_atomically(self.path_of(version) / STATUS_FILE, status.value + "\n")
 
-    def promote(self, version: str, by: str, reason: str = "", action: str = "promote") -> ModelEvent:
-        """Make ``version`` the production model; the previous one is archived. Returns the event."""
+    def _transition(
+        self, record: VersionRecord, to: VersionStatus, action: str, by: str, reason: str, via: str | None
+    ) -> None:
+        self._set_status(record.version, to)
+        self._append_audit(
+            AuditEntry(
+                version=record.version,
+                action=action,
+                from_status=record.status,
+                to_status=to,
+                by=by,
+                reason=reason,
+                authenticated_as=via,
+            )
+        )
+
+    def approve(
+        self, version: str, by: str, note: str = "", override: bool = False, via: str | None = None
+    ) -> VersionRecord:
+        """Approve a candidate. One that failed the gate needs ``override`` (audited as such)."""
         with self._locked():
             record = self.get(version)
-            if record.status in (VersionStatus.REJECTED,):
-                raise RegistryError(f"version {version} was rejected and cannot serve traffic")
+            if record.status != VersionStatus.CANDIDATE:
+                raise RegistryError(f"{version} is {record.status.value}; only a candidate can be approved")
+            if record.gate is not None and not record.gate.passed and not override:
+                raise GateFailedError(
+                    f"{version} failed the evaluation gate ({'; '.join(record.gate.reasons) or 'no reason'}); "
+                    "approving it needs an explicit override"
+                )
+            action = "approve-override" if record.gate is not None and not record.gate.passed else "approve"
+            self._transition(record, VersionStatus.APPROVED, action, by, note, via)
+            return self.get(version)
+
+    def reject(self, version: str, by: str, note: str = "", via: str | None = None) -> VersionRecord:
+        """Reject a candidate (or an approved version not yet serving)."""
+        with self._locked():
+            record = self.get(version)
+            if record.status not in (VersionStatus.CANDIDATE, VersionStatus.APPROVED):
+                raise RegistryError(f"{version} is {record.status.value}; only a candidate can be rejected")
+            self._transition(record, VersionStatus.REJECTED, "reject", by, note, via)
+            return self.get(version)
+
+    def promote(
+        self, version: str, by: str, reason: str = "", via: str | None = None, action: str = "promote"
+    ) -> ModelEvent:
+        """Make an approved ``version`` the production model atomically; the previous one is archived."""
+        with self._locked():
+            record = self.get(version)
+            allowed = (
+                (VersionStatus.APPROVED, VersionStatus.ARCHIVED) if action == "rollback" else (VersionStatus.APPROVED,)
+            )
+            if record.status not in allowed:
+                raise RegistryError(
+                    f"{version} is {record.status.value}; it must be "
+                    f"{' or '.join(s.value for s in allowed)} to {action}"
+                )
             previous = self.production()
             _write_atomically(self.root / POINTER_FILE, version + "\n")
-            self._set_status(version, VersionStatus.PRODUCTION)
-            self._append_audit(
-                AuditEntry(
-                    version=version,
-                    action=action,
-                    from_status=record.status,
-                    to_status=VersionStatus.PRODUCTION,
-                    by=by,
-                    reason=reason,
-                )
-            )
+            self._transition(record, VersionStatus.PRODUCTION, action, by, reason, via)
             if previous and previous != version:
-                old = self.get(previous)
-                self._set_status(previous, VersionStatus.ARCHIVED)
-                self._append_audit(
-                    AuditEntry(
-                        version=previous,
-                        action=action,
-                        from_status=old.status,
-                        to_status=VersionStatus.ARCHIVED,
-                        by=by,
-                        reason=f"replaced by {version}",
-                    )
-                )
+                self._transition(self.get(previous), VersionStatus.ARCHIVED, action, by, f"replaced by {version}", via)
         if action == "rollback":
             return ModelEvent(action="rollback", version=version, by=by, reason=reason)
         return ModelEvent(action="promote", version=version, by=by, reason=reason)
+
+    def previous_production(self) -> str | None:
+        """The version that served before the current one (the default rollback target)."""
+        current = self.production()
+        served = [e.version for e in self.audit_log() if e.to_status == VersionStatus.PRODUCTION]
+        for name in reversed(served):
+            if name != current and (self.root / name / RECORD_FILE).is_file():
+                return name
+        return None
+
+    def rollback(self, by: str, to: str | None = None, reason: str = "", via: str | None = None) -> ModelEvent:
+        """Return production to ``to`` (default: the version that served before)."""
+        target = to or self.previous_production()
+        if target is None:
+            raise RegistryError("nothing to roll back to: no earlier production version")
+        if target == self.production():
+            raise RegistryError(f"{target} is already the production version")
+        served = {e.version for e in self.audit_log() if e.to_status == VersionStatus.PRODUCTION}
+        if target not in served:
+            raise RegistryError(f"{target} never served traffic; approve and promote it instead")
+        return self.promote(target, by=by, reason=reason or "rollback", via=via, action="rollback")
+
+    def pending_candidates(self) -> list[VersionRecord]:
+        """Candidates waiting for a person, oldest first."""
+        return [r for r in self.records() if r.status == VersionStatus.CANDIDATE]
 
     def remove_incomplete(self) -> list[str]:
         """Delete staging directories left by writers that died; return their names."""

@@ -28,10 +28,12 @@ def test_install_and_test_commands_are_what_ci_runs() -> None:
     assert test in ci
 
 
-def test_quick_start_commands_parse() -> None:
+def test_every_cli_example_in_the_readme_parses() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    blocks = [b.replace("\\\n", " ") for b in re.findall(r"```bash\n(.*?)```", readme, re.S)]
+    commands = [line.strip() for block in blocks for line in block.splitlines()
+                if line.strip().startswith("insightloop ")]
+    assert len(commands) >= 6
     parser = build_parser()
-    commands = [c for c in fenced_commands("Run the daemon against the embedded broker")
-                if c.startswith("insightloop ")]
-    assert len(commands) >= 4
     for command in commands:
         parser.parse_args(shlex.split(command)[1:])

@@ -22,9 +22,7 @@ def test_defaults_need_no_file() -> None:
 
 def test_layers_file_then_environment_then_flags(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text(
-        "kafka:\n  bootstrap_servers: file:1\n  client_id: from-file\nscorer:\n  max_batch_size: 8\n"
-    )
+    path.write_text("kafka:\n  bootstrap_servers: file:1\n  client_id: from-file\nscorer:\n  max_batch_size: 8\n")
     env = {
         "INSIGHTLOOP_KAFKA__BOOTSTRAP_SERVERS": "env:2",
         "INSIGHTLOOP_SCORER__MAX_BATCH_SIZE": "16",
@@ -90,6 +88,5 @@ def test_starter_config_is_commented_and_loads_to_the_defaults(tmp_path: Path) -
 def test_docs_configuration_reference_is_current() -> None:
     on_disk = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
     assert on_disk.strip() == config_reference_markdown().strip(), (
-        "docs/configuration.md is stale: regenerate it with "
-        "`insightloop init --reference > docs/configuration.md`"
+        "docs/configuration.md is stale: regenerate it with `insightloop init --reference > docs/configuration.md`"
     )

@@ -66,9 +66,7 @@ def test_broken_directories_raise_model_load_error(tmp_path: Path, artifact: Mod
 
 def test_projection_keeps_the_main_directions(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    data = rng.normal(size=(500, 6)).astype(np.float32) * np.array(
-        [10, 5, 1, 0.1, 0.1, 0.1], dtype=np.float32
-    )
+    data = rng.normal(size=(500, 6)).astype(np.float32) * np.array([10, 5, 1, 0.1, 0.1, 0.1], dtype=np.float32)
     projection = Projection.fit(data, 2)
     out = projection.transform(data)
     assert out.shape == (500, 2)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from insightloop.deploy import Registry, RegistryError, VersionRecord, VersionStatus
+from insightloop.deploy import GateFailedError, GateVerdict, Registry, RegistryError, VersionRecord, VersionStatus
 from insightloop.deploy.events import utc_now
 
 
@@ -56,9 +56,7 @@ def test_concurrent_writers_get_distinct_versions(tmp_path: Path) -> None:
     registry = Registry(tmp_path)
     names: list[str] = []
     threads = [
-        threading.Thread(
-            target=lambda: names.append(registry.create_version(write_file, record(), by="t").version)
-        )
+        threading.Thread(target=lambda: names.append(registry.create_version(write_file, record(), by="t").version))
         for _ in range(6)
     ]
     for thread in threads:
@@ -73,20 +71,72 @@ def test_promote_moves_the_pointer_archives_the_old_and_audits(tmp_path: Path) -
     for _ in range(2):
         registry.create_version(write_file, record(), by="trainer")
     assert registry.production() is None
+    with pytest.raises(RegistryError, match="must be approved"):
+        registry.promote("v0001", by="alice")
+    registry.approve("v0001", by="alice", note="looks fine")
     event = registry.promote("v0001", by="alice", reason="first model")
     assert event.action == "promote" and event.version == "v0001" and event.by == "alice"
-    registry.promote("v0002", by="bob", reason="better")
+    registry.approve("v0002", by="bob", via="ops-token")
+    registry.promote("v0002", by="bob", reason="better", via="ops-token")
     assert registry.production() == "v0002"
     assert registry.get("v0001").status == VersionStatus.ARCHIVED
     assert registry.get("v0002").status == VersionStatus.PRODUCTION
     log = registry.audit_log()
-    assert [(e.version, e.action, e.to_status.value, e.by) for e in log] == [
-        ("v0001", "register", "candidate", "trainer"),
-        ("v0002", "register", "candidate", "trainer"),
-        ("v0001", "promote", "production", "alice"),
-        ("v0002", "promote", "production", "bob"),
-        ("v0001", "promote", "archived", "bob"),
+    assert [(e.version, e.action, e.to_status.value, e.by, e.authenticated_as) for e in log] == [
+        ("v0001", "register", "candidate", "trainer", None),
+        ("v0002", "register", "candidate", "trainer", None),
+        ("v0001", "approve", "approved", "alice", None),
+        ("v0001", "promote", "production", "alice", None),
+        ("v0002", "approve", "approved", "bob", "ops-token"),
+        ("v0002", "promote", "production", "bob", "ops-token"),
+        ("v0001", "promote", "archived", "bob", "ops-token"),
     ]
+
+
+def test_rollback_returns_to_the_previous_production_version(tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+    with pytest.raises(RegistryError, match="nothing to roll back"):
+        registry.rollback(by="x")
+    for _ in range(3):
+        name = registry.create_version(write_file, record(), by="t").version
+        registry.approve(name, by="a")
+        registry.promote(name, by="a")
+    event = registry.rollback(by="carol", reason="v0003 misbehaves")
+    assert (event.action, event.version) == ("rollback", "v0002")
+    assert registry.production() == "v0002"
+    assert registry.get("v0003").status == VersionStatus.ARCHIVED
+    assert registry.rollback(by="carol", to="v0001").version == "v0001"
+    with pytest.raises(RegistryError, match="already the production"):
+        registry.rollback(by="carol", to="v0001")
+    candidate = registry.create_version(write_file, record(), by="t").version
+    with pytest.raises(RegistryError, match="never served"):
+        registry.rollback(by="carol", to=candidate)
+
+
+def test_gate_failure_needs_an_audited_override(tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+    failed = record().model_copy(update={"gate": GateVerdict(passed=False, reasons=["recent: +0.1 < margin"])})
+    name = registry.create_version(write_file, failed, by="t").version
+    with pytest.raises(GateFailedError, match=r"recent: \+0\.1 < margin"):
+        registry.approve(name, by="dave")
+    assert registry.get(name).status == VersionStatus.CANDIDATE
+    registry.approve(name, by="dave", note="known good", override=True)
+    assert registry.audit_log()[-1].action == "approve-override"
+
+
+def test_reject_only_what_does_not_serve(tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+    a = registry.create_version(write_file, record(), by="t").version
+    b = registry.create_version(write_file, record(), by="t").version
+    assert [r.version for r in registry.pending_candidates()] == [a, b]
+    registry.reject(b, by="erin", note="worse on books")
+    assert registry.get(b).status == VersionStatus.REJECTED
+    with pytest.raises(RegistryError, match="only a candidate can be approved"):
+        registry.approve(b, by="erin")
+    registry.approve(a, by="erin")
+    registry.promote(a, by="erin")
+    with pytest.raises(RegistryError, match="only a candidate can be rejected"):
+        registry.reject(a, by="erin")
 
 
 def test_leftover_staging_directories_are_cleaned(tmp_path: Path) -> None:

@@ -51,9 +51,7 @@ class InProcessDaemon:
         self.exit_code = self.daemon.wait()
 
 
-def wait_ready(
-    url: str, timeout_s: float = 60.0, process: subprocess.Popen[bytes] | None = None
-) -> dict[str, Any]:
+def wait_ready(url: str, timeout_s: float = 60.0, process: subprocess.Popen[bytes] | None = None) -> dict[str, Any]:
     """Poll /readyz until it answers 200; return its body."""
     deadline = time.monotonic() + timeout_s
     last = ""

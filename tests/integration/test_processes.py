@@ -31,9 +31,7 @@ def test_sigterm_drains_and_restart_loses_nothing(make_config, tmp_path: Path) -
         first.wait_ready()
         replay(config, source, progress=False)
         # Stop it while the stream is still being worked through.
-        partial = read_topic(
-            config, config.topics.predictions, until=lambda got: len(got) >= 100, timeout_s=60
-        )
+        partial = read_topic(config, config.topics.predictions, until=lambda got: len(got) >= 100, timeout_s=60)
         assert 100 <= len(partial) < 1000, "the first daemon should be mid-stream when it is stopped"
         assert first.terminate() == 0, first.log_text()
     finally:

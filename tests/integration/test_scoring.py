@@ -79,8 +79,7 @@ def test_malformed_messages_are_dead_lettered_and_scoring_goes_on(make_config) -
     config = make_config(scorer={"max_message_bytes": 4096})
     good_before = [json.dumps({"id": f"good-{i}", "text": "great product"}).encode() for i in range(5)]
     good_after = [
-        json.dumps({"id": f"after-{i}", "text": "awful broken item", "extra": {"x": 1}}).encode()
-        for i in range(5)
+        json.dumps({"id": f"after-{i}", "text": "awful broken item", "extra": {"x": 1}}).encode() for i in range(5)
     ]
     with InProcessDaemon(config) as daemon:
         produce_raw(
@@ -101,9 +100,7 @@ def test_malformed_messages_are_dead_lettered_and_scoring_goes_on(make_config) -
         assert letter["offset"] >= 0
     big = next(d for d in letters if d["reason"] == "too_large")
     assert big["raw_bytes"] > 4096 and len(big["raw"]) <= 2048
-    assert {p["id"] for p in predictions} == {f"good-{i}" for i in range(5)} | {
-        f"after-{i}" for i in range(5)
-    }
+    assert {p["id"] for p in predictions} == {f"good-{i}" for i in range(5)} | {f"after-{i}" for i in range(5)}
     samples = metric_values(metrics_text)
     for reason in {r for _, r in MALFORMED}:
         expected = sum(1 for _, r in MALFORMED if r == reason)
