@@ -1,1 +1,78 @@
-"""detectors: windows of scored text in, typed insights out (Evidently underneath). Built by the Detectors issue."""
+"""detectors: windows of scored text in, typed insights out (Evidently underneath).
+
+A pure library (no Kafka, no HTTP, no metrics): build a :class:`ReferenceProfile` from a model version's
+scored validation split at training time, then ``check_all(profile, window, model_version)`` (or one
+detector's ``check``) on each production :class:`Window`. A :class:`ConditionTracker` turns repeated
+checks into one ongoing condition; :func:`write_reports` writes the Evidently reports people open.
+"""
+
+from insightloop.detectors.base import Detector, Measurement
+from insightloop.detectors.calibration import ConfidenceCalibrator, tail_threshold
+from insightloop.detectors.descriptors import DESCRIPTOR_NAMES, compute_descriptors, vocabulary_from_texts
+from insightloop.detectors.drift import DescriptorDrift, EmbeddingDrift, PredictionDrift
+from insightloop.detectors.insight import (
+    INSIGHT_SCHEMA_VERSION,
+    Adjustments,
+    ClassShift,
+    DescriptorShift,
+    Evidence,
+    Example,
+    Insight,
+    InsightKind,
+    Recommendation,
+    Severity,
+    SliceFinding,
+    WindowSpan,
+)
+from insightloop.detectors.profile import CalibratedThreshold, ReferenceProfile
+from insightloop.detectors.quality import EstimatedQualityDrop, LabeledQualityDrop
+from insightloop.detectors.registry import DETECTORS, CheckResult, DetectorResult, all_detectors, check_all
+from insightloop.detectors.reports import build_reports, drift_report, quality_report, save_report, write_reports
+from insightloop.detectors.slices import SliceDegradation
+from insightloop.detectors.tracker import Condition, ConditionTracker, TrackerState, Transition
+from insightloop.detectors.window import Window
+
+__all__ = [
+    "DESCRIPTOR_NAMES",
+    "DETECTORS",
+    "INSIGHT_SCHEMA_VERSION",
+    "Adjustments",
+    "CalibratedThreshold",
+    "CheckResult",
+    "ClassShift",
+    "Condition",
+    "ConditionTracker",
+    "ConfidenceCalibrator",
+    "DescriptorDrift",
+    "DescriptorShift",
+    "Detector",
+    "DetectorResult",
+    "EmbeddingDrift",
+    "EstimatedQualityDrop",
+    "Evidence",
+    "Example",
+    "Insight",
+    "InsightKind",
+    "LabeledQualityDrop",
+    "Measurement",
+    "PredictionDrift",
+    "Recommendation",
+    "ReferenceProfile",
+    "Severity",
+    "SliceDegradation",
+    "SliceFinding",
+    "TrackerState",
+    "Transition",
+    "Window",
+    "WindowSpan",
+    "all_detectors",
+    "build_reports",
+    "check_all",
+    "compute_descriptors",
+    "drift_report",
+    "quality_report",
+    "save_report",
+    "tail_threshold",
+    "vocabulary_from_texts",
+    "write_reports",
+]

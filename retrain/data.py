@@ -50,9 +50,7 @@ def iter_jsonl(path: Path | str, require_label: bool = False) -> Iterator[Exampl
                 if require_label and label is None:
                     raise DataFileError(f"{path}:{number}: 'label' is missing (training data needs labels)")
                 raw_id = row.get("id")
-                meta = {
-                    k: v for k, v in row.items() if k not in ("text", "label", "id") and isinstance(v, SCALAR)
-                }
+                meta = {k: v for k, v in row.items() if k not in ("text", "label", "id") and isinstance(v, SCALAR)}
                 yield Example(
                     text=text,
                     label=None if label is None else str(label),
