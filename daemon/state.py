@@ -11,9 +11,13 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
 
 DB_FILE = "insightloop.sqlite3"
 
@@ -40,7 +44,50 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX jobs_by_state ON jobs (state);
     """,
+    # 2: the monitor's joined records (text + prediction + late label by id) and detector conditions.
+    """
+    CREATE TABLE records (
+        id TEXT PRIMARY KEY,
+        received_at REAL NOT NULL,
+        ts TEXT,
+        text TEXT,
+        meta TEXT,
+        model_version TEXT,
+        predicted TEXT,
+        scores TEXT,
+        embedding BLOB,
+        n_tokens INTEGER,
+        scored_at REAL,
+        label TEXT,
+        label_at REAL
+    );
+    CREATE INDEX records_by_scored ON records (scored_at);
+    CREATE INDEX records_by_received ON records (received_at);
+    CREATE INDEX records_by_label ON records (label_at);
+    CREATE TABLE conditions (
+        name TEXT PRIMARY KEY,
+        updated_at TEXT NOT NULL,
+        payload TEXT NOT NULL
+    );
+    """,
 ]
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """One production text joined with its prediction and (maybe) its late label."""
+
+    id: str
+    text: str
+    ts: str | None
+    meta: dict[str, Any]
+    model_version: str
+    predicted: str
+    scores: dict[str, float]
+    embedding: NDArray[np.float32]
+    n_tokens: int
+    scored_at: float
+    label: str | None
 
 
 def _now() -> str:
@@ -146,3 +193,120 @@ class StateStore:
             }
             for r in rows
         ]
+
+    # -- joined records (the monitor's windows) -------------------------------------------
+    def add_texts(self, rows: list[tuple[str, str, str | None, dict[str, Any]]], now: float) -> None:
+        """Record texts: (id, text, ts, meta). Arrival order across topics does not matter."""
+        with self.transaction() as conn:
+            conn.executemany(
+                """INSERT INTO records (id, received_at, ts, text, meta) VALUES (?, ?, ?, ?, ?)
+                   ON CONFLICT(id) DO UPDATE SET text=excluded.text, ts=excluded.ts, meta=excluded.meta""",
+                [(i, now, ts, text, json.dumps(meta)) for i, text, ts, meta in rows],
+            )
+
+    def add_predictions(self, rows: list[tuple[str, str, str, dict[str, float], list[float], int]], now: float) -> None:
+        """Record predictions: (id, model_version, label, scores, embedding, n_tokens)."""
+        with self.transaction() as conn:
+            conn.executemany(
+                """INSERT INTO records (id, received_at, model_version, predicted, scores, embedding, n_tokens,
+                       scored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT(id) DO UPDATE SET model_version=excluded.model_version,
+                       predicted=excluded.predicted, scores=excluded.scores, embedding=excluded.embedding,
+                       n_tokens=excluded.n_tokens, scored_at=excluded.scored_at""",
+                [
+                    (i, now, v, p, json.dumps(s), np.asarray(e, dtype=np.float32).tobytes(), n, now)
+                    for i, v, p, s, e, n in rows
+                ],
+            )
+
+    def add_labels(self, rows: list[tuple[str, str]], now: float) -> None:
+        """Record late labels: (id, label)."""
+        with self.transaction() as conn:
+            conn.executemany(
+                """INSERT INTO records (id, received_at, label, label_at) VALUES (?, ?, ?, ?)
+                   ON CONFLICT(id) DO UPDATE SET label=excluded.label, label_at=excluded.label_at""",
+                [(i, now, label, now) for i, label in rows],
+            )
+
+    def recent_records(
+        self, limit: int, since: float | None = None, model_version: str | None = None, labeled_only: bool = False
+    ) -> list[StoredRecord]:
+        """The newest complete records (text and prediction), oldest first."""
+        clauses = ["text IS NOT NULL", "scored_at IS NOT NULL"]
+        params: list[Any] = []
+        if since is not None:
+            clauses.append("scored_at >= ?")
+            params.append(since)
+        if model_version is not None:
+            clauses.append("model_version = ?")
+            params.append(model_version)
+        if labeled_only:
+            clauses.append("label IS NOT NULL")
+        query = (
+            f"SELECT * FROM records WHERE {' AND '.join(clauses)} "
+            "ORDER BY scored_at DESC, id DESC LIMIT ?"
+        )
+        with self._lock:
+            rows = self._conn.execute(query, (*params, limit)).fetchall()
+        return [_record(row) for row in reversed(rows)]
+
+    def count_scored_since(self, since: float) -> int:
+        """How many records were scored at or after ``since``."""
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM records WHERE scored_at >= ?", (since,)).fetchone()[0])
+
+    def count_records(self) -> int:
+        """Rows in the records table."""
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM records").fetchone()[0])
+
+    def apply_retention(self, max_age_s: float, max_rows: int, now: float, keep_text: str = "all") -> int:
+        """Delete records older than ``max_age_s`` and beyond the newest ``max_rows``; return how many.
+
+        With ``keep_text="labeled_only"`` the texts of unlabeled records older than the current window's
+        horizon are blanked instead of kept, so only what retraining needs stays on disk.
+        """
+        with self.transaction() as conn:
+            removed = conn.execute("DELETE FROM records WHERE received_at < ?", (now - max_age_s,)).rowcount
+            removed += conn.execute(
+                """DELETE FROM records WHERE id IN (SELECT id FROM records
+                   ORDER BY COALESCE(scored_at, received_at) DESC LIMIT -1 OFFSET ?)""",
+                (max_rows,),
+            ).rowcount
+            if keep_text == "labeled_only":
+                conn.execute(
+                    "UPDATE records SET text = '' WHERE label IS NULL AND scored_at < ?", (now - max_age_s / 2,)
+                )
+        return int(removed)
+
+    # -- detector conditions (hysteresis state) -------------------------------------------
+    def save_condition(self, name: str, payload: dict[str, Any]) -> None:
+        """Persist a detector's condition state."""
+        with self.transaction() as conn:
+            conn.execute(
+                """INSERT INTO conditions (name, updated_at, payload) VALUES (?, ?, ?)
+                   ON CONFLICT(name) DO UPDATE SET updated_at=excluded.updated_at, payload=excluded.payload""",
+                (name, _now(), json.dumps(payload)),
+            )
+
+    def conditions(self) -> dict[str, dict[str, Any]]:
+        """Every persisted condition state by name."""
+        with self._lock:
+            rows = self._conn.execute("SELECT name, payload FROM conditions").fetchall()
+        return {row["name"]: json.loads(row["payload"]) for row in rows}
+
+
+def _record(row: sqlite3.Row) -> StoredRecord:
+    return StoredRecord(
+        id=row["id"],
+        text=row["text"],
+        ts=row["ts"],
+        meta=json.loads(row["meta"]) if row["meta"] else {},
+        model_version=row["model_version"],
+        predicted=row["predicted"],
+        scores=json.loads(row["scores"]),
+        embedding=np.frombuffer(row["embedding"], dtype=np.float32),
+        n_tokens=int(row["n_tokens"]),
+        scored_at=float(row["scored_at"]),
+        label=row["label"],
+    )

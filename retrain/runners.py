@@ -1,0 +1,122 @@
+"""Runners execute a retraining job (`insightloop retrain --spec SPEC.json`) somewhere and report on it.
+
+``LocalRunner`` runs a subprocess on this machine; ``KubernetesRunner`` (retrain/kubernetes_runner.py)
+creates a ``batch/v1`` Job from a template. The controller only talks to the ``Runner`` interface.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+
+class JobState(StrEnum):
+    """Where a retraining job is."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """A job's state, a one-line message, and the tail of its log when it failed."""
+
+    state: JobState
+    message: str = ""
+    log_tail: str = ""
+
+    @property
+    def finished(self) -> bool:
+        """True once the job succeeded or failed."""
+        return self.state in (JobState.SUCCEEDED, JobState.FAILED)
+
+
+class Runner(Protocol):
+    """Runs retraining jobs; handles are opaque strings the runner understands."""
+
+    def submit(self, job_id: str, spec_path: Path) -> str:
+        """Start the job described by ``spec_path``; return a handle."""
+
+    def status(self, handle: str) -> JobStatus:
+        """The job's current status."""
+
+    def cleanup(self, handle: str) -> None:
+        """Release what the job left (process, Kubernetes objects); safe to call twice."""
+
+
+LOG_TAIL_BYTES = 4000
+
+
+class LocalRunner:
+    """Runs each job as a subprocess of this process, logging to ``<log_dir>/<job id>.log``."""
+
+    def __init__(self, log_dir: Path, python: str = sys.executable, env: dict[str, str] | None = None) -> None:
+        self.log_dir = Path(log_dir)
+        self.python = python
+        self.env = env
+        self._processes: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
+        self._lock = threading.Lock()
+
+    def submit(self, job_id: str, spec_path: Path) -> str:
+        """Start ``insightloop retrain --spec`` in a subprocess."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{job_id}.log"
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(
+                [self.python, "-m", "insightloop.daemon", "retrain", "--spec", str(spec_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(self.env or {})},
+                start_new_session=True,  # a Ctrl-C to the daemon does not kill a job mid-write
+            )
+        with self._lock:
+            self._processes[job_id] = (process, log_path)
+        return job_id
+
+    def status(self, handle: str) -> JobStatus:
+        """Running, or finished with its exit code (and the log's tail on failure)."""
+        with self._lock:
+            entry = self._processes.get(handle)
+        if entry is None:
+            return JobStatus(JobState.FAILED, f"unknown job {handle} (the daemon restarted while it ran?)")
+        process, log_path = entry
+        code = process.poll()
+        if code is None:
+            return JobStatus(JobState.RUNNING, f"pid {process.pid}")
+        if code == 0:
+            return JobStatus(JobState.SUCCEEDED, "exit code 0")
+        return JobStatus(JobState.FAILED, f"exit code {code}", _tail(log_path))
+
+    def cleanup(self, handle: str) -> None:
+        """Stop the job if it still runs and forget it."""
+        with self._lock:
+            entry = self._processes.pop(handle, None)
+        if entry is None:
+            return
+        process, _ = entry
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _tail(path: Path) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - LOG_TAIL_BYTES))
+            return handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
