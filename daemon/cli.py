@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_common(replay, kafka=True)
 
+    retrain = commands.add_parser("retrain", help="run one retraining job (what the runners execute)")
+    retrain.add_argument("--spec", type=Path, required=True, help="job spec (JSON) written by the controller")
+    retrain.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None)
+
     from insightloop.daemon.models_cmd import add_models_parser
 
     add_models_parser(commands, _add_common)
@@ -210,6 +214,25 @@ def _version() -> str:
         return "dev"
 
 
+def cmd_retrain(args: argparse.Namespace) -> int:
+    """Run a retraining job; the last line printed is its result (JSON)."""
+    from insightloop.daemon.logs import setup_logging
+    from insightloop.retrain.job import run_spec_file
+
+    setup_logging(args.log_level or "INFO")
+    try:
+        result = run_spec_file(args.spec)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return int(ExitCode.DATA_ERROR)
+    except Exception as exc:
+        log.exception("retraining job failed")
+        print(f"error: retraining job failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return int(ExitCode.FAILURE)
+    print(result.model_dump_json(), flush=True)
+    return int(ExitCode.OK)
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     """List, show, approve, reject, roll back."""
     from insightloop.daemon.models_cmd import run_models
@@ -226,6 +249,7 @@ COMMANDS = {
     "run": cmd_run,
     "replay": cmd_replay,
     "models": cmd_models,
+    "retrain": cmd_retrain,
 }
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from insightloop.deploy import Registry, VersionRecord, VersionStatus
 from insightloop.deploy.events import utc_now
 from insightloop.retrain import FineTuneSettings, default_base_model, fine_tune, read_jsonl
+from insightloop.retrain.profile import build_profile, save_profile
 
 log = logging.getLogger(__name__)
 
@@ -20,12 +21,21 @@ def train_first_model(
     settings: FineTuneSettings,
     promote: bool,
     progress: bool = True,
+    profile_rounds: int = 200,
 ) -> Path:
     """Fine-tune on ``data``, write the version into the registry and return its directory."""
     examples = read_jsonl(data, require_label=True)
     base_model = base or default_base_model()
     log.info("fine-tuning %s on %d examples from %s", base_model, len(examples), data)
     result = fine_tune(examples, base_model, settings, progress=progress)
+    validation_ids = {id(e) for e in result.validation}
+    profile = build_profile(
+        result.artifact,
+        result.validation,
+        [e.text for e in examples if id(e) not in validation_ids],
+        seed=settings.seed,
+        n_rounds=profile_rounds,
+    )
     registry = Registry(registry_path)
     label_counts: dict[str, int] = {}
     for example in examples:
@@ -48,7 +58,12 @@ def train_first_model(
         },
     )
     by = getpass.getuser()
-    created = registry.create_version(result.artifact.save, record, by=by, reason=f"trained on {data}")
+
+    def write(path: Path) -> None:
+        result.artifact.save(path)
+        save_profile(profile, path)
+
+    created = registry.create_version(write, record, by=by, reason=f"trained on {data}")
     log.info(
         "registered %s (validation %s)",
         created.version,

@@ -23,6 +23,7 @@ class Example:
     label: str | None = None
     id: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    weight: float = 1.0  # how much this example counts in the training loss
 
 
 def iter_jsonl(path: Path | str, require_label: bool = False) -> Iterator[Example]:

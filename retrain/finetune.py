@@ -166,6 +166,9 @@ def fine_tune(
     label_index = {label: i for i, label in enumerate(labels)}
     token_ids = artifact.tokenize([e.text for e in train])
     targets = [label_index[str(e.label)] for e in train]
+    weights = [float(e.weight) for e in train]
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError("example weights must be non-negative and not all zero")
 
     steps_per_epoch = math.ceil(len(train) / settings.batch_size)
     total_steps = steps_per_epoch * settings.epochs
@@ -196,9 +199,12 @@ def fine_tune(
             padded = tokenizer.pad({"input_ids": [token_ids[i] for i in rows]}, return_tensors="pt")
             batch = {k: v.to(device) for k, v in padded.items()}
             target = torch.tensor([targets[i] for i in rows], device=device)
+            weight = torch.tensor([weights[i] for i in rows], device=device, dtype=torch.float32)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 logits, _ = artifact.forward(batch)
-            loss = torch.nn.functional.cross_entropy(logits.float(), target)
+            per_example = torch.nn.functional.cross_entropy(logits.float(), target, reduction="none")
+            # Weighted mean: slice, class and recency weights of the training plan act here.
+            loss = (per_example * weight).sum() / weight.sum().clamp(min=1e-8)
             loss.backward()  # type: ignore[no-untyped-call]
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()

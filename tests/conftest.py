@@ -67,7 +67,7 @@ def trained_registry(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path, 
 
     registry = tmp_path_factory.mktemp("registry")
     settings = FineTuneSettings(epochs=4, learning_rate=2e-3, batch_size=16, max_length=32, projection_dims=8)
-    train_first_model(train_file, registry, str(tiny_base), settings, promote=True, progress=False)
+    train_first_model(train_file, registry, str(tiny_base), settings, promote=True, progress=False, profile_rounds=50)
     return registry
 
 

@@ -29,3 +29,52 @@ def write_jsonl(path: Path, rows: list[dict[str, str]]) -> Path:
     """Write rows as JSON Lines and return the path."""
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path
+
+
+KITCHEN_POSITIVE = ["sturdy", "sharp", "nonstick", "spotless", "reliable", "roomy"]
+KITCHEN_NEGATIVE = ["rusty", "dented", "leaky", "flimsy", "sticky", "warped"]
+FILLER = [
+    "we",
+    "used",
+    "the",
+    "pan",
+    "for",
+    "dinner",
+    "last",
+    "week",
+    "with",
+    "family",
+    "and",
+    "friends",
+    "at",
+    "home",
+    "after",
+    "work",
+    "while",
+    "cooking",
+    "pasta",
+    "sauce",
+]
+
+
+def domain_rows(
+    n: int,
+    seed: int,
+    prefix: str,
+    positive: list[str],
+    negative: list[str],
+    filler_words: int = 0,
+    cue_at_end: bool = False,
+    domain: str = "kitchen",
+) -> list[dict[str, str]]:
+    """Texts of another domain: its own cue words, optional filler before the cue (long texts)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = "positive" if rng.random() < 0.5 else "negative"
+        cue = rng.choice(positive if label == "positive" else negative)
+        words = [rng.choice(NEUTRAL) for _ in range(rng.randint(2, 5))]
+        filler = [rng.choice(FILLER) for _ in range(filler_words)]
+        words = [*words, *filler, cue] if cue_at_end else [cue, *words, *filler]
+        rows.append({"id": f"{prefix}-{i}", "text": " ".join(words), "label": label, "domain": domain})
+    return rows

@@ -1,0 +1,59 @@
+"""Build the reference profile saved with a model version: its validation split, scored by that version."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from insightloop.deploy import ModelArtifact
+from insightloop.detectors import ReferenceProfile, Window, vocabulary_from_texts
+from insightloop.retrain.data import Example
+
+PROFILE_DIR = "reference"
+
+
+def scored_window(artifact: ModelArtifact, examples: Sequence[Example], batch_size: int = 32) -> Window:
+    """Score ``examples`` with ``artifact`` into a detectors Window (labels and meta kept)."""
+    batch = artifact.predict([e.text for e in examples], batch_size=batch_size)
+    return Window(
+        ids=[e.id or f"ref-{i}" for i, e in enumerate(examples)],
+        texts=[e.text for e in examples],
+        class_names=artifact.labels,
+        probabilities=batch.probabilities.astype(np.float64),
+        embeddings=batch.embeddings.astype(np.float64),
+        token_counts=batch.token_counts,
+        labels=[e.label for e in examples],
+        meta=[dict(e.meta) for e in examples],
+    )
+
+
+def build_profile(
+    artifact: ModelArtifact,
+    validation: Sequence[Example],
+    training_texts: Sequence[str],
+    seed: int = 0,
+    n_rounds: int = 200,
+    false_alarm_rate: float = 0.001,
+) -> ReferenceProfile:
+    """The reference profile of ``artifact``: validation split scored, training vocabulary, calibrated thresholds."""
+    window = scored_window(artifact, validation)
+    return ReferenceProfile.build(
+        window,
+        vocabulary_from_texts(training_texts),
+        seed=seed,
+        n_rounds=n_rounds,
+        false_alarm_rate=false_alarm_rate,
+        max_length=artifact.max_length,
+    )
+
+
+def save_profile(profile: ReferenceProfile, version_dir: Path) -> Path:
+    """Write the profile into ``<version>/reference/``."""
+    return Path(profile.save(version_dir / PROFILE_DIR))
+
+
+def load_profile(version_dir: Path) -> ReferenceProfile:
+    """Read the profile of a version directory."""
+    return ReferenceProfile.load(version_dir / PROFILE_DIR)

@@ -1,0 +1,201 @@
+"""Retraining jobs end to end with a tiny model: insight → plan → candidate → evaluation → gate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from insightloop.deploy import Registry, VersionStatus
+from insightloop.detectors import Adjustments, Insight, Recommendation, WindowSpan
+from insightloop.retrain.evaluate import RECENT, REFERENCE, GateSettings
+from insightloop.retrain.job import JobSpec, read_result, run_job
+from insightloop.retrain.plan import HyperParameters, plan_from_insights
+from tests.synthetic import KITCHEN_NEGATIVE, KITCHEN_POSITIVE, domain_rows, write_jsonl
+
+
+def insight(action: str, adjust: Adjustments | None = None, kind: str = "text_drift") -> Insight:
+    from insightloop.deploy.events import utc_now
+
+    return Insight(
+        id=f"ins-{kind}",
+        detector="test",
+        kind=kind,
+        severity="warning",  # type: ignore[arg-type]
+        window=WindowSpan(count=300),
+        statistic=3.0,
+        threshold=1.0,
+        summary=f"{kind} in kitchen reviews",
+        recommendation=Recommendation(
+            action=action,
+            adjust=adjust or Adjustments(),  # type: ignore[arg-type]
+            because="kitchen reviews use words the model never saw",
+        ),
+        created_at=utc_now(),
+        model_version="v0001",
+    )
+
+
+@pytest.fixture
+def registry_copy(trained_registry: Path, tmp_path: Path) -> Registry:
+    shutil.copytree(trained_registry, tmp_path / "registry")
+    return Registry(tmp_path / "registry")
+
+
+def spec_for(
+    registry: Registry,
+    plan_insights: list[Insight],
+    production: Path,
+    reference: Path,
+    hyper: HyperParameters,
+    job_id: str = "job-1",
+) -> JobSpec:
+    champion = registry.production() or ""
+    plan = plan_from_insights(
+        plan_insights,
+        champion,
+        str(registry.path_of(champion)),
+        hyper.max_length,
+        str(reference),
+        str(production),
+        hyper=hyper,
+    )
+    return JobSpec(
+        job_id=job_id,
+        registry=str(registry.root),
+        plan=plan,
+        device="cpu",
+        progress=False,
+        projection_dims=8,
+        profile_rounds=30,
+        gate=GateSettings(min_improvement=0.05, bootstrap_rounds=300, min_recent=30),
+    )
+
+
+def test_domain_shift_job_beats_the_champion_and_the_gate_says_why(
+    registry_copy: Registry, train_file: Path, tmp_path: Path
+) -> None:
+    production = write_jsonl(tmp_path / "prod.jsonl", domain_rows(300, 5, "k", KITCHEN_POSITIVE, KITCHEN_NEGATIVE))
+    hyper = HyperParameters(epochs=4, learning_rate=2e-3, batch_size=16, max_length=32)
+    spec = spec_for(
+        registry_copy, [insight("retrain", Adjustments(recent_data_weight=3.0))], production, train_file, hyper
+    )
+    result = run_job(spec)
+    assert result.state == "succeeded" and result.version == "v0002"
+    record = registry_copy.get("v0002")
+    assert record.status == VersionStatus.CANDIDATE and record.parent == "v0001"
+    assert record.insights[0].summary == "text_drift in kitchen reviews"
+    sections = {s.name: s for s in record.evaluation.sections}  # type: ignore[union-attr]
+    recent = next(r for r in sections[RECENT].rows if r.metric == "accuracy")
+    assert recent.n == 90
+    assert recent.champion is not None and recent.champion < 0.75, "the champion never saw kitchen words"
+    assert recent.candidate is not None and recent.candidate > recent.champion + 0.15
+    assert recent.ci_low is not None and recent.ci_low > 0
+    reference = next(r for r in sections[REFERENCE].rows if r.metric == "accuracy")
+    assert reference.candidate is not None and reference.candidate > 0.8, "the candidate forgot the old domain"
+    assert record.gate is not None and record.gate.passed, record.gate
+    assert "meets the required gain" in record.gate.reasons[0]
+    version_dir = registry_copy.path_of("v0002")
+    plan = json.loads((version_dir / "plan.json").read_text())
+    assert plan["data"][1]["weight"] == 3.0
+    assert plan["adjustments"][0]["kind"] == "recent_data_weight"
+    assert plan["adjustments"][0]["insight_id"] == "ins-text_drift"
+    assert (version_dir / "evaluation" / "recent_candidate.html").stat().st_size > 10_000
+    report = (version_dir / "evaluation" / "recent_production.txt").read_text()
+    assert "precision" in report and "recall" in report and "f1-score" in report
+    assert (version_dir / "reference").is_dir()
+
+
+def test_long_text_insight_trains_with_a_longer_max_length(tiny_base: Path, tmp_path: Path) -> None:
+    from insightloop.daemon.train import train_first_model
+    from insightloop.retrain import FineTuneSettings
+
+    short = write_jsonl(
+        tmp_path / "short.jsonl", domain_rows(400, 1, "s", KITCHEN_POSITIVE, KITCHEN_NEGATIVE, domain="short")
+    )
+    registry = Registry(tmp_path / "registry")
+    train_first_model(
+        short,
+        registry.root,
+        str(tiny_base),
+        FineTuneSettings(epochs=4, learning_rate=2e-3, max_length=12, projection_dims=8),
+        promote=True,
+        progress=False,
+        profile_rounds=20,
+    )
+    long_rows = domain_rows(300, 2, "l", KITCHEN_POSITIVE, KITCHEN_NEGATIVE, filler_words=20, cue_at_end=True)
+    production = write_jsonl(tmp_path / "long.jsonl", long_rows)
+    adjust = Adjustments(max_length=48, slice_weights={"length_tokens=12+": 2.0})
+    spec = spec_for(
+        registry,
+        [insight("retrain", adjust, kind="slice_degradation")],
+        production,
+        short,
+        HyperParameters(epochs=4, learning_rate=2e-3, batch_size=16, max_length=12),
+    )
+    assert spec.plan.hyper.max_length == 48
+    result = run_job(spec)
+    assert result.version is not None
+    version_dir = registry.path_of(result.version)
+    plan = json.loads((version_dir / "plan.json").read_text())
+    assert plan["hyper"]["max_length"] == 48
+    assert {a["kind"] for a in plan["adjustments"]} == {"max_length", "slice_weight"}
+    assert json.loads((version_dir / "artifact.json").read_text())["max_length"] == 48
+    record = registry.get(result.version)
+    sections = {s.name: s for s in record.evaluation.sections}  # type: ignore[union-attr]
+    long_slice = next(r for r in sections["slice length_tokens=12+"].rows if r.metric == "accuracy")
+    assert long_slice.champion is not None and long_slice.champion < 0.7, "truncation hides the cue from the champion"
+    assert long_slice.candidate is not None and long_slice.candidate > long_slice.champion + 0.2
+
+
+def test_recalibration_needs_no_fine_tuning(registry_copy: Registry, train_file: Path, tmp_path: Path) -> None:
+    rows = [
+        r for r in json.loads("[" + ",".join(train_file.read_text().splitlines()) + "]") if r["label"] == "positive"
+    ][:160]
+    rows += [
+        r for r in json.loads("[" + ",".join(train_file.read_text().splitlines()) + "]") if r["label"] == "negative"
+    ][:40]
+    production = write_jsonl(tmp_path / "prior.jsonl", [{**r, "id": f"p{i}"} for i, r in enumerate(rows)])
+    spec = spec_for(
+        registry_copy,
+        [insight("recalibrate", kind="prediction_drift")],
+        production,
+        train_file,
+        HyperParameters(epochs=1, max_length=32),
+    )
+    assert spec.plan.action == "recalibrate"
+    result = run_job(spec)
+    artifact = json.loads((registry_copy.path_of(result.version or "") / "artifact.json").read_text())
+    correction = artifact["prior_correction"]
+    assert correction["positive"] > 0 > correction["negative"], "positives became more likely a priori"
+
+
+def test_a_failing_job_leaves_an_error_and_no_version(
+    registry_copy: Registry, train_file: Path, tmp_path: Path
+) -> None:
+    spec = spec_for(
+        registry_copy,
+        [insight("retrain")],
+        tmp_path / "missing.jsonl",
+        train_file,
+        HyperParameters(epochs=1, max_length=32),
+    )
+    path = tmp_path / "spec.json"
+    path.write_text(spec.model_dump_json())
+    done = subprocess.run(
+        [sys.executable, "-m", "insightloop.daemon", "retrain", "--spec", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "missing.jsonl: no such file" in done.stderr
+    result = read_result(path.with_suffix(".result.json"))
+    assert result is not None and result.state == "failed" and "no such file" in (result.error or "")
+    assert registry_copy.names() == ["v0001"]
+    assert not [p for p in registry_copy.root.iterdir() if p.name.startswith(".incoming-")]
