@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(run, kafka=True, state=True)
     run.add_argument(
         "--role",
-        choices=["all", "scorer", "api"],
+        choices=["all", "scorer", "monitor", "controller", "api"],
         default="all",
         help="which workers to run (the HTTP endpoints always run)",
     )
@@ -80,7 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--spec", type=Path, required=True, help="job spec (JSON) written by the controller")
     retrain.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None)
 
+    from insightloop.daemon.check_cmd import add_check_parser
     from insightloop.daemon.models_cmd import add_models_parser
+
+    add_check_parser(commands)
 
     add_models_parser(commands, _add_common)
     return parser
@@ -233,6 +236,15 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     return int(ExitCode.OK)
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Offline check of a current file against a reference file."""
+    from insightloop.daemon.check_cmd import run_check
+    from insightloop.daemon.logs import setup_logging
+
+    setup_logging(args.log_level or "WARNING")
+    return run_check(args)
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     """List, show, approve, reject, roll back."""
     from insightloop.daemon.models_cmd import run_models
@@ -250,6 +262,7 @@ COMMANDS = {
     "replay": cmd_replay,
     "models": cmd_models,
     "retrain": cmd_retrain,
+    "check": cmd_check,
 }
 
 

@@ -126,6 +126,77 @@ class ScorerConfig(_Section):
     )
 
 
+class MonitorConfig(_Section):
+    """The monitor role: joins texts, predictions and late labels; runs the detectors on a schedule."""
+
+    group_id: str = Field("insightloop-monitor", description="The monitor's own consumer group.")
+    window_size: int = Field(1000, ge=50, description="Newest scored texts in the current window of a check.")
+    min_window: int = Field(200, ge=20, description="A check needs at least this many scored texts.")
+    check_interval_s: float = Field(300.0, gt=0, description="Run a check at least this often (APScheduler).")
+    check_every_records: int = Field(500, ge=1, description="…and after this many newly scored texts.")
+    min_severity: Literal["info", "warning", "critical"] = Field(
+        "warning", description="Insights below this severity are stored but not published."
+    )
+    retention_max_age_s: float = Field(7 * 86400.0, gt=0, description="Joined records older than this are deleted.")
+    retention_max_rows: int = Field(200_000, ge=1000, description="At most this many joined records are kept.")
+    keep_text: Literal["all", "labeled_only"] = Field(
+        "all",
+        description="'labeled_only' blanks the stored text of unlabeled records once they are older than "
+        "half the retention age (privacy); retraining only needs labeled ones.",
+    )
+    reports_keep: int = Field(100, ge=1, description="Evidently reports kept under <state>/reports.")
+
+
+class ControllerConfig(_Section):
+    """The controller role: turns insights into retraining jobs, tracks them, registers candidates."""
+
+    group_id: str = Field("insightloop-controller", description="The controller's consumer group on insights.")
+    runner: Literal["local", "kubernetes"] = Field("local", description="Where retraining jobs run.")
+    min_severity: Literal["info", "warning", "critical"] = Field("warning", description="Lowest severity acted on.")
+    kinds: list[str] = Field(
+        default_factory=lambda: [
+            "text_drift",
+            "embedding_drift",
+            "prediction_drift",
+            "quality_drop",
+            "estimated_quality_drop",
+            "slice_degradation",
+        ],
+        description="Insight kinds that may trigger a job.",
+    )
+    cooldown_s: float = Field(3600.0, ge=0, description="Least time between two job launches.")
+    min_new_labels: int = Field(200, ge=1, description="Labeled production texts needed before a job starts.")
+    max_concurrent_jobs: int = Field(1, ge=1, description="Jobs running at once.")
+    gpu_hours_per_day: float = Field(8.0, gt=0, description="Budget of GPU-hours (job wall time × GPUs) per day.")
+    gpus_per_job: int = Field(1, ge=0, description="GPUs one job uses (for the budget).")
+    max_retries: int = Field(1, ge=0, description="A failed job for the same insight is retried this many times.")
+    poll_s: float = Field(5.0, gt=0, description="How often job states are polled.")
+    job_timeout_s: float = Field(6 * 3600.0, gt=0, description="A job running longer is stopped and failed.")
+    reference_data: Path | None = Field(
+        None, description="Labeled reference training data (JSONL); default: the champion's own training file."
+    )
+    production_labeled_max: int = Field(20_000, ge=10, description="Newest labeled production texts a job gets.")
+    auto_approve: bool = Field(
+        False, description="Promote candidates that pass the gate without a person (development only)."
+    )
+    epochs: int = Field(3, ge=1, description="Fine-tuning epochs of a job.")
+    learning_rate: float = Field(3e-5, gt=0, description="Fine-tuning learning rate.")
+    batch_size: int = Field(16, ge=1, description="Fine-tuning batch size.")
+    production_weight: float = Field(2.0, gt=0, description="Weight of production examples vs reference ones.")
+    production_holdout_share: float = Field(
+        0.3, gt=0, lt=1, description="Newest share of labeled production data held out for the gate."
+    )
+    gate_min_improvement: float = Field(0.01, ge=0, description="Accuracy gain on recent data a candidate needs.")
+    gate_max_regression: float = Field(0.03, ge=0, description="Accuracy loss allowed on the reference holdout.")
+    projection_dims: int = Field(32, ge=1, description="Embedding projection width of candidates.")
+    profile_rounds: int = Field(200, ge=0, description="Calibration rounds of a candidate's reference profile.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Device of local jobs.")
+    job_template: Path | None = Field(
+        None, description="Kubernetes Job template (YAML) for the kubernetes runner (the chart mounts one)."
+    )
+    namespace: str | None = Field(None, description="Namespace of Kubernetes Jobs (default: the pod's own).")
+
+
 class RegistryConfig(_Section):
     """Where model versions live (a local path or a mounted PVC)."""
 
@@ -174,6 +245,8 @@ class Config(_Section):
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)  # type: ignore[arg-type]
     topics: TopicsConfig = Field(default_factory=TopicsConfig)  # type: ignore[arg-type]
     scorer: ScorerConfig = Field(default_factory=ScorerConfig)  # type: ignore[arg-type]
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)  # type: ignore[arg-type]
+    controller: ControllerConfig = Field(default_factory=ControllerConfig)  # type: ignore[arg-type]
     registry: RegistryConfig = Field(default_factory=RegistryConfig)  # type: ignore[arg-type]
     state: StateConfig = Field(default_factory=StateConfig)  # type: ignore[arg-type]
     api: ApiConfig = Field(default_factory=ApiConfig)  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ class ExitCode(IntEnum):
     BROKER_UNREACHABLE = 4
     NO_MODEL = 5
     DATA_ERROR = 6
+    CHECK_FAILED = 7
     INTERRUPTED = 130
 
 

@@ -242,10 +242,7 @@ class StateStore:
             params.append(model_version)
         if labeled_only:
             clauses.append("label IS NOT NULL")
-        query = (
-            f"SELECT * FROM records WHERE {' AND '.join(clauses)} "
-            "ORDER BY scored_at DESC, id DESC LIMIT ?"
-        )
+        query = f"SELECT * FROM records WHERE {' AND '.join(clauses)} ORDER BY scored_at DESC, id DESC LIMIT ?"
         with self._lock:
             rows = self._conn.execute(query, (*params, limit)).fetchall()
         return [_record(row) for row in reversed(rows)]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from insightloop.deploy import Registry, VersionRecord, VersionStatus
 from insightloop.deploy.events import utc_now
-from insightloop.retrain import FineTuneSettings, default_base_model, fine_tune, read_jsonl
-from insightloop.retrain.profile import build_profile, save_profile
+from insightloop.retrain import FineTuneSettings, default_base_model, fine_tune, read_jsonl, write_jsonl
+from insightloop.retrain.profile import TRAINING_DATA, build_profile, save_profile
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ def train_first_model(
     def write(path: Path) -> None:
         result.artifact.save(path)
         save_profile(profile, path)
+        write_jsonl(path / TRAINING_DATA, examples)
 
     created = registry.create_version(write, record, by=by, reason=f"trained on {data}")
     log.info(

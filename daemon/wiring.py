@@ -15,7 +15,7 @@ from insightloop.daemon.scorer import Scorer
 from insightloop.daemon.state import StateStore
 from insightloop.deploy import Registry
 
-ROLES = ("all", "scorer", "api")
+ROLES = ("all", "scorer", "monitor", "controller", "api")
 
 
 @dataclass
@@ -44,6 +44,14 @@ def build_app(config: Config, role: str = "all") -> App:
     workers: list[Worker] = []
     if role in ("all", "scorer"):
         workers.append(Scorer(config, PrometheusScorerMetrics(metrics)))
+    if role in ("all", "monitor"):
+        from insightloop.daemon.monitor import Monitor
+
+        workers.append(Monitor(config, store, metrics))
+    if role in ("all", "controller"):
+        from insightloop.daemon.controller import Controller
+
+        workers.append(Controller(config, store, models, metrics))
     holder: list[Daemon] = []
 
     def close() -> None:

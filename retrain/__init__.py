@@ -1,6 +1,6 @@
 """retrain: training data, the fine-tuning job (and, with the Retraining issue, plans and evaluation)."""
 
-from insightloop.retrain.data import DataFileError, Example, iter_jsonl, read_jsonl
+from insightloop.retrain.data import DataFileError, Example, iter_jsonl, read_jsonl, write_jsonl
 from insightloop.retrain.finetune import (
     FineTuneResult,
     FineTuneSettings,
@@ -21,4 +21,5 @@ __all__ = [
     "read_jsonl",
     "seed_everything",
     "stratified_split",
+    "write_jsonl",
 ]

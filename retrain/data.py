@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,20 @@ def iter_jsonl(path: Path | str, require_label: bool = False) -> Iterator[Exampl
                 )
         except UnicodeDecodeError as exc:
             raise DataFileError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+
+
+def write_jsonl(path: Path, examples: Sequence[Example]) -> Path:
+    """Write examples as JSON Lines (``meta`` keys at the top level, as they were read)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        for example in examples:
+            row: dict[str, Any] = {**example.meta, "text": example.text}
+            if example.id is not None:
+                row["id"] = example.id
+            if example.label is not None:
+                row["label"] = example.label
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path
 
 
 def read_jsonl(path: Path | str, require_label: bool = False, limit: int | None = None) -> list[Example]:

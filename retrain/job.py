@@ -32,7 +32,7 @@ from insightloop.deploy import (
     pick_device,
 )
 from insightloop.deploy.events import utc_now
-from insightloop.retrain.data import Example, read_jsonl
+from insightloop.retrain.data import Example, read_jsonl, write_jsonl
 from insightloop.retrain.evaluate import (
     RECENT,
     REFERENCE,
@@ -45,7 +45,7 @@ from insightloop.retrain.evaluate import (
 )
 from insightloop.retrain.finetune import FineTuneSettings, fine_tune, seed_everything, stratified_split
 from insightloop.retrain.plan import TrainingPlan
-from insightloop.retrain.profile import build_profile, save_profile
+from insightloop.retrain.profile import TRAINING_DATA, build_profile, save_profile
 
 log = logging.getLogger(__name__)
 
@@ -175,10 +175,12 @@ def run_job(spec: JobSpec) -> JobResult:
             projection_dims=spec.projection_dims,
         )
         result = fine_tune(examples, plan.base_model, settings, progress=spec.progress)
+        trained_on: list[Example] = list(examples)
         candidate, validation, metrics = result.artifact, result.validation, dict(result.metrics)
     else:
         candidate = ModelArtifact.load(plan.base_model, device=device.type)
         recalibrate(candidate, ref_train, prod_train)
+        trained_on = [*reference, *prod_train]
         validation = list(ref_holdout) + list(prod_train[-max(1, len(prod_train) // 5) :])
         metrics = {}
     candidate.info.update({"plan_id": plan.id, "parent": plan.base_version})
@@ -233,6 +235,7 @@ def run_job(spec: JobSpec) -> JobResult:
     def write(path: Path) -> None:
         candidate.save(path)
         save_profile(profile, path)
+        write_jsonl(path / TRAINING_DATA, trained_on)
         (path / "plan.json").write_text(plan.model_dump_json(indent=2) + "\n", encoding="utf-8")
         evaluation_dir = path / EVALUATION_DIR
         evaluation_dir.mkdir()

@@ -12,6 +12,9 @@ from insightloop.detectors import ReferenceProfile, Window, vocabulary_from_text
 from insightloop.retrain.data import Example
 
 PROFILE_DIR = "reference"
+TRAINING_DATA = (
+    "data/train.jsonl"  # the examples a version was fine-tuned on (its lineage, and the next job's reference)
+)
 
 
 def scored_window(artifact: ModelArtifact, examples: Sequence[Example], batch_size: int = 32) -> Window:

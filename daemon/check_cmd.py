@@ -1,0 +1,103 @@
+"""`insightloop check`: the monitor's detectors offline, for batch use and CI gates."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from insightloop.daemon.errors import ExitCode
+from insightloop.deploy import ModelArtifact
+from insightloop.detectors import Insight, ReferenceProfile, check_all, vocabulary_from_texts, write_reports
+from insightloop.detectors.insight import SEVERITY_ORDER
+from insightloop.retrain import read_jsonl
+from insightloop.retrain.profile import scored_window
+
+log = logging.getLogger(__name__)
+
+
+def add_check_parser(commands: Any) -> None:
+    """Register `check`."""
+    check = commands.add_parser("check", help="compare a current file with a reference file, offline")
+    check.add_argument("--reference", type=Path, required=True, help="JSON Lines the model was trained for")
+    check.add_argument("--current", type=Path, required=True, help="JSON Lines to check")
+    check.add_argument("--model", type=Path, required=True, help="a model version directory")
+    check.add_argument("--json", action="store_true", help="print exactly one JSON object on standard output")
+    check.add_argument(
+        "--fail-on",
+        choices=["info", "warning", "critical"],
+        help="exit with code 7 when an insight is at least this severe",
+    )
+    check.add_argument("--reports", type=Path, default=Path("insightloop-reports"), help="where reports go")
+    check.add_argument("--rounds", type=int, default=100, help="calibration rounds on the reference")
+    check.add_argument("--limit", type=int, help="use at most this many rows of each file")
+    check.add_argument("--seed", type=int, default=0)
+    check.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """Score both files, check, write reports, print, and set the exit code."""
+    artifact = ModelArtifact.load(args.model)
+    reference = read_jsonl(args.reference, limit=args.limit)
+    current = read_jsonl(args.current, limit=args.limit)
+    started = time.perf_counter()
+    reference_window = scored_window(artifact, reference)
+    current_window = scored_window(artifact, current)
+    scored = time.perf_counter()
+    profile = ReferenceProfile.build(
+        reference_window,
+        vocabulary_from_texts([e.text for e in reference]),
+        n_rounds=args.rounds,
+        seed=args.seed,
+        max_length=artifact.max_length,
+        window_size=len(current_window),
+    )
+    version = args.model.resolve().name
+    result = check_all(profile, current_window, version)
+    checked = time.perf_counter()
+    stem = f"check-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    reports = write_reports(profile, current_window, args.reports, stem)
+    html = next((str(p) for p in reports if p.suffix == ".html"), None)
+    insights = [i.model_copy(update={"report": html}) for i in result.insights]
+    log.info(
+        "scored %d + %d texts in %.1f s; calibrated and checked in %.1f s",
+        len(reference),
+        len(current),
+        scored - started,
+        checked - scored,
+    )
+    if args.json:
+        payload = {
+            "insights": [json.loads(i.model_dump_json()) for i in insights],
+            "reports": [str(p) for p in reports],
+        }
+        sys.stdout.write(json.dumps(payload) + "\n")
+    else:
+        _print_summary(insights, result.results, reports)
+    if args.fail_on and any(SEVERITY_ORDER[i.severity] >= SEVERITY_ORDER[args.fail_on] for i in insights):
+        return int(ExitCode.CHECK_FAILED)
+    return int(ExitCode.OK)
+
+
+def _print_summary(insights: list[Insight], results: list[Any], reports: list[Path]) -> None:
+    print(f"{'detector':<22} {'statistic':>10} {'threshold':>10} {'ratio':>7}  severity")
+    for r in results:
+        print(
+            f"{r.detector:<22} {r.statistic:>10.4f} {r.threshold:>10.4f} {r.ratio:>7.2f}  "
+            f"{r.severity or ('–' if r.applicable else 'n/a: ' + r.reason)}"
+        )
+    print()
+    if not insights:
+        print("No insight: the current file looks like the reference.")
+    for insight in insights:
+        print(f"[{insight.severity}] {insight.kind}: {insight.summary}")
+        print(f"    recommendation: {insight.recommendation.action} — {insight.recommendation.because}")
+        for example in insight.evidence.examples[:3]:
+            print(f"    e.g. {example.id}: {example.text[:100]}")
+    print()
+    for path in reports:
+        print(f"report: {path}")

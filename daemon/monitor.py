@@ -1,0 +1,306 @@
+"""The monitor role: join texts, predictions and late labels by id; check windows on a schedule; raise insights.
+
+Records land in the state store before their offsets are committed. Checks run on an APScheduler
+interval and after every K newly scored texts; each check compares the newest window scored by the
+production version with that version's reference profile. Ongoing conditions are tracked with
+hysteresis, so one drift is one insight (updated in the store), not a page per check.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from insightloop.daemon.config import Config
+from insightloop.daemon.events import (
+    LabelEvent,
+    PredictionEvent,
+    RejectedMessage,
+    RejectReason,
+    dead_letter_for,
+    parse_text_message,
+)
+from insightloop.daemon.kafka import make_consumer, make_producer
+from insightloop.daemon.metrics import Metrics
+from insightloop.daemon.state import StateStore, StoredRecord
+from insightloop.deploy import Registry
+from insightloop.detectors import (
+    CheckResult,
+    ConditionTracker,
+    Insight,
+    ReferenceProfile,
+    TrackerState,
+    Transition,
+    Window,
+    check_all,
+    write_reports,
+)
+from insightloop.detectors.insight import SEVERITY_ORDER
+from insightloop.retrain.profile import load_profile
+
+log = logging.getLogger(__name__)
+TRACKER_KEY = "tracker"
+
+
+def window_from_records(records: list[StoredRecord], class_names: tuple[str, ...]) -> Window:
+    """A detectors Window from joined records (columns in the profile's class order)."""
+    probabilities = np.array([[r.scores.get(c, 0.0) for c in class_names] for r in records], dtype=np.float64)
+    embeddings = np.vstack([r.embedding for r in records]).astype(np.float64)
+    timestamps: list[datetime | None] = []
+    for r in records:
+        try:
+            timestamps.append(datetime.fromisoformat(r.ts) if r.ts else None)
+        except ValueError:
+            timestamps.append(None)
+    return Window(
+        ids=[r.id for r in records],
+        texts=[r.text for r in records],
+        class_names=class_names,
+        probabilities=probabilities,
+        embeddings=embeddings,
+        token_counts=np.array([r.n_tokens for r in records], dtype=np.int64),
+        labels=[r.label for r in records],
+        meta=[r.meta for r in records],
+        timestamps=timestamps,
+    )
+
+
+class Monitor:
+    """A named worker: consumes texts, predictions and labels; runs checks; publishes insights."""
+
+    name = "monitor"
+
+    def __init__(self, config: Config, store: StateStore, metrics: Metrics) -> None:
+        self.config = config
+        self.policy = config.monitor
+        self.store = store
+        self.metrics = metrics
+        self.registry = Registry(config.registry.path)
+        self.reports_dir = config.state.dir / "reports"
+        self._profiles: dict[str, ReferenceProfile] = {}
+        self._producer: Any = None
+        self._scheduler: Any = None
+        self._check_lock = threading.Lock()
+        self._since_check = 0
+        self._ready = threading.Event()
+        self.last_check: CheckResult | None = None
+        saved = store.conditions().get(TRACKER_KEY)
+        self.tracker = (
+            ConditionTracker.from_state(TrackerState.model_validate(saved))
+            if saved
+            else ConditionTracker(raise_level=1.0, clear_level=0.8, clear_after=2)
+        )
+
+    @property
+    def ready(self) -> bool:
+        """True once consuming and the scheduler runs."""
+        return self._ready.is_set()
+
+    def status(self) -> dict[str, Any]:
+        """What /readyz shows."""
+        return {"active_conditions": sorted(self.tracker.active), "records": self.store.count_records()}
+
+    def run(self, stop: threading.Event) -> None:
+        """Consume and check until ``stop``."""
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        topics = self.config.topics
+        consumer = make_consumer(
+            self.config.kafka, [topics.texts, topics.predictions, topics.labels], self.policy.group_id
+        )
+        self._producer = make_producer(self.config.kafka)
+        self._scheduler = BackgroundScheduler(timezone="UTC")
+        self._scheduler.add_job(
+            self.check,
+            "interval",
+            seconds=self.policy.check_interval_s,
+            id="interval-check",
+            max_instances=1,
+            coalesce=True,
+        )
+        self._scheduler.start()
+        self._ready.set()
+        try:
+            while not stop.is_set():
+                polled = consumer.poll(timeout_ms=500, max_records=2000)
+                if polled:
+                    self._ingest([r for batch in polled.values() for r in batch])
+                    consumer.commit()  # after the store transaction: nothing is lost on a crash
+                if self._since_check >= self.policy.check_every_records:
+                    self._since_check = 0
+                    self._scheduler.add_job(
+                        self.check, id="count-check", replace_existing=True, max_instances=1, coalesce=True
+                    )
+        finally:
+            self._ready.clear()
+            self._scheduler.shutdown(wait=True)
+            consumer.close(autocommit=False)
+            self._producer.flush(timeout=10)
+            self._producer.close(timeout=10)
+
+    # -- ingest ---------------------------------------------------------------------------
+    def _ingest(self, records: list[Any]) -> None:
+        topics = self.config.topics
+        texts, predictions, labels, letters = [], [], [], []
+        for record in records:
+            if record.topic == topics.texts:
+                try:
+                    event = parse_text_message(record.value, self.config.scorer.max_message_bytes)
+                except RejectedMessage:
+                    continue  # the scorer dead-letters bad texts; one letter per message is enough
+                texts.append((event.id, event.text, event.ts.isoformat() if event.ts else None, event.meta))
+            elif record.topic == topics.predictions:
+                try:
+                    p = PredictionEvent.model_validate_json(record.value)
+                except ValidationError as exc:
+                    log.warning("skipping a malformed prediction: %s", str(exc)[:200])
+                    continue
+                predictions.append((p.id, p.model_version, p.label, p.scores, p.embedding, p.n_tokens))
+            else:
+                try:
+                    label = LabelEvent.model_validate_json(record.value or b"")
+                except ValidationError as exc:
+                    letters.append(
+                        dead_letter_for(
+                            record.value,
+                            record.topic,
+                            record.partition,
+                            record.offset,
+                            RejectReason.INVALID_FIELDS,
+                            str(exc)[:500],
+                        )
+                    )
+                    continue
+                labels.append((label.id, label.label))
+        now = time.time()
+        if texts:
+            self.store.add_texts(texts, now)
+        if predictions:
+            self.store.add_predictions(predictions, now)
+            self._since_check += len(predictions)
+        if labels:
+            self.store.add_labels(labels, now)
+        if letters:
+            futures = [
+                self._producer.send(self.config.topics.deadletter, value=d.model_dump_json().encode()) for d in letters
+            ]
+            self._producer.flush(timeout=30)
+            for future, letter in zip(futures, letters, strict=True):
+                future.get(timeout=30)
+                self.metrics.dead_letters.labels(reason=letter.reason.value).inc()
+
+    # -- checks ---------------------------------------------------------------------------
+    def _profile(self, version: str) -> ReferenceProfile | None:
+        if version not in self._profiles:
+            try:
+                self._profiles[version] = load_profile(self.registry.path_of(version))
+            except (FileNotFoundError, OSError, ValueError) as exc:
+                log.error("version %s has no usable reference profile (%s); checks are off", version, exc)
+                return None
+        return self._profiles[version]
+
+    def check(self) -> list[Insight]:
+        """One check of the newest window; returns the insights published."""
+        with self._check_lock:
+            started = time.perf_counter()
+            try:
+                return self._check()
+            finally:
+                self.metrics.checks.inc()
+                self.metrics.check_seconds.observe(time.perf_counter() - started)
+
+    def _check(self) -> list[Insight]:
+        version = self.registry.production()
+        profile = self._profile(version) if version else None
+        if version is None or profile is None:
+            return []
+        self.store.apply_retention(
+            self.policy.retention_max_age_s,
+            self.policy.retention_max_rows,
+            time.time(),
+            keep_text=self.policy.keep_text,
+        )
+        records = [r for r in self.store.recent_records(self.policy.window_size, model_version=version) if r.text]
+        if len(records) < self.policy.min_window:
+            return []
+        window = window_from_records(records, profile.class_names)
+        result = check_all(profile, window, version)
+        self.last_check = result
+        by_detector = {i.detector: i for i in sorted(result.insights, key=lambda i: SEVERITY_ORDER[i.severity])}
+        published: list[Insight] = []
+        report_paths: list[Path] | None = None
+        for outcome in result.results:
+            key = f"{version}:{outcome.detector}"
+            self.metrics.drift_statistic.labels(detector=outcome.detector).set(outcome.statistic)
+            for name, gauge in (
+                ("accuracy", self.metrics.labeled_accuracy),
+                ("estimated_accuracy", self.metrics.estimated_accuracy),
+            ):
+                if name in outcome.metrics:
+                    gauge.set(outcome.metrics[name])
+            insight = by_detector.get(outcome.detector)
+            if insight is None:
+                previous = self.tracker.active.get(key)
+                transition = self.tracker.observe(key, outcome.statistic, outcome.threshold)
+                if transition is Transition.CLEARED and previous and previous.insight_id:
+                    self._mark(previous.insight_id, "cleared")
+            else:
+                transition, insight = self.tracker.follow(insight, key=key)
+                if report_paths is None:
+                    report_paths = self._write_reports(profile, window)
+                html = next((p for p in report_paths if p.suffix == ".html"), None)
+                insight = insight.model_copy(update={"report": str(html) if html else None})
+                self.store.upsert_insight(
+                    insight.id,
+                    insight.detector,
+                    insight.kind,
+                    insight.severity,
+                    transition.value,
+                    json.loads(insight.model_dump_json()),
+                )
+                if (
+                    transition is Transition.NEW
+                    and SEVERITY_ORDER[insight.severity] >= SEVERITY_ORDER[self.policy.min_severity]
+                ):
+                    self._publish(insight)
+                    published.append(insight)
+            self.metrics.drift_detected.labels(detector=outcome.detector).set(1 if key in self.tracker.active else 0)
+        self.store.save_condition(TRACKER_KEY, json.loads(self.tracker.state().model_dump_json()))
+        return published
+
+    def _mark(self, insight_id: str, state: str) -> None:
+        for stored in self.store.insights(500):
+            if stored["id"] == insight_id:
+                payload = {k: v for k, v in stored.items() if k not in ("state", "updated_at")}
+                self.store.upsert_insight(
+                    insight_id, stored["detector"], stored["kind"], stored["severity"], state, payload
+                )
+
+    def _publish(self, insight: Insight) -> None:
+        future = self._producer.send(
+            self.config.topics.insights, key=insight.id.encode(), value=insight.model_dump_json().encode()
+        )
+        future.get(timeout=30)
+        self.metrics.insights.labels(kind=insight.kind, severity=insight.severity).inc()
+        log.warning("insight %s (%s, %s): %s", insight.id, insight.kind, insight.severity, insight.summary)
+
+    def _write_reports(self, profile: ReferenceProfile, window: Window) -> list[Path]:
+        stem = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        try:
+            paths = write_reports(profile, window, self.reports_dir, stem)
+        except Exception:
+            log.exception("could not write the Evidently reports")
+            return []
+        reports = sorted(self.reports_dir.glob("*.html"), key=lambda p: p.stat().st_mtime)
+        for old in reports[: max(0, len(reports) - self.policy.reports_keep)]:
+            old.unlink(missing_ok=True)
+            old.with_suffix(".json").unlink(missing_ok=True)
+        return paths
