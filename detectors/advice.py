@@ -1,0 +1,335 @@
+"""From evidence to explanation: what moved, where the loss is, and what the next training run should change.
+
+One :class:`Diagnosis` per (profile, window) is shared by every insight of a check, so insights from
+different detectors about the same window tell the same story and recommend the same action.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from insightloop.detectors.analysis import (
+    DescriptorTest,
+    EmbeddingTest,
+    PredictionTest,
+    SliceAnalysis,
+    SliceStats,
+    descriptor_test,
+    embedding_test,
+    estimated_quality,
+    labeled_quality,
+    prediction_test,
+    slice_analysis,
+)
+from insightloop.detectors.descriptors import DESCRIPTOR_LABELS
+from insightloop.detectors.insight import (
+    Adjustments,
+    ClassShift,
+    DescriptorShift,
+    Example,
+    Recommendation,
+    SliceFinding,
+)
+from insightloop.detectors.window import Window
+
+if TYPE_CHECKING:
+    from insightloop.detectors.profile import ReferenceProfile
+
+#: Significance level of the secondary tests a diagnosis makes (which descriptors moved, which slices).
+DIAGNOSIS_ALPHA = 0.01
+#: Longest ``max_length`` a recommendation proposes (the position limit of BERT-style encoders).
+MAX_LENGTH_CAP = 512
+#: Characters of an example text kept in an insight.
+EXAMPLE_CHARS = 280
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """What changed between reference and window, and the most plausible cause."""
+
+    descriptors: DescriptorTest
+    embeddings: EmbeddingTest | None
+    predictions: PredictionTest
+    slices: SliceAnalysis
+    input_shift: bool
+    prior_shift: bool
+    prior_explains_inputs: bool
+    quality_drop: bool
+    long_text_slice: SliceStats | None
+    max_length: int | None
+
+    @property
+    def degraded(self) -> list[SliceStats]:
+        """Slices whose (estimated) error rate rose significantly."""
+        return self.slices.degraded(DIAGNOSIS_ALPHA, min_delta=0.02)
+
+    @property
+    def grown(self) -> list[SliceStats]:
+        """Slices whose share rose significantly."""
+        return self.slices.grown(DIAGNOSIS_ALPHA)
+
+
+def diagnose(profile: ReferenceProfile, window: Window) -> Diagnosis:
+    """The shared diagnosis of ``window`` against ``profile`` (computed once per pair)."""
+
+    def compute() -> Diagnosis:
+        desc = descriptor_test(profile, window)
+        emb = embedding_test(profile, window)
+        pred = prediction_test(profile, window)
+        slices = slice_analysis(profile, window)
+        descriptors_moved = desc.p_value <= DIAGNOSIS_ALPHA
+        embeddings_moved = emb is not None and emb.p_value <= DIAGNOSIS_ALPHA
+        prior_shift = pred.label_p_value <= DIAGNOSIS_ALPHA
+        explained = emb is not None and emb.explained_by_class_mix
+        # Inputs moved beyond what the class mix explains: a domain / vocabulary shift.
+        oov_up = desc.p_values.get("oov_share", 1.0) <= DIAGNOSIS_ALPHA and (
+            desc.current_mean["oov_share"] > desc.reference_mean["oov_share"]
+        )
+        input_shift = (embeddings_moved and not explained) or oov_up or (descriptors_moved and not prior_shift)
+        lab = labeled_quality(profile, window)
+        est = estimated_quality(profile, window)
+        quality_drop = (
+            lab is not None and lab.n_current >= 30 and lab.p_value <= DIAGNOSIS_ALPHA and lab.accuracy_drop > 0.02
+        ) or (est is not None and est.p_value <= DIAGNOSIS_ALPHA and est.drop > 0.02)
+        limit = profile.effective_max_length
+        long_slice = None
+        for s in slices.degraded(DIAGNOSIS_ALPHA, min_delta=0.02)[:2]:
+            d = s.definition
+            if (
+                d.kind == "length"
+                and d.lower is not None
+                and ((limit is not None and d.lower >= limit / 2) or (limit is None and d.lower >= 128))
+            ):
+                long_slice = s
+                break
+        return Diagnosis(
+            descriptors=desc,
+            embeddings=emb,
+            predictions=pred,
+            slices=slices,
+            input_shift=input_shift,
+            prior_shift=prior_shift,
+            prior_explains_inputs=prior_shift and explained and not oov_up,
+            quality_drop=quality_drop,
+            long_text_slice=long_slice,
+            max_length=limit,
+        )
+
+    return profile.window_memo(window, ("diagnosis",), compute)
+
+
+# -- evidence -----------------------------------------------------------------------------------
+def descriptor_shifts(test: DescriptorTest, level: float) -> list[DescriptorShift]:
+    """Descriptors, most significant first; ``drifted`` when the Bonferroni-adjusted p-value is ≤ ``level``."""
+    n = max(len(test.p_values), 1)
+    ordered = sorted(test.p_values, key=lambda name: test.p_values[name])
+    return [
+        DescriptorShift(
+            name=name,
+            reference_mean=_r(test.reference_mean[name]),
+            current_mean=_r(test.current_mean[name]),
+            reference_median=_r(test.reference_median[name]),
+            current_median=_r(test.current_median[name]),
+            p_value=_p(test.p_values[name]),
+            drifted=test.p_values[name] * n <= level,
+        )
+        for name in ordered
+    ]
+
+
+def class_shifts(profile: ReferenceProfile, window: Window, test: PredictionTest) -> list[ClassShift]:
+    """Per class: predicted share, BBSE prior estimate, and recall where labels exist."""
+    lab = labeled_quality(profile, window)
+    out = []
+    for j, name in enumerate(profile.class_names):
+        out.append(
+            ClassShift(
+                name=name,
+                reference_share=_r(float(test.reference_shares[j])),
+                current_share=_r(float(test.current_shares[j])),
+                estimated_prior=_r(float(test.estimated_priors[j])) if test.estimated_priors is not None else None,
+                reference_recall=_r(lab.reference_recall[name]) if lab and name in lab.reference_recall else None,
+                current_recall=_r(lab.current_recall[name]) if lab and name in lab.current_recall else None,
+                current_support=lab.current_support.get(name, 0) if lab else 0,
+            )
+        )
+    return out
+
+
+def slice_finding(s: SliceStats) -> SliceFinding:
+    """The insight-facing form of a slice's statistics."""
+    d = s.definition
+    return SliceFinding(
+        key=d.key,
+        field=d.field,
+        value=d.value,
+        count=s.count_current,
+        share_reference=_r(s.share_reference),
+        share_current=_r(s.share_current),
+        metric=s.metric,
+        reference_value=_r(s.reference_loss) if s.reference_loss is not None else None,
+        current_value=_r(s.current_loss) if s.current_loss is not None else None,
+        excess_errors=_r(s.excess_errors),
+        lift=_r(s.lift) if s.lift is not None else None,
+        share_p_value=_p(s.share_p_value),
+        loss_p_value=_p(s.loss_p_value) if s.loss_p_value is not None else None,
+    )
+
+
+def slice_findings(diagnosis: Diagnosis, focus: str, limit: int = 5) -> list[SliceFinding]:
+    """The slices worth showing: degraded ones first for quality insights, grown ones first for drift."""
+    degraded, grown = diagnosis.degraded, diagnosis.grown
+    first, second = (degraded, grown) if focus == "loss" else (grown, degraded)
+    picked: list[SliceStats] = []
+    for s in [*first, *second]:
+        if s not in picked:
+            picked.append(s)
+    return [slice_finding(s) for s in picked[:limit]]
+
+
+def farthest_examples(
+    profile: ReferenceProfile, window: Window, k: int = 5, mask: np.ndarray | None = None
+) -> list[Example]:
+    """Current rows least like the reference (largest MMD witness in the embedding space)."""
+    emb = embedding_test(profile, window)
+    if emb is None or len(window) == 0:
+        return []
+    scores = emb.witness.copy()
+    if mask is not None and mask.any():
+        scores = np.where(mask, scores, -np.inf)
+    order = np.argsort(-scores, kind="stable")[:k]
+    return [
+        Example(id=window.ids[i], text=_shorten(window.texts[i]), score=_r(float(emb.witness[i])))
+        for i in order
+        if math.isfinite(scores[i])
+    ]
+
+
+def error_examples(
+    profile: ReferenceProfile, window: Window, k: int = 5, mask: np.ndarray | None = None
+) -> list[Example]:
+    """Misclassified labeled rows (in ``mask`` if given), least like the reference first."""
+    wrong = window.labeled_mask & ~window.correct
+    if mask is not None:
+        wrong &= mask
+    if not wrong.any():
+        return farthest_examples(profile, window, k, mask)
+    return farthest_examples(profile, window, k, wrong)
+
+
+def _shorten(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= EXAMPLE_CHARS else text[: EXAMPLE_CHARS - 1] + "…"
+
+
+def _r(value: float) -> float:
+    """Round for display; keeps JSON small and stable."""
+    return round(float(value), 6) if math.isfinite(value) else 0.0
+
+
+def _p(value: float) -> float:
+    return float(min(1.0, max(0.0, value))) if math.isfinite(value) else 1.0
+
+
+def describe_descriptor_moves(shifts: list[DescriptorShift], limit: int = 2) -> str:
+    """'out-of-vocabulary share rose from 3.1% to 9.8%, length in tokens fell from 142 to 88'."""
+    parts = []
+    for s in [s for s in shifts if s.drifted][:limit]:
+        direction = "rose" if s.current_mean > s.reference_mean else "fell"
+        label = DESCRIPTOR_LABELS.get(s.name, s.name)
+        if s.name.endswith("_share"):
+            parts.append(f"{label} {direction} from {s.reference_mean:.1%} to {s.current_mean:.1%}")
+        else:
+            parts.append(f"{label} {direction} from {s.reference_mean:.0f} to {s.current_mean:.0f}")
+    return ", ".join(parts)
+
+
+def describe_slice(f: SliceFinding) -> str:
+    """'meta.domain=kitchen (0% → 50% of traffic, error rate 12% → 31%)'."""
+    bits = []
+    if f.share_reference is not None:
+        bits.append(f"{f.share_reference:.0%} → {f.share_current:.0%} of traffic")
+    if f.reference_value is not None and f.current_value is not None:
+        label = "error rate" if f.metric == "error_rate" else "estimated error rate"
+        bits.append(f"{label} {f.reference_value:.0%} → {f.current_value:.0%}")
+    return f"{f.key} ({', '.join(bits)})" if bits else f.key
+
+
+# -- recommendation -----------------------------------------------------------------------------
+def recommend(profile: ReferenceProfile, diagnosis: Diagnosis, *, quality_focus: bool) -> Recommendation:
+    """The cheapest action the evidence supports.
+
+    * errors concentrated in the longest texts → ``retrain`` with a larger ``max_length``;
+    * the predicted-class mix moved while the inputs, class by class, look like the reference (a pure
+      prior shift) → ``recalibrate`` with ``class_weights`` = estimated current / reference priors;
+    * inputs moved (new vocabulary, new domains, embeddings beyond the class mix) or the loss rose in
+      some slices → ``retrain`` with more weight on those slices and on recent data;
+    * otherwise ``none``.
+    """
+    long_slice = diagnosis.long_text_slice
+    if long_slice is not None:
+        limit = diagnosis.max_length
+        lower = int(long_slice.definition.lower or 0)
+        proposed = min(MAX_LENGTH_CAP, 2 * limit) if limit is not None else min(MAX_LENGTH_CAP, max(256, 2 * lower))
+        if limit is None or proposed > limit:
+            truncation = f", which the model truncates at {limit}" if limit is not None else ""
+            return Recommendation(
+                action="retrain",
+                adjust=Adjustments(max_length=proposed, slice_weights={long_slice.definition.key: 2.0}),
+                because=(
+                    f"errors concentrate in texts of {lower}+ tokens{truncation}: "
+                    f"{long_slice.reference_loss or 0:.0%} → {long_slice.current_loss or 0:.0%} "
+                    f"({long_slice.metric.replace('_', ' ')})"
+                ),
+            )
+    test = diagnosis.predictions
+    if diagnosis.prior_explains_inputs and not diagnosis.input_shift:
+        weights: dict[str, float] = {}
+        if test.estimated_priors is not None and test.reference_priors is not None:
+            for j, name in enumerate(profile.class_names):
+                if test.reference_priors[j] > 0:
+                    weights[name] = _r(float(test.estimated_priors[j] / test.reference_priors[j]))
+        else:
+            for j, name in enumerate(profile.class_names):
+                if test.reference_shares[j] > 0:
+                    weights[name] = _r(float(test.current_shares[j] / test.reference_shares[j]))
+        mix = ", ".join(
+            f"{name} {test.reference_shares[j]:.0%} → {test.current_shares[j]:.0%}"
+            for j, name in enumerate(profile.class_names)
+        )
+        return Recommendation(
+            action="recalibrate",
+            adjust=Adjustments(class_weights=weights),
+            because=(
+                f"the predicted class mix moved ({mix}) while the inputs of each class look like the "
+                "reference: a prior shift; correct the class priors, no retraining needed"
+            ),
+        )
+    degraded = diagnosis.degraded[:3]
+    grown = [s for s in diagnosis.grown if s.definition.kind != "length"][:3]
+    if diagnosis.input_shift or degraded or (quality_focus and diagnosis.quality_drop):
+        slice_weights: dict[str, float] = {}
+        for s in degraded:
+            slice_weights[s.definition.key] = 2.0
+        for s in grown:
+            ratio = s.share_current / s.share_reference if s.share_reference > 0 else 3.0
+            slice_weights.setdefault(s.definition.key, _r(float(min(3.0, max(1.5, ratio)))))
+        reasons = []
+        if degraded:
+            reasons.append("the loss rose in " + ", ".join(s.definition.key for s in degraded))
+        if grown:
+            reasons.append("traffic moved towards " + ", ".join(s.definition.key for s in grown))
+        if diagnosis.input_shift and not reasons:
+            reasons.append("the inputs moved away from the reference (vocabulary / embeddings)")
+        if not reasons:
+            reasons.append("quality fell without a slice or input change to blame (concept drift)")
+        return Recommendation(
+            action="retrain",
+            adjust=Adjustments(slice_weights=slice_weights, recent_data_weight=2.0),
+            because="; ".join(reasons) + ": retrain on recent labeled traffic with more weight there",
+        )
+    return Recommendation(action="none", because="the change does not point at a training-plan change yet")

@@ -1,0 +1,88 @@
+"""The registered detectors, and one call that runs them all on a window."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from insightloop.detectors.base import Detector
+from insightloop.detectors.drift import DescriptorDrift, EmbeddingDrift, PredictionDrift
+from insightloop.detectors.insight import Insight, Severity
+from insightloop.detectors.profile import ReferenceProfile
+from insightloop.detectors.quality import EstimatedQualityDrop, LabeledQualityDrop
+from insightloop.detectors.slices import SliceDegradation
+from insightloop.detectors.window import Window
+
+#: Every detector class by its ``name``.
+DETECTORS: dict[str, type[Detector]] = {
+    cls.name: cls
+    for cls in (
+        DescriptorDrift,
+        EmbeddingDrift,
+        PredictionDrift,
+        LabeledQualityDrop,
+        EstimatedQualityDrop,
+        SliceDegradation,
+    )
+}
+
+
+def all_detectors() -> list[Detector]:
+    """One instance of every registered detector, with default parameters."""
+    return [cls() for cls in DETECTORS.values()]
+
+
+class DetectorResult(BaseModel):
+    """One detector's outcome on a window: what the monitor exports as gauges."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    detector: str
+    applicable: bool
+    statistic: float
+    threshold: float
+    p_value: float | None = None
+    ratio: float = Field(description="statistic / threshold; 1 at the alarm level")
+    severity: Severity | None = None
+    reason: str = ""
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class CheckResult(BaseModel):
+    """The insights of one check and every detector's statistic (fired or not)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    insights: list[Insight]
+    results: list[DetectorResult]
+
+
+def check_all(
+    reference: ReferenceProfile,
+    current: Window,
+    model_version: str,
+    detectors: Sequence[Detector] | None = None,
+) -> CheckResult:
+    """Run ``detectors`` (default: all registered) on ``current``; pure, and each analysis is computed once."""
+    insights: list[Insight] = []
+    results: list[DetectorResult] = []
+    for detector in detectors if detectors is not None else all_detectors():
+        measurement = detector.measure(reference, current)
+        threshold = detector.threshold_for(reference)
+        found = detector.insights_for(reference, current, measurement, model_version)
+        insights.extend(found)
+        results.append(
+            DetectorResult(
+                detector=detector.name,
+                applicable=measurement.applicable,
+                statistic=measurement.statistic,
+                threshold=threshold,
+                p_value=measurement.p_value,
+                ratio=measurement.statistic / threshold if threshold > 0 else 0.0,
+                severity=found[0].severity if found else None,
+                reason=measurement.reason,
+                metrics=measurement.metrics,
+            )
+        )
+    return CheckResult(insights=insights, results=results)
