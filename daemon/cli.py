@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--rate", type=float, help="texts per second (default: as fast as possible)")
     replay.add_argument("--labels-delay", type=int, default=0, help="send each label this many texts after its text")
     replay.add_argument("--limit", type=int, help="stop after this many texts")
+    replay.add_argument("--skip", type=int, default=0, help="start after this many rows of the file")
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_common(replay, kafka=True)
 
@@ -84,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     from insightloop.daemon.models_cmd import add_models_parser
 
     add_check_parser(commands)
+    from insightloop.daemon.demo import add_demo_parser
+
+    add_demo_parser(commands)
 
     add_models_parser(commands, _add_common)
     return parser
@@ -185,9 +189,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     app = build_app(config, args.role)
     daemon, api = app.daemon, app.api
     daemon.install_signal_handlers()
-    daemon.start()
-    log.info("insightloop %s running (role %s, pid %d, http port %d)", _version(), args.role, os.getpid(), api.port)
-    return daemon.wait()
+    log.info("insightloop %s starting (role %s, pid %d, http port %d)", _version(), args.role, os.getpid(), api.port)
+    return app.run_until_stopped()
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -202,6 +205,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         rate=args.rate,
         labels_delay=args.labels_delay,
         limit=args.limit,
+        skip=args.skip,
         progress=not args.no_progress,
     )
     print(f"replayed {result.texts} texts and {result.labels} labels in {result.seconds:.1f} s")
@@ -245,6 +249,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     return run_check(args)
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The narrated loop."""
+    from insightloop.daemon.demo import run_demo
+    from insightloop.daemon.logs import setup_logging
+
+    setup_logging("ERROR")  # the demo narrates; the daemon's own log lines would repeat it
+    return run_demo(args)
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     """List, show, approve, reject, roll back."""
     from insightloop.daemon.models_cmd import run_models
@@ -263,6 +276,7 @@ COMMANDS = {
     "models": cmd_models,
     "retrain": cmd_retrain,
     "check": cmd_check,
+    "demo": cmd_demo,
 }
 
 

@@ -73,6 +73,39 @@ def window_from_records(records: list[StoredRecord], class_names: tuple[str, ...
     )
 
 
+def merge_insights(insights: list[Insight]) -> Insight:
+    """One insight for one check: the strongest finding, with every other detector's evidence folded in.
+
+    Several detectors usually see the same shift (inputs, predictions, quality); people and the controller
+    need one finding about it, not one page per detector.
+    """
+    ordered = sorted(insights, key=lambda i: (SEVERITY_ORDER[i.severity], i.ratio), reverse=True)
+    primary, others = ordered[0], ordered[1:]
+    if not others:
+        return primary
+    evidence = primary.evidence
+    descriptors = {d.name: d for d in evidence.descriptors}
+    slices = {s.key: s for s in evidence.slices}
+    metrics = dict(evidence.metrics)
+    for other in others:
+        for d in other.evidence.descriptors:
+            descriptors.setdefault(d.name, d)
+        for s in other.evidence.slices:
+            slices.setdefault(s.key, s)
+        metrics.update({f"{other.detector}.{k}": v for k, v in other.evidence.metrics.items()})
+        metrics[f"{other.detector}.ratio"] = min(other.ratio, 1e6)
+    merged = evidence.model_copy(
+        update={
+            "descriptors": list(descriptors.values()),
+            "slices": list(slices.values()),
+            "classes": evidence.classes or next((o.evidence.classes for o in others if o.evidence.classes), []),
+            "metrics": metrics,
+        }
+    )
+    also = "; ".join(f"{o.kind.replace('_', ' ')} ({o.severity})" for o in others)
+    return primary.model_copy(update={"evidence": merged, "summary": f"{primary.summary} Also seen: {also}."})
+
+
 class Monitor:
     """A named worker: consumes texts, predictions and labels; runs checks; publishes insights."""
 
@@ -234,11 +267,8 @@ class Monitor:
         window = window_from_records(records, profile.class_names)
         result = check_all(profile, window, version)
         self.last_check = result
-        by_detector = {i.detector: i for i in sorted(result.insights, key=lambda i: SEVERITY_ORDER[i.severity])}
         published: list[Insight] = []
-        report_paths: list[Path] | None = None
         for outcome in result.results:
-            key = f"{version}:{outcome.detector}"
             self.metrics.drift_statistic.labels(detector=outcome.detector).set(outcome.statistic)
             for name, gauge in (
                 ("accuracy", self.metrics.labeled_accuracy),
@@ -246,33 +276,41 @@ class Monitor:
             ):
                 if name in outcome.metrics:
                     gauge.set(outcome.metrics[name])
-            insight = by_detector.get(outcome.detector)
-            if insight is None:
-                previous = self.tracker.active.get(key)
-                transition = self.tracker.observe(key, outcome.statistic, outcome.threshold)
-                if transition is Transition.CLEARED and previous and previous.insight_id:
-                    self._mark(previous.insight_id, "cleared")
-            else:
-                transition, insight = self.tracker.follow(insight, key=key)
-                if report_paths is None:
-                    report_paths = self._write_reports(profile, window)
-                html = next((p for p in report_paths if p.suffix == ".html"), None)
-                insight = insight.model_copy(update={"report": str(html) if html else None})
-                self.store.upsert_insight(
-                    insight.id,
-                    insight.detector,
-                    insight.kind,
-                    insight.severity,
-                    transition.value,
-                    json.loads(insight.model_dump_json()),
-                )
-                if (
-                    transition is Transition.NEW
-                    and SEVERITY_ORDER[insight.severity] >= SEVERITY_ORDER[self.policy.min_severity]
-                ):
-                    self._publish(insight)
-                    published.append(insight)
-            self.metrics.drift_detected.labels(detector=outcome.detector).set(1 if key in self.tracker.active else 0)
+            # Per-detector conditions drive the drifted flags (with hysteresis).
+            self.tracker.observe(f"{version}:{outcome.detector}", outcome.statistic, outcome.threshold)
+            self.metrics.drift_detected.labels(detector=outcome.detector).set(
+                1 if f"{version}:{outcome.detector}" in self.tracker.active else 0
+            )
+        # One condition per production version: "its traffic has moved away from what it was trained for".
+        key = f"{version}:traffic"
+        if result.insights:
+            merged = merge_insights(result.insights)
+            transition, merged = self.tracker.follow(merged, key=key)
+            paths = self._write_reports(profile, window)
+            html = next((p for p in paths if p.suffix == ".html"), None)
+            merged = merged.model_copy(update={"report": str(html) if html else None})
+            self.store.upsert_insight(
+                merged.id,
+                merged.detector,
+                merged.kind,
+                merged.severity,
+                transition.value,
+                json.loads(merged.model_dump_json()),
+            )
+            if (
+                transition is Transition.NEW
+                and SEVERITY_ORDER[merged.severity] >= SEVERITY_ORDER[self.policy.min_severity]
+            ):
+                self._publish(merged)
+                published.append(merged)
+        else:
+            previous = self.tracker.active.get(key)
+            strongest = max((r for r in result.results if r.applicable), key=lambda r: r.ratio, default=None)
+            transition = self.tracker.observe(
+                key, strongest.statistic if strongest else 0.0, strongest.threshold if strongest else 1.0
+            )
+            if transition is Transition.CLEARED and previous and previous.insight_id:
+                self._mark(previous.insight_id, "cleared")
         self.store.save_condition(TRACKER_KEY, json.loads(self.tracker.state().model_dump_json()))
         return published
 

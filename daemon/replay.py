@@ -35,6 +35,7 @@ def replay(
     labels_delay: int = 0,
     limit: int | None = None,
     progress: bool = True,
+    skip: int = 0,
 ) -> ReplayResult:
     """Produce ``path`` into the texts topic; ids default to ``<file stem>-<row>``."""
     if rate is not None and rate <= 0:
@@ -55,6 +56,8 @@ def replay(
 
     try:
         for row, example in enumerate(iter_jsonl(path)):
+            if row < skip:
+                continue
             if limit is not None and texts >= limit:
                 break
             if rate is not None:

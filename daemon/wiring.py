@@ -28,6 +28,22 @@ class App:
     store: StateStore
     models: ModelService
 
+    def run_until_stopped(self) -> int:
+        """Start, wait for a stop request or a failed worker, drain, close the state store; return the exit code."""
+        self.daemon.start()
+        try:
+            return self.daemon.wait()
+        finally:
+            self.store.close()
+
+    def stop(self) -> int:
+        """Ask every worker to stop, drain, close the state store; return the exit code."""
+        self.daemon.request_stop()
+        try:
+            return self.daemon.wait()
+        finally:
+            self.store.close()
+
 
 def build_app(config: Config, role: str = "all") -> App:
     """Create the workers for ``role`` (the HTTP endpoints always run) and their shared lifecycle."""
@@ -56,7 +72,6 @@ def build_app(config: Config, role: str = "all") -> App:
 
     def close() -> None:
         producer.close(timeout=10)
-        store.close()
 
     context = ApiContext(
         metrics=metrics.registry,

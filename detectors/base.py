@@ -186,6 +186,7 @@ class Detector(ABC):
 
     def check(self, reference: ReferenceProfile, current: Window, model_version: str) -> list[Insight]:
         """Insights about ``current`` against ``reference``; empty when nothing changed. Pure (no I/O)."""
+        require_same_classes(reference.class_names, current.class_names)
         measurement = self.measure(reference, current)
         return self.insights_for(reference, current, measurement, model_version)
 
@@ -222,6 +223,12 @@ class Detector(ABC):
         self, reference: ReferenceProfile, current: Window, measurement: Measurement
     ) -> tuple[Evidence, str, Recommendation]:
         """Evidence, one human sentence and a recommendation for a measurement that fired."""
+
+
+def require_same_classes(reference: tuple[str, ...], current: tuple[str, ...]) -> None:
+    """A window is checked only against the profile of the model that scored it: same classes, same order."""
+    if reference != current:
+        raise ValueError(f"the window's classes {list(current)} differ from the profile's {list(reference)}")
 
 
 def threshold_from_null(values: list[float], false_alarm_rate: float) -> float:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from insightloop.detectors.base import Detector
+from insightloop.detectors.base import Detector, require_same_classes
 from insightloop.detectors.drift import DescriptorDrift, EmbeddingDrift, PredictionDrift
 from insightloop.detectors.insight import Insight, Severity
 from insightloop.detectors.profile import ReferenceProfile
@@ -64,7 +64,11 @@ def check_all(
     model_version: str,
     detectors: Sequence[Detector] | None = None,
 ) -> CheckResult:
-    """Run ``detectors`` (default: all registered) on ``current``; pure, and each analysis is computed once."""
+    """Run ``detectors`` (default: all registered) on ``current``; pure, and each analysis is computed once.
+
+    Raises ``ValueError`` when the window's classes differ from the profile's (another model scored it).
+    """
+    require_same_classes(reference.class_names, current.class_names)
     insights: list[Insight] = []
     results: list[DetectorResult] = []
     for detector in detectors if detectors is not None else all_detectors():

@@ -162,3 +162,29 @@ def test_labeled_detector_waits_for_labels(profile: ReferenceProfile, planted: d
     measurement = DETECTORS["labeled_quality"]().measure(profile, unlabeled)
     assert not measurement.applicable and "labeled" in measurement.reason
     assert DETECTORS["labeled_quality"]().check(profile, unlabeled, "v1") == []
+
+
+@pytest.mark.parametrize("size", [0, 1, 5])
+def test_tiny_windows_are_handled(profile: ReferenceProfile, size: int) -> None:
+    window = make_window(max(size, 1), seed=88, prefix="tiny").take(range(size))
+    result = check_all(profile, window, "v1")
+    assert warnings_or_worse(result.insights) == []
+    assert len(result.results) == len(DETECTORS)
+    if size < 2:
+        assert not any(r.applicable for r in result.results)
+
+
+def test_a_window_of_another_model_is_refused(profile: ReferenceProfile) -> None:
+    window = make_window(50, seed=89)
+    other = Window(
+        ids=window.ids,
+        texts=window.texts,
+        class_names=("neg", "pos"),
+        probabilities=window.probabilities,
+        embeddings=window.embeddings,
+        token_counts=window.token_counts,
+    )
+    with pytest.raises(ValueError, match="classes"):
+        check_all(profile, other, "v1")
+    with pytest.raises(ValueError, match="classes"):
+        DETECTORS["predictions"]().check(profile, other, "v1")

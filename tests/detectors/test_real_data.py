@@ -129,3 +129,20 @@ def test_errors_in_one_domain_name_that_domain(books: tuple[StandIn, ReferencePr
     assert quality.recommendation.action == "retrain"
     assert quality.recommendation.adjust.max_length is None
     assert "meta.domain=dvd" in quality.recommendation.adjust.slice_weights
+
+
+def test_a_pure_label_mix_shift_asks_for_recalibration(books: tuple[StandIn, ReferenceProfile]) -> None:
+    """Real books reviews re-sampled to 80 % positive (the texts are real; the class mix is ours)."""
+    model, profile = books
+    test = rows("test", ("books",))
+    positive = [r for r in test if r["label"] == "positive"]
+    negative = [r for r in test if r["label"] == "negative"][:50]
+    current = model.window(positive + negative, labels=False)
+    insights = serious(check_all(profile, current, "books-v1").insights)
+    assert [i.kind for i in insights] == ["prediction_drift"], [i.summary for i in insights]
+    recommendation = insights[0].recommendation
+    assert recommendation.action == "recalibrate"
+    weights = recommendation.adjust.class_weights
+    assert weights["positive"] > 1 > weights["negative"]
+    shares = {c.name: c for c in insights[0].evidence.classes}
+    assert shares["positive"].current_share > shares["positive"].reference_share

@@ -47,8 +47,7 @@ class InProcessDaemon:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.daemon.request_stop()
-        self.exit_code = self.daemon.wait()
+        self.exit_code = self.app.stop()
 
 
 def wait_ready(url: str, timeout_s: float = 60.0, process: subprocess.Popen[bytes] | None = None) -> dict[str, Any]:

@@ -29,10 +29,12 @@ def loop_registry(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path) -> 
 
     root = tmp_path_factory.mktemp("loop")
     data = write_jsonl(root / "train.jsonl", sentiment_rows(1200, seed=21, prefix="ref"))
-    settings = FineTuneSettings(epochs=3, learning_rate=2e-3, batch_size=32, max_length=32, projection_dims=8,
-                                validation_share=0.25)
-    train_first_model(data, root / "registry", str(tiny_base), settings, promote=True, progress=False,
-                      profile_rounds=100)
+    settings = FineTuneSettings(
+        epochs=3, learning_rate=2e-3, batch_size=32, max_length=32, projection_dims=8, validation_share=0.25
+    )
+    train_first_model(
+        data, root / "registry", str(tiny_base), settings, promote=True, progress=False, profile_rounds=100
+    )
     return root / "registry"
 
 
@@ -55,9 +57,18 @@ def test_drift_is_found_retrained_approved_and_swapped(make_config, loop_registr
         registry={"path": str(registry_root)},
         api={"approval_token": TOKEN},
         monitor={"window_size": 300, "min_window": 150, "check_every_records": 150, "check_interval_s": 3600},
-        controller={"min_new_labels": 150, "cooldown_s": 0, "epochs": 4, "learning_rate": 2e-3, "batch_size": 32,
-                    "profile_rounds": 30, "projection_dims": 8, "device": "cpu", "poll_s": 1,
-                    "gate_min_improvement": 0.05},
+        controller={
+            "min_new_labels": 150,
+            "cooldown_s": 0,
+            "epochs": 4,
+            "learning_rate": 2e-3,
+            "batch_size": 32,
+            "profile_rounds": 30,
+            "projection_dims": 8,
+            "device": "cpu",
+            "poll_s": 1,
+            "gate_min_improvement": 0.05,
+        },
     )
     before = write_jsonl(tmp_path / "before.jsonl", sentiment_rows(300, seed=22, prefix="b"))
     after_rows = domain_rows(600, 23, "a", KITCHEN_POSITIVE, KITCHEN_NEGATIVE)
@@ -74,26 +85,39 @@ def test_drift_is_found_retrained_approved_and_swapped(make_config, loop_registr
         replay(config, after, labels_delay=20, progress=False)
         insights = read_topic(config, config.topics.insights, until=lambda got: len(got) >= 1, timeout_s=180)
         assert insights and insights[0]["severity"] in ("warning", "critical")
+        assert len({i["id"] for i in insights}) == 1, "one shift must be one insight, not a page per detector"
         assert insights[0]["evidence"]["examples"], "an insight shows example texts of the new traffic"
         assert Path(insights[0]["report"]).is_file()
-        candidate = wait_for(lambda: next((r.version for r in registry.records()
-                                          if r.status == VersionStatus.CANDIDATE), None), 300, "a candidate")
+        candidate = wait_for(
+            lambda: next((r.version for r in registry.records() if r.status == VersionStatus.CANDIDATE), None),
+            300,
+            "a candidate",
+        )
         record = registry.get(candidate)
         assert record.parent == v1 and record.insights and record.insights[0].id in {i["id"] for i in insights}
         assert record.gate is not None and record.gate.passed, record.gate
-        _, jobs = http_get(url + "/api/jobs")
-        assert json.loads(jobs)["jobs"][0]["state"] == "succeeded"
+        job = wait_for(
+            lambda: next(
+                (j for j in json.loads(http_get(url + "/api/jobs")[1])["jobs"] if j["state"] == "succeeded"), None
+            ),
+            60,
+            "the job to be recorded",
+        )
+        assert job["version"] == candidate and job["gate_passed"] is True
 
         # A person approves over the API; the scorer swaps; new texts carry the new version.
         status, body = post(f"{url}/api/models/{candidate}/approve", {"by": "ops", "note": "kitchen fixed"})
         assert status == 200, body
-        more = write_jsonl(tmp_path / "more.jsonl",
-                           domain_rows(200, 24, "m", KITCHEN_POSITIVE, KITCHEN_NEGATIVE))
-        wait_for(lambda: "insightloop_model_version_info{version=\"%s\"} 1.0" % candidate
-                 in http_get(url + "/metrics")[1], 60, "the swap")
+        more = write_jsonl(tmp_path / "more.jsonl", domain_rows(200, 24, "m", KITCHEN_POSITIVE, KITCHEN_NEGATIVE))
+        swapped = f'insightloop_model_version_info{{version="{candidate}"}} 1.0'
+        wait_for(lambda: swapped in http_get(url + "/metrics")[1], 60, "the swap")
         replay(config, more, progress=False)
-        predictions = read_topic(config, config.topics.predictions,
-                                 until=lambda got: sum(p["id"].startswith("m-") for p in got) >= 200, timeout_s=120)
+        predictions = read_topic(
+            config,
+            config.topics.predictions,
+            until=lambda got: sum(p["id"].startswith("m-") for p in got) >= 200,
+            timeout_s=120,
+        )
     fresh = [p for p in predictions if p["id"].startswith("m-")]
     assert {p["model_version"] for p in fresh} == {candidate}
     truth = {r["id"]: r["label"] for r in json.loads("[" + ",".join(more.read_text().splitlines()) + "]")}
