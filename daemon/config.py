@@ -165,7 +165,9 @@ class ControllerConfig(_Section):
         description="Insight kinds that may trigger a job.",
     )
     cooldown_s: float = Field(3600.0, ge=0, description="Least time between two job launches.")
-    min_new_labels: int = Field(200, ge=1, description="Labeled production texts needed before a job starts.")
+    min_new_labels: int = Field(
+        200, ge=1, description="Labels that must arrive after an insight before its job starts (new traffic)."
+    )
     max_concurrent_jobs: int = Field(1, ge=1, description="Jobs running at once.")
     gpu_hours_per_day: float = Field(8.0, gt=0, description="Budget of GPU-hours (job wall time × GPUs) per day.")
     gpus_per_job: int = Field(1, ge=0, description="GPUs one job uses (for the budget).")

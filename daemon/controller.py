@@ -102,6 +102,7 @@ class Controller:
         self._pending: dict[str, Insight] = {}
         self._running: dict[str, TrackedJob] = {}
         self._attempts: dict[str, int] = {}
+        self._received_at: dict[str, float] = {}
         self._last_launch = 0.0
         self._gpu_seconds_today: tuple[str, float] = (self._today(), 0.0)
         self._ready = threading.Event()
@@ -166,6 +167,7 @@ class Controller:
         if insight.kind not in self.policy.kinds:
             return
         self._pending[insight.id] = insight  # an update of an ongoing insight replaces the older copy
+        self._received_at.setdefault(insight.id, time.time())
 
     # -- launching ------------------------------------------------------------------------
     def _busy_with(self, insight_id: str) -> bool:
@@ -191,10 +193,12 @@ class Controller:
         champion = self.registry.production()
         if champion is None:
             return
-        labeled = self.store.recent_records(self.policy.production_labeled_max, model_version=None, labeled_only=True)
-        if len(labeled) < self.policy.min_new_labels:
-            log.info("insight %s waits for labels: %d of %d", chosen.id, len(labeled), self.policy.min_new_labels)
+        # Labels that arrived since the insight: the job needs enough examples of the *new* traffic.
+        fresh = self.store.count_labeled_since(self._received_at.get(chosen.id, 0.0))
+        if fresh < self.policy.min_new_labels:
+            log.info("insight %s waits for labels: %d of %d", chosen.id, fresh, self.policy.min_new_labels)
             return
+        labeled = self.store.recent_records(self.policy.production_labeled_max, model_version=None, labeled_only=True)
         others = [i for i in self._pending.values() if i.id != chosen.id and i.model_version == chosen.model_version]
         self._launch(chosen, [chosen, *others], champion, labeled)
 

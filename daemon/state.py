@@ -252,6 +252,14 @@ class StateStore:
         with self._lock:
             return int(self._conn.execute("SELECT COUNT(*) FROM records WHERE scored_at >= ?", (since,)).fetchone()[0])
 
+    def count_labeled_since(self, since: float) -> int:
+        """How many labels arrived at or after ``since`` (epoch seconds) for scored texts."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT COUNT(*) FROM records WHERE label_at >= ? AND scored_at IS NOT NULL", (since,)
+            ).fetchone()
+        return int(row[0])
+
     def count_records(self) -> int:
         """Rows in the records table."""
         with self._lock:
