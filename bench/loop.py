@@ -117,7 +117,7 @@ def main() -> None:
                 "api": {"host": "127.0.0.1", "http_port": free_port()},
                 "monitor": {"window_size": 200, "min_window": 100, "check_every_records": 50, "check_interval_s": 3600},
                 "controller": {
-                    "min_new_labels": 150,
+                    "min_new_labels": 100,
                     "cooldown_s": 0,
                     "epochs": args.epochs,
                     "poll_s": 2,
@@ -147,10 +147,14 @@ def main() -> None:
             watcher = threading.Thread(target=watch, name="bench-watch")
             watcher.start()
             replay(config, stream, rate=args.rate, labels_delay=args.labels_delay, progress=False)
-            deadline = time.monotonic() + 3600
-            while registry.production() == v1 and time.monotonic() < deadline:
+            replayed = time.monotonic()
+            while registry.production() == v1 and time.monotonic() < replayed + 3600:
                 jobs = app.store.jobs(5)
-                if jobs and jobs[0]["state"] == "succeeded" and not jobs[0].get("gate_passed"):
+                if jobs and jobs[0]["state"] in ("succeeded", "failed") and not jobs[0].get("gate_passed"):
+                    print(f"the loop's job ended without a promotion: {jobs[0]}", flush=True)
+                    break
+                if not jobs and time.monotonic() > replayed + 180:
+                    print("no retraining job started within 3 minutes of the stream's end", flush=True)
                     break
                 time.sleep(2)
             app.daemon.stop_event.set()

@@ -43,7 +43,7 @@ class KafkaConfig(_Section):
     )
     sasl_username: str | None = Field(None, description="SASL user name.")
     sasl_password: str | None = Field(
-        None, description="SASL password; prefer the environment variable or a mounted Secret."
+        None, repr=False, description="SASL password; prefer the environment variable or a mounted Secret."
     )
     ssl_cafile: str | None = Field(None, description="CA bundle to verify the brokers' certificates.")
     ssl_certfile: str | None = Field(None, description="Client certificate for mutual TLS.")
@@ -166,7 +166,10 @@ class ControllerConfig(_Section):
     )
     cooldown_s: float = Field(3600.0, ge=0, description="Least time between two job launches.")
     min_new_labels: int = Field(
-        200, ge=1, description="Labels that must arrive after an insight before its job starts (new traffic)."
+        200,
+        ge=1,
+        description="Labeled texts scored by the production model (new data since its promotion) "
+        "needed before a job starts.",
     )
     max_concurrent_jobs: int = Field(1, ge=1, description="Jobs running at once.")
     gpu_hours_per_day: float = Field(8.0, gt=0, description="Budget of GPU-hours (job wall time × GPUs) per day.")
@@ -292,13 +295,18 @@ def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
     return layer
 
 
+# Keys whose values are secrets: a configuration error names them but never echoes what was given.
+SECRET_KEYS = frozenset({"api.approval_token", "kafka.sasl_password"})
+
+
 def _format_validation_error(error: ValidationError, origin: str) -> str:
     lines = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"]) or "(top level)"
         message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
         env_name = ENV_PREFIX + ENV_NESTING.join(str(p).upper() for p in item["loc"])
-        lines.append(f"  {key}: {message} (got {item.get('input')!r}; env {env_name})")
+        given = "(hidden: a secret)" if key in SECRET_KEYS else repr(item.get("input"))
+        lines.append(f"  {key}: {message} (got {given}; env {env_name})")
     return f"invalid configuration ({origin}):\n" + "\n".join(lines)
 
 
@@ -333,7 +341,9 @@ def load_config(
     try:
         return Config.model_validate(layers)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, origin)) from exc
+        # pydantic's own error repeats every input: not chained when a secret is among them.
+        secret = any(".".join(str(p) for p in item["loc"]) in SECRET_KEYS for item in exc.errors())
+        raise ConfigError(_format_validation_error(exc, origin)) from (None if secret else exc)
 
 
 def _yaml_scalar(value: Any) -> str:

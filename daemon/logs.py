@@ -34,7 +34,7 @@ def setup_logging(level: str = "INFO", json_format: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("kafka", "transformers", "urllib3", "filelock", "httpx"):
+    for noisy in ("kafka", "transformers", "urllib3", "filelock", "httpx", "apscheduler"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     if level != "DEBUG":
         # transformers' weight-loading reports and progress bars are noise in a daemon's log.

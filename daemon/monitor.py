@@ -149,7 +149,11 @@ class Monitor:
         consumer = make_consumer(
             self.config.kafka, [topics.texts, topics.predictions, topics.labels], self.policy.group_id
         )
-        self._producer = make_producer(self.config.kafka)
+        try:
+            self._producer = make_producer(self.config.kafka)
+        except BaseException:
+            consumer.close(autocommit=False)
+            raise
         self._scheduler = BackgroundScheduler(timezone="UTC")
         self._scheduler.add_job(
             self.check,
@@ -167,17 +171,21 @@ class Monitor:
                 if polled:
                     self._ingest([r for batch in polled.values() for r in batch])
                     consumer.commit()  # after the store transaction: nothing is lost on a crash
-                if self._since_check >= self.policy.check_every_records:
+                if self._since_check >= self.policy.check_every_records and not self._check_lock.locked():
                     self._since_check = 0
                     self._scheduler.add_job(
                         self.check, id="count-check", replace_existing=True, max_instances=1, coalesce=True
                     )
         finally:
+            # Also the way out when the broker went away (the daemon then runs this worker again):
+            # every client is closed even if flushing fails, so no client thread outlives the loop.
             self._ready.clear()
             self._scheduler.shutdown(wait=True)
-            consumer.close(autocommit=False)
-            self._producer.flush(timeout=10)
-            self._producer.close(timeout=10)
+            try:
+                consumer.close(autocommit=False)
+                self._producer.flush(timeout=10)
+            finally:
+                self._producer.close(timeout=10)
 
     # -- ingest ---------------------------------------------------------------------------
     def _ingest(self, records: list[Any]) -> None:

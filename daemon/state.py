@@ -231,8 +231,11 @@ class StateStore:
     def recent_records(
         self, limit: int, since: float | None = None, model_version: str | None = None, labeled_only: bool = False
     ) -> list[StoredRecord]:
-        """The newest complete records (text and prediction), oldest first."""
-        clauses = ["text IS NOT NULL", "scored_at IS NOT NULL"]
+        """The newest complete records (text and prediction), oldest first.
+
+        A text blanked by retention (``keep_text="labeled_only"``) no longer makes a record complete.
+        """
+        clauses = ["text IS NOT NULL", "text != ''", "scored_at IS NOT NULL"]
         params: list[Any] = []
         if since is not None:
             clauses.append("scored_at >= ?")
@@ -252,11 +255,11 @@ class StateStore:
         with self._lock:
             return int(self._conn.execute("SELECT COUNT(*) FROM records WHERE scored_at >= ?", (since,)).fetchone()[0])
 
-    def count_labeled_since(self, since: float) -> int:
-        """How many labels arrived at or after ``since`` (epoch seconds) for scored texts."""
+    def count_labeled(self, model_version: str) -> int:
+        """How many texts scored by ``model_version`` have their label (new data since it was promoted)."""
         with self._lock:
             row = self._conn.execute(
-                "SELECT COUNT(*) FROM records WHERE label_at >= ? AND scored_at IS NOT NULL", (since,)
+                "SELECT COUNT(*) FROM records WHERE model_version = ? AND label IS NOT NULL", (model_version,)
             ).fetchone()
         return int(row[0])
 
@@ -279,8 +282,10 @@ class StateStore:
                 (max_rows,),
             ).rowcount
             if keep_text == "labeled_only":
+                # A text whose prediction never arrived counts from when it was received.
                 conn.execute(
-                    "UPDATE records SET text = '' WHERE label IS NULL AND scored_at < ?", (now - max_age_s / 2,)
+                    "UPDATE records SET text = '' WHERE label IS NULL AND COALESCE(scored_at, received_at) < ?",
+                    (now - max_age_s / 2,),
                 )
         return int(removed)
 

@@ -1,0 +1,36 @@
+"""`insightloop demo --yes` — the README's main job — runs to its summary on embedded defaults."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_demo_runs_the_whole_loop_to_its_summary(tmp_path: Path) -> None:
+    env = {**os.environ, "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "insightloop.daemon", "demo", "--yes", "--workdir", str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        env=env,
+        check=False,
+    )
+    out = done.stdout
+    assert done.returncode == 0, f"{out[-3000:]}\n{done.stderr[-3000:]}"
+    assert "insight [" in out, out[-3000:]
+    assert "retraining job" in out and "evaluated against the champion" in out
+    assert "insightloop models approve v0002" in out
+    assert "v0002 is in production" in out, out[-3000:]
+    summary = out.split("== summary ==", 1)[1]
+    assert "accuracy on drifted traffic" in summary
+    before, after = (float(x.split()[0]) for x in summary.split("accuracy on drifted traffic: ", 1)[1].split(" → "))
+    assert after > before, summary
+    reports = [Path(line.strip()) for line in summary.splitlines() if line.strip().endswith(".html")]
+    assert reports and all(p.is_file() for p in reports)
