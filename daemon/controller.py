@@ -8,7 +8,6 @@ One ongoing insight (the monitor keeps its id while the condition lasts) never g
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import threading
@@ -22,7 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from insightloop.daemon.config import Config
-from insightloop.daemon.kafka import is_transient, make_consumer
+from insightloop.daemon.kafka import make_consumer
 from insightloop.daemon.metrics import Metrics
 from insightloop.daemon.promotion import ModelRefusedError, ModelService
 from insightloop.daemon.state import StateStore
@@ -38,7 +37,6 @@ from insightloop.retrain.runners import JobState, LocalRunner, Runner
 log = logging.getLogger(__name__)
 
 ACTIVE = ("pending", "running")
-RECONNECT_BACKOFF_S = (1.0, 30.0)  # first and longest wait before a new consumer after Kafka went away
 
 
 def priority(insight: Insight) -> float:
@@ -126,40 +124,17 @@ class Controller:
     def run(self, stop: threading.Event) -> None:
         """Consume insights, launch and follow jobs until ``stop``."""
         self._recover()
-        consumer: Any = None
-        reconnect_at, backoff = 0.0, RECONNECT_BACKOFF_S[0]
+        consumer = make_consumer(self.config.kafka, [self.config.topics.insights], self.policy.group_id)
+        self._ready.set()
         next_poll = 0.0
         try:
             while not stop.is_set():
-                # Jobs are followed even while Kafka is away: losing the broker must not stop or orphan them.
-                try:
-                    if consumer is None and time.monotonic() >= reconnect_at:
-                        consumer = make_consumer(self.config.kafka, [self.config.topics.insights], self.policy.group_id)
-                        self._ready.set()
-                    if consumer is not None:
-                        polled = consumer.poll(timeout_ms=500)
-                        for batch in polled.values():
-                            for record in batch:
-                                self._receive(record.value)
-                        if polled:
-                            consumer.commit()  # insights are kept in memory and in the store before this
-                        backoff = RECONNECT_BACKOFF_S[0]
-                    else:
-                        stop.wait(0.5)
-                except Exception as exc:
-                    if not is_transient(exc):
-                        raise
-                    # A fresh consumer reads again from the last committed offset: no insight is skipped.
-                    self._ready.clear()
-                    if consumer is not None:
-                        with contextlib.suppress(Exception):
-                            consumer.close(autocommit=False)
-                        consumer = None
-                    log.warning(
-                        "controller lost Kafka (%s: %s); reconnecting in %.0f s", type(exc).__name__, exc, backoff
-                    )
-                    reconnect_at = time.monotonic() + backoff
-                    backoff = min(backoff * 2, RECONNECT_BACKOFF_S[1])
+                polled = consumer.poll(timeout_ms=500)
+                for batch in polled.values():
+                    for record in batch:
+                        self._receive(record.value)
+                if polled:
+                    consumer.commit()  # insights are kept in memory and in the store before this
                 now = time.monotonic()
                 if now >= next_poll:
                     next_poll = now + self.policy.poll_s
@@ -168,8 +143,7 @@ class Controller:
                     self._export_candidate_metrics()
         finally:
             self._ready.clear()
-            if consumer is not None:
-                consumer.close(autocommit=False)
+            consumer.close(autocommit=False)
             if isinstance(self.runner, LocalRunner):
                 # Local jobs are children of this process: stop them rather than orphan them. Kubernetes
                 # Jobs keep running and are followed again after a restart.
@@ -223,9 +197,6 @@ class Controller:
             log.info("insight %s waits for labels: %d of %d", chosen.id, fresh, self.policy.min_new_labels)
             return
         labeled = self.store.recent_records(self.policy.production_labeled_max, model_version=None, labeled_only=True)
-        # Texts blanked by retention (monitor.keep_text) or blank from the start are no training data: one such
-        # line in the job's production file would fail every job (`'text' must be a non-empty string`).
-        labeled = [r for r in labeled if r.text.strip()]
         others = [i for i in self._pending.values() if i.id != chosen.id and i.model_version == chosen.model_version]
         self._launch(chosen, [chosen, *others], champion, labeled)
 

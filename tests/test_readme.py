@@ -31,8 +31,9 @@ def test_install_and_test_commands_are_what_ci_runs() -> None:
 def test_every_cli_example_in_the_readme_parses() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     blocks = [b.replace("\\\n", " ") for b in re.findall(r"```bash\n(.*?)```", readme, re.S)]
-    commands = [line.strip() for block in blocks for line in block.splitlines()
-                if line.strip().startswith("insightloop ")]
+    commands = [
+        line.strip() for block in blocks for line in block.splitlines() if line.strip().startswith("insightloop ")
+    ]
     assert len(commands) >= 6
     parser = build_parser()
     for command in commands:
