@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# The real MiniLM trains twice (first model, candidate): minutes on 2 cores, beyond the default 300 s timeout.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1500)]
 
 
 def test_demo_runs_the_whole_loop_to_its_summary(tmp_path: Path) -> None:

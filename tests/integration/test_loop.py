@@ -18,7 +18,7 @@ from tests.integration.test_promotion import TOKEN, post
 from tests.kafka_helpers import read_topic
 from tests.synthetic import KITCHEN_NEGATIVE, KITCHEN_POSITIVE, domain_rows, sentiment_rows, write_jsonl
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
