@@ -142,6 +142,11 @@ def parse_text_message(value: bytes | None, max_bytes: int) -> TextEvent:
         raise RejectedMessage(RejectReason.INVALID_FIELDS, _describe(exc)) from exc
 
 
+def dead_letter_of(record: Any, reason: RejectReason, error: str) -> DeadLetter:
+    """The dead letter of a rejected Kafka consumer record."""
+    return dead_letter_for(record.value, record.topic, record.partition, record.offset, reason, error)
+
+
 def dead_letter_for(
     value: bytes | None, topic: str, partition: int, offset: int, reason: RejectReason, error: str
 ) -> DeadLetter:

@@ -25,7 +25,7 @@ from insightloop.daemon.events import (
     PredictionEvent,
     RejectedMessage,
     RejectReason,
-    dead_letter_for,
+    dead_letter_of,
     parse_text_message,
 )
 from insightloop.daemon.kafka import make_consumer, make_producer
@@ -209,16 +209,7 @@ class Monitor:
                 try:
                     label = LabelEvent.model_validate_json(record.value or b"")
                 except ValidationError as exc:
-                    letters.append(
-                        dead_letter_for(
-                            record.value,
-                            record.topic,
-                            record.partition,
-                            record.offset,
-                            RejectReason.INVALID_FIELDS,
-                            str(exc)[:500],
-                        )
-                    )
+                    letters.append(dead_letter_of(record, RejectReason.INVALID_FIELDS, str(exc)[:500]))
                     continue
                 labels.append((label.id, label.label))
         now = time.time()

@@ -22,7 +22,7 @@ from insightloop.daemon.events import (
     RejectedMessage,
     RejectReason,
     TextEvent,
-    dead_letter_for,
+    dead_letter_of,
     parse_text_message,
 )
 from insightloop.daemon.kafka import make_consumer, make_producer
@@ -234,30 +234,12 @@ class Scorer:
             try:
                 valid.append((record, parse_text_message(record.value, self.config.scorer.max_message_bytes)))
             except RejectedMessage as rejected:
-                letters.append(
-                    dead_letter_for(
-                        record.value,
-                        record.topic,
-                        record.partition,
-                        record.offset,
-                        rejected.reason,
-                        rejected.detail,
-                    )
-                )
+                letters.append(dead_letter_of(record, rejected.reason, rejected.detail))
         record_of = {id(event): record for record, event in valid}
         predictions, failed = self._score([event for _, event in valid])
         for event, error in failed:
             record = record_of[id(event)]
-            letters.append(
-                dead_letter_for(
-                    record.value,
-                    record.topic,
-                    record.partition,
-                    record.offset,
-                    RejectReason.SCORING_FAILED,
-                    error,
-                )
-            )
+            letters.append(dead_letter_of(record, RejectReason.SCORING_FAILED, error))
         outgoing: list[tuple[str, str | None, str]] = [
             (self.config.topics.predictions, p.id, p.model_dump_json()) for p in predictions
         ]
