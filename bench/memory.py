@@ -56,7 +56,7 @@ def load_rows(folder: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def train_tiny(rows: list[dict[str, Any]], workdir: Path) -> Path:
+def train_tiny(rows: list[dict[str, Any]], workdir: Path, epochs: int) -> Path:
     """A registry whose production version is a tiny BERT fine-tuned on ``rows`` (seconds on a CPU)."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
@@ -82,7 +82,7 @@ def train_tiny(rows: list[dict[str, Any]], workdir: Path) -> Path:
         for row in rows:
             handle.write(json.dumps({"text": row["text"], "label": row["label"], "domain": row.get("domain")}) + "\n")
     registry = workdir / "registry"
-    settings = FineTuneSettings(epochs=2, learning_rate=2e-3, batch_size=16, max_length=64, projection_dims=8)
+    settings = FineTuneSettings(epochs=epochs, learning_rate=2e-3, batch_size=16, max_length=64, projection_dims=8)
     train_first_model(train, registry, str(base), settings, promote=True, progress=False, profile_rounds=20)
     return registry
 
@@ -119,10 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=int, default=10_000, help="print RSS after every N predictions")
     parser.add_argument("--retention-rows", type=int, default=20_000, help="monitor.retention_max_rows")
     parser.add_argument("--data", type=Path, default=DATA, help="folder with train.jsonl / test.jsonl")
-    parser.add_argument("--smoke", action="store_true", help="2,000 texts (for tests)")
+    parser.add_argument("--smoke", action="store_true", help="1,000 texts and a smaller model (for tests)")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.texts, args.every = 2000, 1000
+        args.texts, args.every = 1000, 500
     rows = [r for r in load_rows(args.data) if isinstance(r.get("text"), str) and r.get("label") is not None]
     if not rows:
         print(f"no data under {args.data}; pass --data FOLDER", file=sys.stderr)
@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="insightloop-memory-") as tmp:
         workdir = Path(tmp)
         started = time.perf_counter()
-        registry = train_tiny(rows[:: max(1, len(rows) // 600)][:600], workdir)
+        n_train = 200 if args.smoke else 600
+        registry = train_tiny(rows[:: max(1, len(rows) // n_train)][:n_train], workdir, epochs=1 if args.smoke else 2)
         print(f"tiny model trained in {time.perf_counter() - started:.1f} s ({registry})")
         stream = workdir / "stream.jsonl"
         write_stream(rows, args.texts, stream)
@@ -211,9 +212,10 @@ def main(argv: list[str] | None = None) -> int:
                             mark += args.every
                     counter.close()
                     replayer.join()
-                    time.sleep(5.0)  # let the monitor finish joining the last records and its checks
+                    settle = 1.0 if args.smoke else 5.0  # the monitor finishes joining the last records
+                    time.sleep(settle)
                     end_mb = rss_mb(daemon.pid)
-                    print(f"{'end (+5 s)':>12} {end_mb:8.1f} {time.perf_counter() - replay_started:8.1f}")
+                    print(f"{f'end (+{settle:.0f} s)':>12} {end_mb:8.1f} {time.perf_counter() - replay_started:8.1f}")
                 finally:
                     daemon.send_signal(signal.SIGTERM)
                     try:
