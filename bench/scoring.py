@@ -363,9 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--ours",
-        default="fp32",
         choices=("fp32", "bf16", "int8"),
-        help="the variant reported as ours_tps on the last line (the scorer's configuration it stands for)",
+        help="the variant reported as ours_tps on the last line (default: what ScorerConfig's defaults select)",
     )
     parser.add_argument("--no-e2e", action="store_true", help="skip the end-to-end run through the broker")
     parser.add_argument("--smoke", action="store_true", help="tiny model and few texts (for tests)")
@@ -375,6 +374,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data.is_file():
         print(f"no data: {args.data} is missing; pass --data FILE.jsonl", file=sys.stderr)
         return 2
+    if args.ours is None:
+        defaults = ScorerConfig()
+        cpu_bf16 = getattr(defaults, "cpu_bf16", False)
+        if getattr(defaults, "quantize", False):
+            args.ours = "int8"
+        elif cpu_bf16 is True or (cpu_bf16 == "auto" and cpu_has_native_bf16()):
+            args.ours = "bf16"
+        else:
+            args.ours = "fp32"
     if args.variants == "auto":
         names = ["fp32", "bf16", "int8"] if cpu_has_native_bf16() else ["fp32", "int8"]
     else:

@@ -28,6 +28,7 @@ from insightloop.daemon.events import (
 from insightloop.daemon.kafka import make_consumer, make_producer
 from insightloop.daemon.metrics import ScorerObserver
 from insightloop.deploy import ModelArtifact, ModelLoadError, Registry, set_cpu_threads
+from insightloop.deploy.artifact import cpu_has_native_bf16
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,12 @@ def load_options(config: Config) -> dict[str, Any]:
     ``bench/scoring.py`` and reported in docs/benchmarks.md.
     """
     scorer = config.scorer
+    cpu_bf16 = getattr(scorer, "cpu_bf16", False)  # true, false or "auto" (on where the CPU has AMX)
+    wanted = cpu_bf16 is True or (cpu_bf16 == "auto" and cpu_has_native_bf16())
     return {
         "device": scorer.device,
         "quantize": bool(getattr(scorer, "quantize", False)),
-        "bf16": True if getattr(scorer, "cpu_bf16", False) else None,
+        "bf16": True if wanted else None,
     }
 
 
