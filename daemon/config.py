@@ -112,6 +112,16 @@ class ScorerConfig(_Section):
     torch_threads: int | None = Field(
         None, ge=1, description="CPU threads for inference; null means the CPUs this process may use."
     )
+    quantize: bool = Field(
+        False,
+        description="Dynamic int8 quantisation of the encoder on CPU (about 2x faster; costs accuracy: "
+        "measure with bench/scoring.py, see docs/benchmarks.md).",
+    )
+    cpu_bf16: bool | Literal["auto"] = Field(
+        False,
+        description="bf16 autocast on CPU: true, false, or 'auto' (on where the CPU has native bf16, e.g. AMX). "
+        "CUDA always uses bf16.",
+    )
     drain_timeout_s: float = Field(
         20.0, gt=0, description="On SIGTERM, how long the batch in flight may take to finish and commit."
     )

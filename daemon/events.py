@@ -63,7 +63,11 @@ class TextEvent(BaseModel):
         if isinstance(value, bool):
             raise ValueError("ts must be an RFC 3339 string or epoch milliseconds")
         if isinstance(value, int | float):
-            return datetime.fromtimestamp(value / 1000.0, tz=UTC)
+            try:
+                return datetime.fromtimestamp(value / 1000.0, tz=UTC)
+            except (OverflowError, OSError, ValueError) as exc:
+                # Out of the platform's range (1e300, Infinity): a reason to reject the message, not to crash.
+                raise ValueError(f"ts {value!r} is not a usable epoch-milliseconds time") from exc
         if isinstance(value, str):
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
             return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

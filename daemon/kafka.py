@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import logging
+import socket
+import threading
+import time
 from typing import Any
 
-from kafka.errors import KafkaConnectionError, KafkaTimeoutError
+from kafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
 
 from insightloop.daemon.config import KafkaConfig
-from insightloop.daemon.errors import BrokerUnreachableError
+from insightloop.daemon.errors import BrokerUnreachableError, TemporaryError
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +61,62 @@ def make_producer(config: KafkaConfig, **overrides: Any) -> Any:
         "retries": 5,
         "linger_ms": 5,
         "max_in_flight_requests_per_connection": 1,
+        # Delivery is at least once and every consumer is idempotent by id, so the idempotent producer buys
+        # nothing here; and kafka-python turns a broker that lost its producer state (a restarted broker
+        # without persistent storage, an expired producer id) into a fatal error after which the producer
+        # never sends again. One in flight per connection keeps each partition's order without it.
+        "enable_idempotence": False,
         **overrides,
     }
     try:
         return KafkaProducer(**settings)
     except _UNREACHABLE as exc:
         raise BrokerUnreachableError(f"no Kafka broker reachable at {config.bootstrap_servers}") from exc
+
+
+# Ours, and the consumer-group errors after a rebalance or a broker restart (the group moved on; the records
+# not committed are read again).
+_TRANSIENT = (TemporaryError, CommitFailedError, IllegalGenerationError, RebalanceInProgressError, UnknownMemberIdError)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors that go away when the broker comes back: worth retrying with a fresh client."""
+    if isinstance(exc, _TRANSIENT):
+        return True
+    return isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False))
+
+
+class KafkaProbe:
+    """Whether any bootstrap server accepts a TCP connection, checked at most every ``interval_s`` seconds.
+
+    Readiness uses it: while no broker answers, the daemon says it is not ready (its clients retry on their own).
+    """
+
+    def __init__(self, config: KafkaConfig, interval_s: float = 1.0, connect_timeout_s: float = 0.5) -> None:
+        self.addresses: list[tuple[str, int]] = []
+        for server in common_settings(config)["bootstrap_servers"]:
+            host, _, port = server.rpartition(":")
+            self.addresses.append((host.strip("[]") or "localhost", int(port) if port.isdigit() else 9092))
+        self.interval_s = interval_s
+        self.connect_timeout_s = connect_timeout_s
+        self._lock = threading.Lock()
+        self._checked_at = float("-inf")
+        self._reachable = False
+
+    def reachable(self) -> bool:
+        """True if a bootstrap server accepted a connection at the last check."""
+        with self._lock:
+            if time.monotonic() - self._checked_at >= self.interval_s:
+                self._reachable = any(self._connects(address) for address in self.addresses)
+                self._checked_at = time.monotonic()
+            return self._reachable
+
+    def _connects(self, address: tuple[str, int]) -> bool:
+        try:
+            with socket.create_connection(address, timeout=self.connect_timeout_s):
+                return True
+        except OSError:
+            return False
 
 
 def make_consumer(config: KafkaConfig, topics: list[str] | None, group_id: str | None, **overrides: Any) -> Any:

@@ -2,6 +2,8 @@
 
 Signals only set the stop flag. When any worker exits (failed or not) the others are asked to
 stop too, so the process never limps on half-alive; the first failure decides the exit code.
+The one exception: a worker that fails with an error ``restart_when`` calls transient (the broker went
+away) is run again after a backoff, while the rest keep working; it reports unready meanwhile.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class Daemon:
         workers: list[Worker],
         drain_timeout_s: float = 20.0,
         on_worker_up: Callable[[str, bool], None] | None = None,
+        restart_when: Callable[[BaseException], bool] | None = None,
+        restart_backoff_s: tuple[float, float] = (1.0, 30.0),
     ) -> None:
         names = [w.name for w in workers]
         if len(set(names)) != len(names):
@@ -52,6 +56,9 @@ class Daemon:
         self.failures: dict[str, BaseException] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._on_worker_up = on_worker_up or (lambda name, up: None)
+        self._restart_when = restart_when or (lambda exc: False)
+        self.restart_backoff_s = restart_backoff_s
+        self.restarts: dict[str, int] = {}
 
     def start(self) -> None:
         """Start every worker in its own thread."""
@@ -61,17 +68,48 @@ class Daemon:
             thread.start()
 
     def _run(self, worker: Worker) -> None:
-        self._on_worker_up(worker.name, True)
+        first, most = self.restart_backoff_s
+        backoff = first
         try:
-            worker.run(self.stop_event)
-        except BaseException as exc:
-            self.failures[worker.name] = exc
-            log.error("worker %s failed: %s", worker.name, exc, exc_info=not isinstance(exc, InsightloopError))
+            while True:
+                self._on_worker_up(worker.name, True)
+                started = time.monotonic()
+                try:
+                    worker.run(self.stop_event)
+                    return
+                except BaseException as exc:
+                    if self.stop_event.is_set() or not self._restarts_after(exc):
+                        self.failures[worker.name] = exc
+                        log.error(
+                            "worker %s failed: %s", worker.name, exc, exc_info=not isinstance(exc, InsightloopError)
+                        )
+                        return
+                    if time.monotonic() - started > 10 * most:
+                        backoff = first  # it had been working for a while: this is a new outage
+                    self.restarts[worker.name] = self.restarts.get(worker.name, 0) + 1
+                    log.warning(
+                        "worker %s stopped on a transient error (%s: %s); restarting it in %.0f s",
+                        worker.name,
+                        type(exc).__name__,
+                        str(exc)[:300],
+                        backoff,
+                    )
+                self._on_worker_up(worker.name, False)
+                if self.stop_event.wait(backoff):
+                    return
+                backoff = min(backoff * 2, most)
         finally:
             self._on_worker_up(worker.name, False)
             if not self.stop_event.is_set():
                 log.info("worker %s exited; stopping the others", worker.name)
             self.stop_event.set()
+
+    def _restarts_after(self, exc: BaseException) -> bool:
+        try:
+            return bool(self._restart_when(exc))
+        except Exception:
+            log.exception("could not tell whether %r is transient; treating it as a failure", exc)
+            return False
 
     def request_stop(self, *_: Any) -> None:
         """Ask every worker to finish what it is doing and stop (safe from a signal handler)."""
@@ -91,7 +129,11 @@ class Daemon:
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """Readiness: healthy and every worker's start-up done."""
         healthy, _ = self.health()
-        detail = {w.name: {"ready": w.ready, **w.status()} for w in self.workers}
+        detail: dict[str, Any] = {}
+        for w in self.workers:
+            detail[w.name] = {"ready": w.ready, **w.status()}
+            if w.name in self.restarts:
+                detail[w.name]["restarts"] = self.restarts[w.name]
         return healthy and all(w.ready for w in self.workers), {"workers": detail}
 
     def wait(self) -> int:

@@ -124,6 +124,7 @@ class Monitor:
         self._check_lock = threading.Lock()
         self._since_check = 0
         self._ready = threading.Event()
+        self._unpublished: dict[str, Insight] = {}  # raised while Kafka was away: sent with the next check
         self.last_check: CheckResult | None = None
         saved = store.conditions().get(TRACKER_KEY)
         self.tracker = (
@@ -244,6 +245,7 @@ class Monitor:
         with self._check_lock:
             started = time.perf_counter()
             try:
+                self._publish_unpublished()
                 return self._check()
             finally:
                 self.metrics.checks.inc()
@@ -299,8 +301,8 @@ class Monitor:
             if (
                 transition is Transition.NEW
                 and SEVERITY_ORDER[merged.severity] >= SEVERITY_ORDER[self.policy.min_severity]
+                and self._publish(merged)
             ):
-                self._publish(merged)
                 published.append(merged)
         else:
             previous = self.tracker.active.get(key)
@@ -321,13 +323,28 @@ class Monitor:
                     insight_id, stored["detector"], stored["kind"], stored["severity"], state, payload
                 )
 
-    def _publish(self, insight: Insight) -> None:
-        future = self._producer.send(
-            self.config.topics.insights, key=insight.id.encode(), value=insight.model_dump_json().encode()
-        )
-        future.get(timeout=30)
+    def _publish(self, insight: Insight) -> bool:
+        """Publish a new insight. One that cannot be sent now (Kafka is away) is kept and sent with the next
+        check: the tracker already counts it as raised, so it would never be new again, and the controller
+        would never hear of it."""
+        try:
+            future = self._producer.send(
+                self.config.topics.insights, key=insight.id.encode(), value=insight.model_dump_json().encode()
+            )
+            future.get(timeout=30)
+        except Exception as exc:
+            self._unpublished[insight.id] = insight
+            log.error("could not publish insight %s (%s); it is sent with the next check", insight.id, exc)
+            return False
+        self._unpublished.pop(insight.id, None)
         self.metrics.insights.labels(kind=insight.kind, severity=insight.severity).inc()
         log.warning("insight %s (%s, %s): %s", insight.id, insight.kind, insight.severity, insight.summary)
+        return True
+
+    def _publish_unpublished(self) -> None:
+        for insight in list(self._unpublished.values()):
+            if not self._publish(insight):
+                return
 
     def _write_reports(self, profile: ReferenceProfile, window: Window) -> list[Path]:
         stem = time.strftime("%Y%m%d-%H%M%S", time.gmtime())

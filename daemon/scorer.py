@@ -28,6 +28,7 @@ from insightloop.daemon.events import (
 from insightloop.daemon.kafka import make_consumer, make_producer
 from insightloop.daemon.metrics import ScorerObserver
 from insightloop.deploy import ModelArtifact, ModelLoadError, Registry, set_cpu_threads
+from insightloop.deploy.artifact import cpu_has_native_bf16
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,25 @@ class ServingModel:
     artifact: ModelArtifact
 
 
-def load_production_model(registry: Registry, device: str) -> ServingModel:
+def load_options(config: Config) -> dict[str, Any]:
+    """Keyword arguments of ``ModelArtifact.load`` from the scorer configuration.
+
+    ``scorer.quantize`` (dynamic int8 on CPU) and ``scorer.cpu_bf16`` (bf16 autocast on CPU, fast on
+    CPUs with AMX) are optional faster CPU paths; their accuracy change is measured by
+    ``bench/scoring.py`` and reported in docs/benchmarks.md.
+    """
+    scorer = config.scorer
+    wanted = scorer.cpu_bf16 is True or (scorer.cpu_bf16 == "auto" and cpu_has_native_bf16())
+    return {
+        "device": scorer.device,
+        "quantize": scorer.quantize,
+        "bf16": True if wanted else None,
+    }
+
+
+def load_production_model(
+    registry: Registry, device: str, quantize: bool = False, bf16: bool | None = None
+) -> ServingModel:
     """Load and smoke-test the registry's production version."""
     version = registry.production()
     if version is None:
@@ -52,7 +71,7 @@ def load_production_model(registry: Registry, device: str) -> ServingModel:
             "train one with `insightloop train --data TRAIN.jsonl --registry DIR --promote`"
         )
     try:
-        artifact = ModelArtifact.load(registry.path_of(version), device=device)
+        artifact = ModelArtifact.load(registry.path_of(version), device=device, quantize=quantize, bf16=bf16)
         artifact.smoke_test()
     except ModelLoadError as exc:
         raise NoModelError(f"production version {version} cannot serve: {exc}") from exc
@@ -97,9 +116,10 @@ class Scorer:
         """Score until ``stop`` is set; the batch in flight is finished and committed first."""
         cfg = self.config
         set_cpu_threads(cfg.scorer.torch_threads)
-        self.model = load_production_model(self.registry, cfg.scorer.device)
-        self.observer.on_model_loaded(self.model.version)
-        log.info("scorer serving model %s", self.model.version)
+        if self.model is None:  # a re-run after a broker fault keeps the model it already serves
+            self.model = load_production_model(self.registry, **load_options(cfg))
+            self.observer.on_model_loaded(self.model.version)
+            log.info("scorer serving model %s", self.model.version)
 
         from kafka import ConsumerRebalanceListener
 
@@ -181,7 +201,7 @@ class Scorer:
 
     def _load(self, version: str) -> None:
         try:
-            artifact = ModelArtifact.load(self.registry.path_of(version), device=self.config.scorer.device)
+            artifact = ModelArtifact.load(self.registry.path_of(version), **load_options(self.config))
             artifact.smoke_test()
         except Exception as exc:
             self._refused.add(version)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from insightloop.daemon.auth import TokenStore
 from insightloop.daemon.config import Config
 from insightloop.daemon.http import ApiContext, ApiServer
-from insightloop.daemon.kafka import ensure_topics, make_producer
+from insightloop.daemon.kafka import KafkaProbe, ensure_topics, is_transient, make_producer
 from insightloop.daemon.lifecycle import Daemon, Worker
 from insightloop.daemon.metrics import Metrics, PrometheusScorerMetrics
 from insightloop.daemon.promotion import ModelService, kafka_publisher
@@ -73,10 +74,19 @@ def build_app(config: Config, role: str = "all") -> App:
     def close() -> None:
         producer.close(timeout=10)
 
+    probe = KafkaProbe(config.kafka) if workers else None
+
+    def readiness() -> tuple[bool, dict[str, Any]]:
+        ready, detail = holder[0].readiness()
+        if probe is None:
+            return ready, detail
+        reachable = probe.reachable()
+        return ready and reachable, {**detail, "kafka": {"reachable": reachable}}
+
     context = ApiContext(
         metrics=metrics.registry,
         health=lambda: holder[0].health(),
-        readiness=lambda: holder[0].readiness(),
+        readiness=readiness,
         registry=registry,
         models=models,
         tokens=tokens,
@@ -89,6 +99,12 @@ def build_app(config: Config, role: str = "all") -> App:
     def worker_up(name: str, up: bool) -> None:
         metrics.worker_up.labels(worker=name).set(1 if up else 0)
 
-    daemon = Daemon([*workers, api], drain_timeout_s=config.scorer.drain_timeout_s, on_worker_up=worker_up)
+    daemon = Daemon(
+        [*workers, api],
+        drain_timeout_s=config.scorer.drain_timeout_s,
+        on_worker_up=worker_up,
+        # A worker whose Kafka client gave up (the broker went away) starts again with fresh clients.
+        restart_when=is_transient,
+    )
     holder.append(daemon)
     return App(daemon, api, metrics, store, models)

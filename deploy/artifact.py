@@ -6,8 +6,12 @@ hidden layer over real tokens), so scoring and drift monitoring never pay for th
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import math
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +27,10 @@ ARTIFACT_FILE = "artifact.json"
 MODEL_DIR = "model"
 PROJECTION_FILE = "projection.npz"
 FORMAT_VERSION = 1
+QUANTIZED_INT8 = "dynamic-int8"
+CPU_TOKENS_PER_PASS = 2048
+
+log = logging.getLogger(__name__)
 
 
 class ModelLoadError(Exception):
@@ -52,12 +60,114 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
+def cpu_quota() -> float | None:
+    """CPUs granted by the container's cgroup CPU quota (v2 ``cpu.max`` or v1 CFS), or None if unlimited."""
+    candidates = (
+        (Path("/sys/fs/cgroup/cpu.max"), None),
+        (Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us")),
+        (Path("/sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us"), Path("/sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us")),
+    )
+    for quota_path, period_path in candidates:
+        try:
+            if period_path is None:
+                quota_text, _, period_text = quota_path.read_text().strip().partition(" ")
+            else:
+                quota_text, period_text = quota_path.read_text().strip(), period_path.read_text().strip()
+        except OSError:
+            continue
+        if quota_text in ("max", "-1", ""):
+            return None
+        try:
+            quota, period = float(quota_text), float(period_text or 100_000)
+        except ValueError:
+            return None
+        return quota / period if quota > 0 and period > 0 else None
+    return None
+
+
+def available_cpus() -> int:
+    """CPUs this process may really use: its CPU affinity, capped by the container's CPU quota.
+
+    A pod limited to 2 CPUs on a 64-core node still sees 64 CPUs in its affinity mask; running 64
+    intra-op threads there is throttled by the quota and much slower than running 2.
+    """
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = cpu_quota()
+    if quota is not None:
+        count = min(count, max(1, math.ceil(quota)))
+    return max(1, count)
+
+
 def set_cpu_threads(threads: int | None) -> int:
-    """Use ``threads`` CPU threads, or as many CPUs as this process may run on; return the count."""
+    """Use ``threads`` intra-op CPU threads (None: :func:`available_cpus`); return the count.
+
+    Inference runs one forward pass at a time, so inter-op parallelism only adds threads that
+    compete with the intra-op pool: it is set to one thread where torch still allows it.
+    """
     if threads is None:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    torch.set_num_threads(max(1, threads))
+        threads = available_cpus()
+    threads = max(1, threads)
+    torch.set_num_threads(threads)
+    if torch.get_num_interop_threads() != 1:
+        # Only possible before the first inter-op parallel work of the process; later it raises.
+        with contextlib.suppress(RuntimeError):
+            torch.set_num_interop_threads(1)
     return threads
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU multiplies bf16 matrices natively (AMX), where bf16 autocast beats float32."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    if probe is not None:
+        try:
+            return bool(probe())
+        except Exception:  # a private torch helper: fall back to the kernel's CPU flags
+            pass
+    try:
+        return " amx_bf16" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+def quantize_int8(model: Any) -> Any:
+    """Convert the encoder's ``nn.Linear`` layers to dynamic int8 in place (CPU inference only).
+
+    Weights are stored as int8 and activations quantised per batch on the fly; the classification
+    head stays in float32. Returns ``model``.
+    """
+    encoder = getattr(model, "base_model", model)
+    with warnings.catch_warnings():
+        # torch.ao eager quantisation warns that it is moving to torchao; the API still works.
+        warnings.simplefilter("ignore")
+        torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
+            encoder, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
+        )
+    return model
+
+
+def length_chunks(
+    lengths: NDArray[np.int64], order: NDArray[np.int64], batch_size: int, max_tokens: int | None
+) -> list[NDArray[np.int64]]:
+    """Cut rows sorted by length (``order``, shortest first) into forward-pass chunks.
+
+    A chunk holds at most ``batch_size`` rows and, when ``max_tokens`` is set, at most that many
+    tokens once padded (rows × its longest row) — so short texts travel in wide chunks and long ones in
+    narrow chunks, and little compute is spent on padding. A single row longer than the budget is
+    its own chunk.
+    """
+    batch_size = max(1, batch_size)
+    chunks: list[NDArray[np.int64]] = []
+    start, n = 0, len(order)
+    while start < n:
+        end = min(n, start + batch_size)
+        if max_tokens is not None:
+            fits = start + 1
+            while fits < end and (fits - start + 1) * int(lengths[order[fits]]) <= max_tokens:
+                fits += 1
+            end = fits
+        chunks.append(order[start:end])
+        start = end
+    return chunks
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -78,6 +188,7 @@ class ModelArtifact:
         max_length: int,
         device: torch.device | None = None,
         info: dict[str, Any] | None = None,
+        bf16: bool | None = None,
     ) -> None:
         if len(labels) < 2:
             raise ValueError("a classifier needs at least two labels")
@@ -88,11 +199,27 @@ class ModelArtifact:
         self.max_length = max_length
         self.device = device or next(model.parameters()).device
         self.info = dict(info or {})
+        # Padded tokens per forward pass: on CPU, narrow chunks of long texts waste less on padding;
+        # a GPU wants wide batches, so there only ``batch_size`` limits a chunk.
+        self.max_tokens_per_pass: int | None = CPU_TOKENS_PER_PASS if self.device.type == "cpu" else None
+        # bf16 autocast: by default on CUDA devices that support it; on CPU only when asked (it pays off
+        # on CPUs with AMX, see cpu_has_native_bf16, and changes scores slightly).
+        cuda_bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        self.bf16 = cuda_bf16 if bf16 is None else bool(bf16) and (self.device.type == "cpu" or cuda_bf16)
 
     # -- loading and saving -------------------------------------------------------------------
     @classmethod
-    def load(cls, path: Path | str, device: str = "auto") -> ModelArtifact:
-        """Load an artifact written by :meth:`save` from a version directory."""
+    def load(
+        cls, path: Path | str, device: str = "auto", quantize: bool = False, bf16: bool | None = None
+    ) -> ModelArtifact:
+        """Load an artifact written by :meth:`save` from a version directory.
+
+        ``quantize`` converts the encoder's linear layers to dynamic int8 (CPU only; ignored with a
+        warning on CUDA): faster CPU scoring for a small accuracy change that ``bench/scoring.py``
+        measures. A quantized artifact scores but cannot be saved. ``bf16`` turns bf16 autocast on or
+        off (None: on for CUDA devices that support it, off on CPU); on CPU it pays off only where
+        :func:`cpu_has_native_bf16`. Quantisation takes precedence over CPU bf16.
+        """
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         root = Path(path)
@@ -111,6 +238,15 @@ class ModelArtifact:
             raise ModelLoadError(f"cannot load model from {root}: {exc}") from exc
         model.to(target)
         model.eval()
+        if quantize:
+            if target.type == "cpu":
+                quantize_int8(model)
+                meta = {**meta, "quantized": QUANTIZED_INT8}
+                bf16 = False
+            else:
+                log.warning("int8 quantisation is a CPU path; %s scores unquantised on %s", root, target)
+        if bf16 and target.type == "cpu" and not cpu_has_native_bf16():
+            log.warning("bf16 on a CPU without AMX is emulated and slower than float32; scoring %s in bf16", root)
         return cls(
             model=model,
             tokenizer=tokenizer,
@@ -119,10 +255,18 @@ class ModelArtifact:
             max_length=int(meta["max_length"]),
             device=target,
             info=meta,
+            bf16=bf16,
         )
+
+    @property
+    def quantized(self) -> bool:
+        """True when the model's linear layers were converted to dynamic int8."""
+        return self.info.get("quantized") == QUANTIZED_INT8
 
     def save(self, path: Path | str) -> None:
         """Write model, tokenizer, label set and projection into ``path``."""
+        if self.quantized:
+            raise ValueError("a quantized artifact cannot be saved; save the fp32 model it was loaded from")
         root = Path(path)
         root.mkdir(parents=True, exist_ok=True)
         self.model.config.id2label = dict(enumerate(self.labels))
@@ -160,16 +304,19 @@ class ModelArtifact:
         pooled = mean_pool(outputs.hidden_states[-1], batch["attention_mask"])
         return outputs.logits, pooled
 
-    def predict(self, texts: Sequence[str], batch_size: int = 32) -> PredictionBatch:
+    def predict(self, texts: Sequence[str], batch_size: int = 32, max_tokens: int | None = None) -> PredictionBatch:
         """Class probabilities and projected embeddings for ``texts``.
 
-        Texts are sorted by token count and cut into chunks of ``batch_size`` so each chunk is
-        padded only to its own longest text; results come back in input order.
+        Texts are sorted by token count and cut into chunks of at most ``batch_size`` texts and
+        ``max_tokens`` padded tokens (None: :attr:`max_tokens_per_pass`; 0: no token limit), so each
+        chunk is padded only to its own longest text; results come back in input order.
         """
         token_ids = self.tokenize(texts)
-        return self.predict_tokenized(token_ids, batch_size)
+        return self.predict_tokenized(token_ids, batch_size, max_tokens)
 
-    def predict_tokenized(self, token_ids: Sequence[Sequence[int]], batch_size: int = 32) -> PredictionBatch:
+    def predict_tokenized(
+        self, token_ids: Sequence[Sequence[int]], batch_size: int = 32, max_tokens: int | None = None
+    ) -> PredictionBatch:
         """Like :meth:`predict`, for texts tokenised already (e.g. off the critical path)."""
         n = len(token_ids)
         hidden = int(self.model.config.hidden_size)
@@ -177,18 +324,31 @@ class ModelArtifact:
         pooled_all = np.zeros((n, hidden), dtype=np.float32)
         lengths = np.array([len(ids) for ids in token_ids], dtype=np.int64)
         order = np.argsort(lengths, kind="stable")
-        use_bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        use_bf16 = self.bf16
+        budget = self.max_tokens_per_pass if max_tokens is None else max_tokens if max_tokens > 0 else None
         with torch.inference_mode():
-            for start in range(0, n, batch_size):
-                rows = order[start : start + batch_size]
-                padded = self.tokenizer.pad({"input_ids": [list(token_ids[i]) for i in rows]}, return_tensors="pt")
-                batch = {k: v.to(self.device) for k, v in padded.items()}
+            for rows in length_chunks(lengths, order, batch_size, budget):
+                batch = {k: v.to(self.device) for k, v in self._pad([token_ids[i] for i in rows]).items()}
                 with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
                     logits, pooled = self.forward(batch)
                 probabilities[rows] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
                 pooled_all[rows] = pooled.float().cpu().numpy()
         embeddings = self.projection.transform(pooled_all) if self.projection is not None else pooled_all
         return PredictionBatch(self.labels, probabilities, embeddings, lengths)
+
+    def _pad(self, sequences: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
+        """``input_ids`` and ``attention_mask`` padded to the longest sequence (what ``tokenizer.pad`` makes,
+        without its per-call Python overhead and warning)."""
+        width = max((len(ids) for ids in sequences), default=0)
+        pad_id = self.tokenizer.pad_token_id
+        input_ids = np.full((len(sequences), width), 0 if pad_id is None else int(pad_id), dtype=np.int64)
+        attention = np.zeros((len(sequences), width), dtype=np.int64)
+        left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        for row, ids in enumerate(sequences):
+            span = slice(width - len(ids), width) if left else slice(0, len(ids))
+            input_ids[row, span] = ids
+            attention[row, span] = 1
+        return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention)}
 
     def smoke_test(self) -> None:
         """Score two fixed texts and check the outputs are finite probabilities; raise if not."""

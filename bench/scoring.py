@@ -1,0 +1,597 @@
+"""Benchmark: insightloop's scorer path vs the transformers ``pipeline("text-classification")`` baseline.
+
+Both score the same real review texts (default: ../shared/data/amazon_multidomain_sentiment/test.jsonl,
+shuffled with seed 0; ``--data FILE.jsonl`` picks others) with the same model object and the same
+``max_length`` (256), in one process, on the CPUs this process may use:
+
+* baseline: ``pipeline("text-classification")`` fed the same micro-batches the scorer gets, with the
+  best of a few pipeline batch sizes (``--batch-sizes``, searched first on ``--search-texts`` texts);
+* ours: ``ModelArtifact.predict`` with the production settings of ``ScorerConfig`` (micro-batches of
+  ``max_batch_size`` texts, sorted by length and cut into forward chunks of at most
+  ``inference_batch_size`` texts and the artifact's CPU token budget; threads from ``set_cpu_threads``):
+  class probabilities *and* the projected embedding from one forward pass. Variants (``--variants``):
+  fp32; int8 (``scorer.quantize``: dynamic int8 linear layers); bf16 (``scorer.cpu_bf16``: bf16
+  autocast, offered on CPUs with AMX). ``--ours`` picks the variant the last line reports (default fp32);
+  each variant's label agreement with fp32 is printed, and with ``--model`` (a trained version) and
+  labeled texts, its accuracy;
+* end to end: the embedded broker, ``build_app(config, "scorer")`` in this process, the texts replayed
+  into the texts topic beforehand; from the moment the scorer is ready until every prediction is on the
+  predictions topic. ``e2e_share`` is that rate over the bare rate of the scorer's own model time in the
+  same interval (its scoring-latency histogram), so load from other processes hits both alike; the
+  share against bare runs just before and after it is printed too.
+
+Methods are interleaved micro-batch by micro-batch (order rotating) so that load from other processes
+falls on all of them alike; a round's rate is its texts over its summed seconds and the figures are
+medians over ``--rounds``. Latency is per micro-batch. Peak RSS is the highest resident set size sampled
+while a method ran (all methods share the model's weights; int8 holds its own copy).
+
+The model is the packaged all-MiniLM-L6-v2 loaded as a sequence classifier with a fresh (seeded) head,
+or a version directory made by ``insightloop train`` (``--model DIR``). Last line:
+``scoring: baseline_tps=<x> ours_tps=<x> ratio=<x> e2e_share=<fraction>``.
+
+    python bench/scoring.py [--model VERSION_DIR] [--data FILE.jsonl] [--texts N] [--rounds R] [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import numpy as np
+import torch
+
+from insightloop.daemon.config import ScorerConfig
+from insightloop.deploy import ModelArtifact, Projection, set_cpu_threads
+from insightloop.deploy.artifact import cpu_has_native_bf16, quantize_int8
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "amazon_multidomain_sentiment" / "test.jsonl"
+PROJECTION_DIMS = 32
+
+
+# -- measuring ------------------------------------------------------------------------------------
+def rss_mb(pid: int | str = "self") -> float:
+    """Resident set size of a process in MB (from /proc)."""
+    with open(f"/proc/{pid}/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class RssSampler:
+    """Samples this process's RSS in a thread; ``phase()`` gives the peak seen while a block ran."""
+
+    def __init__(self, interval_s: float = 0.01) -> None:
+        self.interval_s = interval_s
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.peak = max(self.peak, rss_mb())
+
+    @contextmanager
+    def phase(self, into: list[float]) -> Any:
+        self.peak = rss_mb()
+        try:
+            yield
+        finally:
+            into.append(max(self.peak, rss_mb()))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class Method:
+    """One way of scoring a micro-batch, and what it measured."""
+
+    name: str
+    batch: str
+    score: Callable[[list[str]], list[str]]  # micro-batch -> predicted labels
+    seconds: list[float] = field(default_factory=list)  # per round
+    texts: list[int] = field(default_factory=list)  # per round
+    cpu_seconds: float = 0.0  # process CPU time (all threads) while this method ran
+    latencies_ms: list[float] = field(default_factory=list)
+    peak_rss: list[float] = field(default_factory=list)
+    labels: dict[int, list[str]] = field(default_factory=dict)  # micro-batch index -> labels
+
+    def run_chunk(self, index: int, chunk: list[str], sampler: RssSampler) -> float:
+        """Score one micro-batch; return its seconds (added to the current round)."""
+        with sampler.phase(self.peak_rss):
+            started, cpu_started = time.perf_counter(), time.process_time()
+            self.labels[index] = self.score(chunk)
+            seconds = time.perf_counter() - started
+            self.cpu_seconds += time.process_time() - cpu_started
+        self.latencies_ms.append(seconds * 1000)
+        self.seconds[-1] += seconds
+        self.texts[-1] += len(chunk)
+        return seconds
+
+    def new_round(self) -> None:
+        self.seconds.append(0.0)
+        self.texts.append(0)
+
+    def run(self, chunks: Sequence[list[str]], sampler: RssSampler) -> float:
+        """Score all micro-batches as one round; return its texts/s."""
+        self.new_round()
+        for index, chunk in enumerate(chunks):
+            self.run_chunk(index, chunk, sampler)
+        return self.tps[-1]
+
+    @property
+    def tps(self) -> list[float]:
+        return [n / s for n, s in zip(self.texts, self.seconds, strict=True) if s > 0]
+
+    @property
+    def cpu_rate(self) -> float:
+        """Texts per CPU-second (all threads): the work a text costs, less sensitive to other load."""
+        return sum(self.texts) / self.cpu_seconds if self.cpu_seconds > 0 else float("nan")
+
+    @property
+    def median_tps(self) -> float:
+        return statistics.median(self.tps)
+
+    def all_labels(self) -> list[str]:
+        return [label for index in sorted(self.labels) for label in self.labels[index]]
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+# -- data and models ------------------------------------------------------------------------------
+def load_rows(path: Path, limit: int) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle if line.strip()]
+    rows = [r for r in rows if isinstance(r.get("text"), str) and r["text"].strip()]
+    random.Random(0).shuffle(rows)
+    if len(rows) < limit:
+        rows = (rows * (limit // max(1, len(rows)) + 1))[:limit]
+    return rows[:limit]
+
+
+def tiny_base(folder: Path) -> str:
+    """A tiny BERT (2 layers, width 32) with the packaged MiniLM tokenizer (for ``--smoke``)."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from insightloop.retrain import default_base_model
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(default_base_model())
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def build_artifact(args: argparse.Namespace, texts: list[str], workdir: Path) -> tuple[ModelArtifact, str]:
+    """The fp32 artifact both paths score with, and a description of it."""
+    if args.model is not None:
+        artifact = ModelArtifact.load(args.model, device="cpu")
+        artifact.max_length = args.max_length
+        return artifact, f"{args.model} (trained version, labels {list(artifact.labels)})"
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from insightloop.retrain import default_base_model
+
+    base = tiny_base(workdir / "tiny") if args.smoke else default_base_model()
+    labels = ["negative", "positive"]
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base, num_labels=2, id2label=dict(enumerate(labels)), label2id={x: i for i, x in enumerate(labels)}
+    ).eval()
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    artifact = ModelArtifact(model, tokenizer, labels, None, args.max_length, torch.device("cpu"))
+    # The scorer projects pooled embeddings with a PCA saved with the version: fit one the same way.
+    pooled = artifact.predict(texts[:128], batch_size=32).embeddings
+    artifact.projection = Projection.fit(pooled, PROJECTION_DIMS)
+    what = "tiny BERT (smoke)" if args.smoke else "packaged all-MiniLM-L6-v2"
+    return artifact, f"{what} as a sequence classifier with a fresh seeded head (untrained: accuracy is meaningless)"
+
+
+# -- end to end through the embedded broker -------------------------------------------------------
+def end_to_end(
+    artifact: ModelArtifact, texts: list[str], workdir: Path, scorer_overrides: dict[str, Any]
+) -> dict[str, float]:
+    """Texts in the topic beforehand; the scorer role in this process; rate from ready to the last prediction."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from insightloop.daemon.broker import EmbeddedBroker, free_port
+    from insightloop.daemon.config import load_config
+    from insightloop.daemon.kafka import common_settings, ensure_topics
+    from insightloop.daemon.replay import replay
+    from insightloop.daemon.wiring import build_app
+    from insightloop.deploy import Registry, VersionRecord, VersionStatus
+    from insightloop.deploy.events import utc_now
+
+    registry = Registry(workdir / "registry")
+    record = VersionRecord(
+        version="pending",
+        created_at=utc_now(),
+        status=VersionStatus.CANDIDATE,
+        base_model="bench",
+        labels=list(artifact.labels),
+    )
+    created = registry.create_version(artifact.save, record, by="bench", reason="scoring benchmark")
+    registry.approve(created.version, by="bench")
+    registry.promote(created.version, by="bench")
+    source = workdir / "e2e.jsonl"
+    with open(source, "w", encoding="utf-8") as handle:
+        for i, text in enumerate(texts):
+            handle.write(json.dumps({"id": f"e2e-{i}", "text": text}) + "\n")
+
+    with EmbeddedBroker(port=free_port()) as broker:
+        scorer: dict[str, Any] = {"group_id": "bench-scorer", **scorer_overrides}
+        config = load_config(
+            None,
+            {
+                "kafka": {"bootstrap_servers": broker.bootstrap_servers},
+                "scorer": scorer,
+                "registry": {"path": str(registry.root)},
+                "state": {"dir": str(workdir / "state")},
+                "api": {"host": "127.0.0.1", "http_port": 0},
+            },
+            environ={},
+        )
+        ensure_topics(config.kafka, config.topics.all())
+        replay(config, source, progress=False)
+        # Count the predictions by reading the topic (end offsets of the embedded broker are not exact).
+        counter = KafkaConsumer(
+            **common_settings(config.kafka), group_id=None, enable_auto_commit=False, fetch_max_wait_ms=50
+        )
+        found: set[int] = set()
+        deadline = time.monotonic() + 30
+        while not found and time.monotonic() < deadline:
+            found = counter.partitions_for_topic(config.topics.predictions) or set()
+            if not found:
+                time.sleep(0.1)
+        if not found:
+            raise RuntimeError(f"topic {config.topics.predictions} has no partitions")
+        counter.assign([TopicPartition(config.topics.predictions, p) for p in sorted(found)])
+        counter.seek_to_beginning()
+        seen: set[str] = set()
+
+        def produced() -> int:
+            for batch in counter.poll(timeout_ms=50).values():
+                seen.update(json.loads(record.value)["id"] for record in batch)
+            return len(seen)
+
+        app = build_app(config, "scorer")
+        app.daemon.start()
+        try:
+            url = f"http://127.0.0.1:{app.api.port}/readyz"
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    with urllib.request.urlopen(url, timeout=2) as response:
+                        if response.status == 200:
+                            break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the scorer did not become ready within 120 s")
+                time.sleep(0.02)
+            registry_metrics = app.metrics.registry
+
+            def scored() -> tuple[float, float]:
+                texts_done = registry_metrics.get_sample_value("insightloop_texts_scored_total") or 0.0
+                busy = registry_metrics.get_sample_value("insightloop_scoring_latency_seconds_sum") or 0.0
+                return texts_done, busy
+
+            ready_at, before, (texts0, busy0) = time.perf_counter(), produced(), scored()
+            last, last_change = before, time.monotonic()
+            while (done := produced()) < len(texts):
+                if done != last:
+                    last, last_change = done, time.monotonic()
+                elif time.monotonic() - last_change > 120:
+                    raise RuntimeError(f"only {done} of {len(texts)} predictions arrived (none for 120 s)")
+            seconds = time.perf_counter() - ready_at
+            texts1, busy1 = scored()
+        finally:
+            app.daemon.request_stop()
+            app.daemon.wait()
+            counter.close()
+    # The scorer's own model time in the same interval (its scoring-latency histogram) gives the bare
+    # rate under exactly the same load from other processes; the share is then wall time vs model time.
+    model_tps = (texts1 - texts0) / (busy1 - busy0) if busy1 > busy0 else float("nan")
+    return {
+        "tps": (len(texts) - before) / seconds,
+        "seconds": seconds,
+        "before_ready": float(before),
+        "model_tps": model_tps,
+    }
+
+
+# -- main ---------------------------------------------------------------------------------------
+def variant(artifact: ModelArtifact, name: str) -> ModelArtifact:
+    """The artifact scored in ``name`` precision: fp32 as is, bf16 autocast, or dynamic int8 (a copy)."""
+    if name == "fp32":
+        return artifact
+    model = quantize_int8(copy.deepcopy(artifact.model)) if name == "int8" else artifact.model
+    return ModelArtifact(
+        model,
+        artifact.tokenizer,
+        artifact.labels,
+        artifact.projection,
+        artifact.max_length,
+        torch.device("cpu"),
+        bf16=name == "bf16",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DATA, help="JSON Lines with `text` (and `label`)")
+    parser.add_argument("--model", type=Path, help="a version directory from `insightloop train`")
+    parser.add_argument("--texts", type=int, default=512, help="texts per round (and end to end)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--batch-sizes", default="1,8,32,64", help="pipeline batch sizes to try")
+    parser.add_argument("--search-texts", type=int, default=192, help="texts for the pipeline batch-size search")
+    parser.add_argument(
+        "--variants",
+        default="auto",
+        help="comma-separated insightloop variants among fp32,bf16,int8 (auto: fp32,int8 and bf16 on AMX CPUs)",
+    )
+    parser.add_argument(
+        "--ours",
+        choices=("fp32", "bf16", "int8"),
+        help="the variant reported as ours_tps on the last line (default: what ScorerConfig's defaults select)",
+    )
+    parser.add_argument("--no-e2e", action="store_true", help="skip the end-to-end run through the broker")
+    parser.add_argument("--smoke", action="store_true", help="tiny model and few texts (for tests)")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.texts, args.rounds, args.search_texts, args.batch_sizes = 64, 1, 32, "8,32"
+    if not args.data.is_file():
+        print(f"no data: {args.data} is missing; pass --data FILE.jsonl", file=sys.stderr)
+        return 2
+    if args.ours is None:
+        defaults = ScorerConfig()
+        cpu_bf16 = getattr(defaults, "cpu_bf16", False)
+        if getattr(defaults, "quantize", False):
+            args.ours = "int8"
+        elif cpu_bf16 is True or (cpu_bf16 == "auto" and cpu_has_native_bf16()):
+            args.ours = "bf16"
+        else:
+            args.ours = "fp32"
+    if args.variants == "auto":
+        names = ["fp32", "bf16", "int8"] if cpu_has_native_bf16() else ["fp32", "int8"]
+    else:
+        names = [x.strip() for x in args.variants.split(",") if x.strip()]
+    if "fp32" not in names:
+        names.insert(0, "fp32")
+    if args.ours not in names:
+        names.append(args.ours)
+    # The daemon scores in a worker thread; so does the benchmark (a thread that has done no other work
+    # measures differently from the main thread that imported and loaded everything, by up to 2x here).
+    outcome: list[int] = []
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            outcome.append(measure(args, names))
+        except BaseException as exc:
+            failure.append(exc)
+
+    worker = threading.Thread(target=work, name="bench-scorer")
+    worker.start()
+    worker.join()
+    if failure:
+        raise failure[0]
+    return outcome[0]
+
+
+def measure(args: argparse.Namespace, names: list[str]) -> int:
+    """Everything measured, run in one worker thread."""
+    settings = ScorerConfig()
+    threads = set_cpu_threads(settings.torch_threads)
+    micro, inference = settings.max_batch_size, settings.inference_batch_size
+    rows = load_rows(args.data, args.texts)
+    texts = [r["text"] for r in rows]
+    truth = [str(r["label"]) if r.get("label") is not None else None for r in rows]
+    chunks = [texts[i : i + micro] for i in range(0, len(texts), micro)]
+
+    with tempfile.TemporaryDirectory(prefix="insightloop-bench-") as tmp:
+        workdir = Path(tmp)
+        artifact, model_desc = build_artifact(args, texts, workdir)
+        tokens = np.array([len(ids) for ids in artifact.tokenize(texts)])
+        print(f"data: {args.data.resolve()} ({len(texts)} texts, shuffled with seed 0)")
+        print(f"model: {model_desc}; max_length {args.max_length}")
+        print(
+            f"tokens per text: mean {tokens.mean():.0f}, median {np.median(tokens):.0f}, "
+            f"{np.mean(tokens >= args.max_length):.0%} truncated at {args.max_length}"
+        )
+        print(
+            f"machine: {os.cpu_count()} CPUs, {threads} torch threads (interop {torch.get_num_interop_threads()}), "
+            f"AMX bf16: {'yes' if cpu_has_native_bf16() else 'no'}, torch {torch.__version__}, "
+            f"load average {os.getloadavg()[0]:.1f} at start"
+        )
+        print(
+            f"scorer settings: micro-batch {micro} texts, forward chunks of <= {inference} texts and "
+            f"<= {artifact.max_tokens_per_pass} padded tokens"
+        )
+
+        from transformers import pipeline
+
+        pipe = pipeline("text-classification", model=artifact.model, tokenizer=artifact.tokenizer, device=-1)
+
+        def pipeline_scorer(batch_size: int) -> Callable[[list[str]], list[str]]:
+            def score(chunk: list[str]) -> list[str]:
+                out = pipe(chunk, batch_size=batch_size, truncation=True, max_length=args.max_length)
+                return [str(item["label"]) for item in out]
+
+            return score
+
+        tokenize_s: dict[str, float] = {}
+
+        def artifact_scorer(art: ModelArtifact, name: str) -> Callable[[list[str]], list[str]]:
+            def score(chunk: list[str]) -> list[str]:
+                t0 = time.perf_counter()
+                ids = art.tokenize(chunk)  # what ModelArtifact.predict does, timed in two parts
+                tokenize_s[name] = tokenize_s.get(name, 0.0) + time.perf_counter() - t0
+                return art.predict_tokenized(ids, inference).predicted_labels()
+
+            return score
+
+        sampler = RssSampler()
+        # Warm up, then pick the pipeline's best batch size on a small subset.
+        search_chunks = [texts[i : i + micro] for i in range(0, min(args.search_texts, len(texts)), micro)]
+        pipeline_scorer(8)(search_chunks[0][:8])
+        trials = [Method("pipeline", x.strip(), pipeline_scorer(int(x))) for x in args.batch_sizes.split(",")]
+        for trial in trials:
+            trial.new_round()
+        for index, chunk in enumerate(search_chunks):  # interleaved, like the rounds below
+            for trial in trials[index % len(trials) :] + trials[: index % len(trials)]:
+                trial.run_chunk(index, chunk, sampler)
+        search = {int(trial.batch): trial.tps[-1] for trial in trials}
+        best = max(search, key=lambda k: search[k])
+        print(
+            f"pipeline batch-size search on {sum(len(c) for c in search_chunks)} texts: "
+            + ", ".join(f"bs={k}: {v:.1f} texts/s" for k, v in search.items())
+            + f" -> best {best}"
+        )
+
+        baseline = Method("pipeline (baseline)", str(best), pipeline_scorer(best))
+        methods = [baseline]
+        by_name: dict[str, Method] = {}
+        arts: dict[str, ModelArtifact] = {}
+        for name in names:
+            art = arts[name] = variant(artifact, name)
+            artifact_scorer(art, "warm-up")(search_chunks[0][:8])
+            by_name[name] = Method(f"insightloop {name}", f"{micro}/{inference}", artifact_scorer(art, name))
+            methods.append(by_name[name])
+        ours, fp32 = by_name[args.ours], by_name["fp32"]
+
+        # The scorer runs the variant that stands for ours if the configuration can select it.
+        e2e_variant = args.ours
+        fields = ScorerConfig.model_fields
+        e2e_overrides: dict[str, Any] = {}
+        if args.ours == "int8" and "quantize" in fields:
+            e2e_overrides["quantize"] = True
+        elif args.ours == "bf16" and "cpu_bf16" in fields:
+            e2e_overrides["cpu_bf16"] = True
+        elif args.ours != "fp32":
+            e2e_variant = "fp32"
+        e2e: dict[str, float] | None = None
+        bare_around: list[float] = []
+        for round_no in range(args.rounds):
+            # Interleave at micro-batch granularity (order rotating) so that load from other processes
+            # falls on every method alike; a round's rate is its texts over its summed seconds.
+            for method in methods:
+                method.new_round()
+            for index, chunk in enumerate(chunks):
+                shift = (round_no * len(chunks) + index) % len(methods)
+                for method in methods[shift:] + methods[:shift]:
+                    method.run_chunk(index, chunk, sampler)
+            print(
+                f"  round {round_no + 1}: "
+                + ", ".join(f"{m.name} {m.tps[-1]:.1f}" for m in methods)
+                + f" texts/s (load {os.getloadavg()[0]:.1f})",
+                flush=True,
+            )
+            if not args.no_e2e and e2e is None and round_no >= (args.rounds - 1) // 2:
+                # The bare rate right before and after the end-to-end run, for its share.
+                probe = Method("probe", "", artifact_scorer(arts[e2e_variant], "probe"))
+                bare_around.append(probe.run(chunks, sampler))
+                e2e = end_to_end(artifact, texts, workdir, e2e_overrides)
+                bare_around.append(probe.run(chunks, sampler))
+                print(
+                    f"  end to end through the broker ({e2e_variant}): {e2e['tps']:.1f} texts/s; the scorer's model "
+                    f"time alone {e2e['model_tps']:.1f} texts/s; bare runs {bare_around[0]:.1f} before, "
+                    f"{bare_around[1]:.1f} after",
+                    flush=True,
+                )
+        sampler.close()
+
+        print()
+        header = (
+            f"{'method':<22} {'batch':>7} {'texts/s':>9} {'x base':>7} {'p50 ms':>9} {'p99 ms':>9} "
+            f"{'peak RSS MB':>12} {'texts/CPU-s':>12} {'x base':>7}"
+        )
+        print(header)
+        print("-" * len(header))
+        for method in methods:
+            print(
+                f"{method.name:<22} {method.batch:>7} {method.median_tps:9.1f} "
+                f"{method.median_tps / baseline.median_tps:7.2f} {percentile(method.latencies_ms, 50):9.0f} "
+                f"{percentile(method.latencies_ms, 99):9.0f} {max(method.peak_rss):12.0f} "
+                f"{method.cpu_rate:12.1f} {method.cpu_rate / baseline.cpu_rate:7.2f}"
+            )
+        bare_tps = statistics.mean(bare_around) if bare_around else float("nan")
+        if e2e is not None:
+            print(
+                f"{'end to end (' + e2e_variant + ')':<22} {micro:>7} {e2e['tps']:9.1f} "
+                f"{e2e['tps'] / baseline.median_tps:7.2f}   = {e2e['tps'] / e2e['model_tps']:.0%} of the bare "
+                f"{e2e_variant} rate in the same interval ({e2e['model_tps']:.1f} texts/s: the scorer's model time); "
+                f"{e2e['tps'] / bare_tps:.0%} of bare runs just before and after ({bare_tps:.1f} texts/s)"
+            )
+        print()
+        print("per-round texts/s: " + "; ".join(f"{m.name}: {', '.join(f'{x:.1f}' for x in m.tps)}" for m in methods))
+        for method in methods[1:]:
+            ratios = [o / b for o, b in zip(method.tps, baseline.tps, strict=True)]
+            print(f"{method.name} / baseline per round: {', '.join(f'{r:.2f}' for r in ratios)}")
+        print(f"tokenisation share of the fp32 path: {tokenize_s.get('fp32', 0.0) / sum(fp32.seconds):.1%} of its time")
+        agree = np.mean([a == b for a, b in zip(baseline.all_labels(), fp32.all_labels(), strict=True)])
+        print(f"label agreement pipeline vs insightloop fp32: {agree:.2%} (same model and weights)")
+        labeled = [i for i, t in enumerate(truth) if t is not None and t in artifact.labels]
+        if labeled and args.model is not None:
+            acc = np.mean([fp32.all_labels()[i] == truth[i] for i in labeled])
+            print(f"accuracy fp32 on {len(labeled)} labeled texts: {acc:.4f}")
+        for name in names:
+            if name == "fp32":
+                continue
+            other = by_name[name]
+            agree_v = np.mean([a == b for a, b in zip(fp32.all_labels(), other.all_labels(), strict=True)])
+            line = f"{name} vs fp32: label agreement {agree_v:.2%} on {len(texts)} texts"
+            if labeled and args.model is not None:
+                acc_v = np.mean([other.all_labels()[i] == truth[i] for i in labeled])
+                acc32 = np.mean([fp32.all_labels()[i] == truth[i] for i in labeled])
+                line += f", accuracy {acc_v:.4f} ({(acc_v - acc32) * 100:+.2f} points)"
+            line += f"; speed {other.median_tps / fp32.median_tps:.2f}x fp32"
+            print(line)
+        print(f"process peak RSS (ru_maxrss): {peak_rss_mb():.0f} MB; load average now {os.getloadavg()[0]:.1f}")
+        share = e2e["tps"] / e2e["model_tps"] if e2e is not None else float("nan")
+        print(
+            f"scoring: baseline_tps={baseline.median_tps:.1f} ours_tps={ours.median_tps:.1f} "
+            f"ratio={ours.median_tps / baseline.median_tps:.2f} e2e_share={share:.2f}"
+        )
+    return 0
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+if __name__ == "__main__":
+    sys.exit(main())

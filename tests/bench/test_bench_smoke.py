@@ -1,0 +1,59 @@
+"""The benchmark scripts run end to end in their tiny modes and print their summary line."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT.parent / "shared" / "data" / "amazon_multidomain_sentiment"
+NUMBER = r"-?\d+(?:\.\d+)?"
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.skipif(not (DATA / "test.jsonl").is_file(), reason="needs the real data in ../shared/data"),
+]
+
+SCRIPTS = {
+    "scoring": (
+        [sys.executable, "bench/scoring.py", "--smoke"],
+        rf"scoring: baseline_tps={NUMBER} ours_tps={NUMBER} ratio={NUMBER} e2e_share={NUMBER}",
+    ),
+    "memory": (
+        [sys.executable, "bench/memory.py", "--smoke"],
+        rf"memory: start_mb={NUMBER} end_mb={NUMBER} growth_mb={NUMBER}",
+    ),
+    "gpu": (
+        ["bash", "bench/gpu.sh", "--smoke"],
+        rf"gpu: device=\S+ best_bf16_tps={NUMBER} best_batch=\d+ epoch_s={NUMBER} train_tps={NUMBER}",
+    ),
+}
+
+
+def test_each_bench_script_prints_its_summary_line(tmp_path: Path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # The three run side by side: most of their time is start-up, broker joins and waits, not CPU.
+    running = {}
+    for name, (command, _) in SCRIPTS.items():
+        out = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed below
+        running[name] = (subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env), out)
+    failures = []
+    for name, (process, out) in running.items():
+        try:
+            code = process.wait(timeout=240)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            code = process.wait()
+        out.close()
+        text = (tmp_path / f"{name}.log").read_text(errors="replace")
+        lines = [line for line in text.splitlines() if line.strip()]
+        last = lines[-1] if lines else ""
+        if code != 0 or not re.fullmatch(SCRIPTS[name][1], last):
+            failures.append(f"{name}: exit {code}, last line {last!r}\n{text[-2000:]}")
+    assert not failures, "\n\n".join(failures)

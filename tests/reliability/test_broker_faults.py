@@ -1,0 +1,247 @@
+"""The broker goes away mid-stream and comes back on the same port: the daemon reconnects by itself.
+
+The embedded broker keeps everything in memory, so its restart also loses the topics and every committed
+offset: harsher than a real cluster's restart. What was in flight when it stopped is gone with it; what is
+sent after it is back must all be predicted, and the daemon must say it is unready while it cannot reach Kafka.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections import Counter
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from insightloop.daemon.broker import EmbeddedBroker
+from insightloop.daemon.errors import ExitCode, NoModelError
+from insightloop.daemon.kafka import ensure_topics, is_transient
+from insightloop.daemon.lifecycle import Daemon
+from insightloop.daemon.state import DB_FILE
+from tests.integration.daemon_process import InProcessDaemon, http_get, wait_ready
+from tests.kafka_helpers import produce_raw, read_topic
+from tests.reliability.conftest import config_for
+
+OUTAGE_S = 12.0  # how long the broker stays away (the issue asks for 10-30 s)
+PROBE_GRACE_S = 2.0  # readiness may lag the outage by one probe interval
+BATCH = 16
+AFTER = 300
+
+
+def texts(prefix: str, n: int) -> list[bytes]:
+    return [json.dumps({"id": f"{prefix}-{i}", "text": f"great product number {i}"}).encode() for i in range(n)]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_broker_restart_mid_stream_is_survived(
+    own_broker: EmbeddedBroker, trained_registry: Path, tmp_path: Path, unique: str
+) -> None:
+    config = config_for(
+        own_broker.bootstrap_servers,
+        trained_registry,
+        tmp_path / "state",
+        unique,
+        scorer={"max_batch_size": BATCH, "max_wait_ms": 20},
+    )
+    restarted = EmbeddedBroker(port=own_broker.port)
+    try:
+        with InProcessDaemon(config) as daemon:  # every role: scorer, monitor, controller, api
+            produce_raw(config, config.topics.texts, texts("before", 50))
+            read_topic(config, config.topics.predictions, until=lambda got: len(got) >= 50, timeout_s=60)
+            produce_raw(config, config.topics.texts, texts("mid", 400))
+            time.sleep(0.3)  # the scorer is working through them when the broker goes
+            own_broker.stop()
+            stopped_at = time.monotonic()
+            readiness, health = [], []
+            while time.monotonic() - stopped_at < OUTAGE_S:
+                status, _ = http_get(daemon.url + "/readyz")
+                if time.monotonic() - stopped_at > PROBE_GRACE_S:
+                    readiness.append(status)
+                health.append(http_get(daemon.url + "/healthz")[0])
+                time.sleep(0.5)
+            restarted.start()
+            ensure_topics(config.kafka, config.topics.all())  # memory storage: the topics went with the broker
+            produce_raw(config, config.topics.texts, texts("after", AFTER))
+            wanted = {f"after-{i}" for i in range(AFTER)}
+            predictions = read_topic(
+                config,
+                config.topics.predictions,
+                until=lambda got: {p["id"] for p in got} >= wanted,
+                timeout_s=180,
+                settle_s=2,
+            )
+            body = wait_ready(daemon.url, timeout_s=60)
+            stored = _wait_for_monitor(config.state.dir / DB_FILE, AFTER, timeout_s=60)
+        assert daemon.exit_code == 0, "a worker failed instead of reconnecting"
+    finally:
+        restarted.stop()
+
+    assert readiness and set(readiness) == {503}, f"/readyz while Kafka was away: {Counter(readiness)}"
+    assert set(health) == {200}, f"the daemon is alive while it waits for Kafka: /healthz gave {Counter(health)}"
+    assert body["kafka"] == {"reachable": True}
+    counts = Counter(p["id"] for p in predictions if p["id"] in wanted)
+    assert set(counts) == wanted, f"{len(wanted - set(counts))} ids sent after the restart were never predicted"
+    duplicates = sum(n - 1 for n in counts.values())
+    assert duplicates <= BATCH, f"{duplicates} duplicate predictions, more than one batch ({BATCH})"
+    assert stored == AFTER, "the monitor did not come back: texts after the restart are missing from the store"
+
+
+def _wait_for_monitor(db: Path, expected: int, timeout_s: float) -> int:
+    """How many 'after' records the monitor has joined (text and prediction), waiting until all are there."""
+    deadline = time.monotonic() + timeout_s
+    count = 0
+    while time.monotonic() < deadline:
+        with closing(sqlite3.connect(db, timeout=10)) as conn:
+            count = conn.execute(
+                "SELECT COUNT(*) FROM records WHERE id LIKE 'after-%' AND text IS NOT NULL AND scored_at IS NOT NULL"
+            ).fetchone()[0]
+        if count >= expected:
+            break
+        time.sleep(0.5)
+    return int(count)
+
+
+class FlakyWorker:
+    """Loses its broker ``failures`` times (as kafka-python raises it from poll), then works until stopped."""
+
+    def __init__(self, failures: int, error: BaseException) -> None:
+        self.name = "flaky"
+        self.failures = failures
+        self.error = error
+        self.runs = 0
+        self.ready = False
+
+    def status(self) -> dict[str, object]:
+        return {}
+
+    def run(self, stop: threading.Event) -> None:
+        self.runs += 1
+        if self.runs <= self.failures:
+            raise self.error
+        self.ready = True
+        stop.wait()
+        self.ready = False
+
+
+def test_a_worker_that_loses_kafka_is_run_again_and_the_rest_go_on() -> None:
+    from kafka.errors import KafkaConnectionError
+
+    flaky = FlakyWorker(2, KafkaConnectionError("111 ECONNREFUSED"))
+    daemon = Daemon([flaky], drain_timeout_s=5, restart_when=is_transient, restart_backoff_s=(0.05, 0.1))
+    daemon.start()
+    deadline = time.monotonic() + 10
+    while not flaky.ready and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ready, detail = daemon.readiness()
+    assert ready and detail["workers"]["flaky"]["restarts"] == 2 and flaky.runs == 3
+    assert daemon.health()[0]
+    daemon.request_stop()
+    assert daemon.wait() == ExitCode.OK
+
+
+def test_a_permanent_error_still_stops_the_daemon() -> None:
+    flaky = FlakyWorker(1, NoModelError("no production model"))
+    daemon = Daemon([flaky], drain_timeout_s=5, restart_when=is_transient, restart_backoff_s=(0.05, 0.1))
+    daemon.start()
+    assert daemon.wait() == ExitCode.NO_MODEL and flaky.runs == 1
+
+
+class TrippingConsumer:
+    """A real consumer whose poll raises what kafka-python raises when the coordinator is gone, once, on demand."""
+
+    def __init__(self, consumer: Any, trip: threading.Event) -> None:
+        self._consumer = consumer
+        self._trip = trip
+
+    def poll(self, *args: Any, **kwargs: Any) -> Any:
+        if self._trip.is_set():
+            self._trip.clear()
+            from kafka.errors import KafkaConnectionError
+
+            raise KafkaConnectionError("111 ECONNREFUSED (injected)")
+        return self._consumer.poll(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._consumer, name)
+
+
+@pytest.mark.integration
+def test_a_scorer_whose_poll_fails_is_run_again_and_loses_nothing(make_config, monkeypatch: pytest.MonkeyPatch) -> None:
+    from insightloop.daemon import scorer as scorer_module
+
+    trip = threading.Event()
+    real = scorer_module.make_consumer
+
+    def make_consumer(kafka: Any, topics: Any, group_id: str | None, **overrides: Any) -> Any:
+        consumer = real(kafka, topics, group_id, **overrides)
+        return TrippingConsumer(consumer, trip) if group_id else consumer
+
+    monkeypatch.setattr(scorer_module, "make_consumer", make_consumer)
+    config = make_config(scorer={"max_batch_size": BATCH, "max_wait_ms": 20})
+    with InProcessDaemon(config, role="scorer") as daemon:
+        produce_raw(config, config.topics.texts, texts("a", 100))
+        read_topic(config, config.topics.predictions, until=lambda got: len(got) >= 20, timeout_s=60)
+        trip.set()
+        produce_raw(config, config.topics.texts, texts("b", 100))
+        wanted = {f"{p}-{i}" for p in "ab" for i in range(100)}
+        predictions = read_topic(
+            config,
+            config.topics.predictions,
+            until=lambda got: {p["id"] for p in got} >= wanted,
+            timeout_s=120,
+            settle_s=1,
+        )
+        body = wait_ready(daemon.url, timeout_s=60)
+    assert daemon.exit_code == 0 and not trip.is_set()
+    assert body["workers"]["scorer"]["restarts"] == 1
+    counts = Counter(p["id"] for p in predictions)
+    assert set(counts) == wanted
+    assert sum(n - 1 for n in counts.values()) <= BATCH
+
+
+class FakeProducer:
+    """Stands in for the monitor's producer: Kafka away (every send times out) or back (records what it sends)."""
+
+    def __init__(self, up: bool) -> None:
+        self.up = up
+        self.sent: list[tuple[str, bytes]] = []
+
+    def send(self, topic: str, key: bytes | None = None, value: bytes | None = None) -> Any:
+        from kafka.errors import KafkaTimeoutError
+
+        producer = self
+
+        class Future:
+            def get(self, timeout: float) -> None:
+                if not producer.up:
+                    raise KafkaTimeoutError("Batch for insights-0 containing 1 record(s) expired")
+                producer.sent.append((topic, value or b""))
+
+        return Future()
+
+
+def test_an_insight_raised_while_kafka_is_away_goes_out_with_the_next_check(make_config) -> None:
+    from insightloop.daemon.metrics import Metrics
+    from insightloop.daemon.monitor import Monitor
+    from insightloop.daemon.state import StateStore
+    from tests.reliability.test_process_faults import drift_insight
+
+    config = make_config(monitor={"min_window": 1_000_000})  # checks find nothing new here
+    store = StateStore(config.state.dir)
+    try:
+        monitor = Monitor(config, store, Metrics())
+        monitor._producer = FakeProducer(up=False)
+        assert monitor._publish(drift_insight()) is False  # the tracker counts it as raised all the same
+        monitor.check()  # still away: kept
+        monitor._producer = back = FakeProducer(up=True)
+        monitor.check()
+        monitor.check()
+    finally:
+        store.close()
+    assert [(topic, json.loads(value)["id"]) for topic, value in back.sent] == [(config.topics.insights, "ins-kitchen")]
