@@ -11,9 +11,9 @@ shuffled with seed 0; ``--data FILE.jsonl`` picks others) with the same model ob
   ``inference_batch_size`` texts and the artifact's CPU token budget; threads from ``set_cpu_threads``):
   class probabilities *and* the projected embedding from one forward pass. Variants (``--variants``):
   fp32; int8 (``scorer.quantize``: dynamic int8 linear layers); bf16 (``scorer.cpu_bf16``: bf16
-  autocast, offered on CPUs with AMX). ``--ours`` picks the variant the last line reports (default fp32);
-  each variant's label agreement with fp32 is printed, and with ``--model`` (a trained version) and
-  labeled texts, its accuracy;
+  autocast, offered on CPUs with AMX). ``--ours`` picks the variant the last line reports (default:
+  what ``ScorerConfig``'s defaults select on this CPU); each variant's label agreement with fp32 is
+  printed, and with ``--model`` (a trained version) and labeled texts, its accuracy;
 * end to end: the embedded broker, ``build_app(config, "scorer")`` in this process, the texts replayed
   into the texts topic beforehand; from the moment the scorer is ready until every prediction is on the
   predictions topic. ``e2e_share`` is that rate over the bare rate of the scorer's own model time in the
@@ -376,10 +376,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.ours is None:
         defaults = ScorerConfig()
-        cpu_bf16 = getattr(defaults, "cpu_bf16", False)
-        if getattr(defaults, "quantize", False):
+        if defaults.quantize:
             args.ours = "int8"
-        elif cpu_bf16 is True or (cpu_bf16 == "auto" and cpu_has_native_bf16()):
+        elif defaults.cpu_bf16 is True or (defaults.cpu_bf16 == "auto" and cpu_has_native_bf16()):
             args.ours = "bf16"
         else:
             args.ours = "fp32"
@@ -491,16 +490,12 @@ def measure(args: argparse.Namespace, names: list[str]) -> int:
             methods.append(by_name[name])
         ours, fp32 = by_name[args.ours], by_name["fp32"]
 
-        # The scorer runs the variant that stands for ours if the configuration can select it.
+        # The scorer end to end runs the same variant that stands for ours.
         e2e_variant = args.ours
-        fields = ScorerConfig.model_fields
-        e2e_overrides: dict[str, Any] = {}
-        if args.ours == "int8" and "quantize" in fields:
-            e2e_overrides["quantize"] = True
-        elif args.ours == "bf16" and "cpu_bf16" in fields:
-            e2e_overrides["cpu_bf16"] = True
-        elif args.ours != "fp32":
-            e2e_variant = "fp32"
+        e2e_overrides: dict[str, Any] = {
+            "quantize": args.ours == "int8",
+            "cpu_bf16": args.ours == "bf16",
+        }
         e2e: dict[str, float] | None = None
         bare_around: list[float] = []
         for round_no in range(args.rounds):

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,8 @@ from insightloop.daemon.errors import ExitCode
 from insightloop.deploy import ModelArtifact
 from insightloop.detectors import Insight, ReferenceProfile, check_all, vocabulary_from_texts, write_reports
 from insightloop.detectors.insight import SEVERITY_ORDER
-from insightloop.retrain import read_jsonl
-from insightloop.retrain.profile import scored_window
+from insightloop.retrain import Example, read_jsonl
+from insightloop.retrain.profile import load_profile, scored_window
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +46,13 @@ def run_check(args: argparse.Namespace) -> int:
     reference = read_jsonl(args.reference, limit=args.limit)
     current = read_jsonl(args.current, limit=args.limit)
     started = time.perf_counter()
+    vocabulary, reference = _vocabulary_and_reference(args.model, reference)
     reference_window = scored_window(artifact, reference)
     current_window = scored_window(artifact, current)
     scored = time.perf_counter()
     profile = ReferenceProfile.build(
         reference_window,
-        vocabulary_from_texts([e.text for e in reference]),
+        vocabulary,
         n_rounds=args.rounds,
         seed=args.seed,
         max_length=artifact.max_length,
@@ -81,6 +83,21 @@ def run_check(args: argparse.Namespace) -> int:
     if args.fail_on and any(SEVERITY_ORDER[i.severity] >= SEVERITY_ORDER[args.fail_on] for i in insights):
         return int(ExitCode.CHECK_FAILED)
     return int(ExitCode.OK)
+
+
+def _vocabulary_and_reference(model: Path, reference: list[Example]) -> tuple[Iterable[str], list[Example]]:
+    """The vocabulary that out-of-vocabulary shares are measured against, and the reference rows to profile.
+
+    The vocabulary must not come from the rows it is then compared with (their share would be 0 by
+    construction and any other file would look drifted): it is the model version's training vocabulary
+    when the version has a reference profile, otherwise that of every other reference row (the rest form
+    the reference window).
+    """
+    try:
+        return load_profile(model).vocabulary, reference
+    except FileNotFoundError:
+        log.warning("%s has no reference profile: half of the reference file gives the vocabulary", model)
+        return vocabulary_from_texts(e.text for e in reference[1::2]), reference[0::2]
 
 
 def _print_summary(insights: list[Insight], results: list[Any], reports: list[Path]) -> None:

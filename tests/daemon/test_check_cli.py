@@ -1,0 +1,114 @@
+"""`insightloop check` as a user runs it: a real model version, real review files, a subprocess, JSON out."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from insightloop.daemon.errors import ExitCode
+
+AMAZON = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "amazon_multidomain_sentiment"
+DRIFT_KINDS = {"text_drift", "embedding_drift", "prediction_drift"}
+
+pytestmark = pytest.mark.skipif(
+    not (AMAZON / "train.jsonl").is_file(), reason=f"real review data not found at {AMAZON.resolve()}"
+)
+
+
+def amazon(split: str, domain: str, n: int, seed: int, skip: int = 0) -> list[dict[str, Any]]:
+    """``n`` shuffled rows of one domain of one split (after skipping ``skip``), ``domain`` kept as meta."""
+    found = [json.loads(line) for line in (AMAZON / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()]
+    chosen = [r for r in found if r["domain"] == domain]
+    random.Random(seed).shuffle(chosen)
+    return [
+        {"id": r["id"], "text": r["text"], "label": r["label"], "meta": {"domain": r["domain"]}}
+        for r in chosen[skip : skip + n]
+    ]
+
+
+def write(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def books_model(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path) -> Path:
+    """The tiny BERT fine-tuned on book reviews: the version a user would point `check` at."""
+    from insightloop.daemon.train import train_first_model
+    from insightloop.retrain import FineTuneSettings
+
+    work = tmp_path_factory.mktemp("check-model")
+    train = write(work / "books-train.jsonl", amazon("train", "books", 400, seed=1))
+    settings = FineTuneSettings(epochs=2, learning_rate=2e-3, batch_size=16, max_length=128, projection_dims=8)
+    registry = work / "registry"
+    return train_first_model(train, registry, str(tiny_base), settings, promote=True, progress=False, profile_rounds=50)
+
+
+def run_check(
+    model: Path, reference: Path, current: Path, reports: Path, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """`insightloop check … --json` in a fresh process, as a CI gate would run it."""
+    command = [sys.executable, "-m", "insightloop.daemon.cli", "check", "--model", str(model)]
+    command += ["--reference", str(reference), "--current", str(current), "--reports", str(reports), "--json", *extra]
+    env = {**os.environ, "DO_NOT_TRACK": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, check=False)
+
+
+def serious(insights: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [i for i in insights if i["severity"] in ("warning", "critical")]
+
+
+def test_another_domain_fails_the_gate_and_the_evidence_names_what_changed(books_model: Path, tmp_path: Path) -> None:
+    reference = write(tmp_path / "books.jsonl", amazon("train", "books", 500, seed=1, skip=400))
+    current = write(tmp_path / "kitchen.jsonl", amazon("test", "kitchen", 300, seed=3))
+    done = run_check(books_model, reference, current, tmp_path / "reports", "--fail-on", "warning")
+
+    assert done.returncode == ExitCode.CHECK_FAILED, done.stderr[-3000:]
+    payload = json.loads(done.stdout)  # exactly one JSON object: logs went to standard error
+    assert set(payload) == {"insights", "reports"}
+    drift = [i for i in serious(payload["insights"]) if i["kind"] in DRIFT_KINDS]
+    assert drift, [(i["kind"], i["severity"], i["summary"]) for i in payload["insights"]]
+    # What changed is named: shifted descriptors or the kitchen slice, and example texts from the current file.
+    current_ids = {json.loads(line)["id"] for line in current.read_text(encoding="utf-8").splitlines()}
+    named: set[str] = set()
+    for insight in drift:
+        named |= {d["name"] for d in insight["evidence"]["descriptors"] if d["drifted"]}
+        named |= {s["key"] for s in insight["evidence"]["slices"]}
+        assert insight["evidence"]["examples"], insight["summary"]
+        assert {e["id"] for e in insight["evidence"]["examples"]} <= current_ids
+        assert insight["summary"] and insight["recommendation"]["because"]
+    assert named & {"oov_share", "length_words", "length_tokens", "meta.domain=kitchen"}, named
+    # The reports the insights link to are on disk and open as HTML / JSON.
+    paths = [Path(p) for p in payload["reports"]]
+    assert paths and all(p.is_file() and p.stat().st_size > 0 for p in paths)
+    assert all(i["report"] in payload["reports"] for i in payload["insights"])
+    assert any(p.suffix == ".html" for p in paths) and any(p.suffix == ".json" for p in paths)
+
+
+def test_a_disjoint_sample_of_the_same_domain_passes(books_model: Path, tmp_path: Path) -> None:
+    reference = write(tmp_path / "books-a.jsonl", amazon("train", "books", 500, seed=1, skip=400))
+    current = write(tmp_path / "books-b.jsonl", amazon("test", "books", 300, seed=3))  # the test split: disjoint
+    done = run_check(books_model, reference, current, tmp_path / "reports", "--fail-on", "warning")
+
+    assert done.returncode == ExitCode.OK, (done.stdout[-3000:], done.stderr[-3000:])
+    payload = json.loads(done.stdout)
+    assert serious(payload["insights"]) == [], [i["summary"] for i in payload["insights"]]
+
+
+def test_without_fail_on_the_summary_is_readable_and_the_exit_code_is_zero(books_model: Path, tmp_path: Path) -> None:
+    reference = write(tmp_path / "books.jsonl", amazon("train", "books", 200, seed=1, skip=400))
+    current = write(tmp_path / "kitchen.jsonl", amazon("test", "kitchen", 150, seed=3))
+    command = [sys.executable, "-m", "insightloop.daemon.cli", "check", "--model", str(books_model), "--rounds", "30"]
+    command += ["--reference", str(reference), "--current", str(current), "--reports", str(tmp_path / "r")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+
+    assert done.returncode == ExitCode.OK, done.stderr[-3000:]
+    assert "detector" in done.stdout and "report:" in done.stdout
+    assert "[warning]" in done.stdout or "[critical]" in done.stdout, done.stdout
