@@ -302,7 +302,7 @@ class Controller:
             "insight_summary": insight.summary if insight else extra.pop("insight_summary", None),
             **extra,
         }
-        previous = next((j for j in self.store.jobs(500) if j["id"] == job_id), {})
+        previous = self.store.job(job_id) or {}
         merged = {k: v for k, v in previous.items() if k not in ("id", "state", "created_at", "updated_at")}
         merged.update({k: v for k, v in payload.items() if v is not None})
         self.store.upsert_job(job_id, state, merged)

@@ -316,12 +316,8 @@ class Monitor:
         return published
 
     def _mark(self, insight_id: str, state: str) -> None:
-        for stored in self.store.insights(500):
-            if stored["id"] == insight_id:
-                payload = {k: v for k, v in stored.items() if k not in ("state", "updated_at")}
-                self.store.upsert_insight(
-                    insight_id, stored["detector"], stored["kind"], stored["severity"], state, payload
-                )
+        if not self.store.set_insight_state(insight_id, state):
+            log.warning("insight %s is no longer in the state store; cannot mark it %s", insight_id, state)
 
     def _publish(self, insight: Insight) -> bool:
         """Publish a new insight. One that cannot be sent now (Kafka is away) is kept and sent with the next

@@ -164,6 +164,14 @@ class StateStore:
             ).fetchall()
         return [{**json.loads(r["payload"]), "state": r["state"], "updated_at": r["updated_at"]} for r in rows]
 
+    def set_insight_state(self, insight_id: str, state: str) -> bool:
+        """Change the stored state of one insight (e.g. to ``cleared``); False when there is no such insight."""
+        with self.transaction() as conn:
+            changed = conn.execute(
+                "UPDATE insights SET state = ?, updated_at = ? WHERE id = ?", (state, _now(), insight_id)
+            ).rowcount
+        return changed > 0
+
     # -- jobs -----------------------------------------------------------------------------
     def upsert_job(self, job_id: str, state: str, payload: dict[str, Any]) -> None:
         """Insert a job or record its new state."""
@@ -183,16 +191,15 @@ class StateStore:
                 "SELECT id, state, created_at, updated_at, payload FROM jobs ORDER BY created_at DESC LIMIT ?",
                 (limit,),
             ).fetchall()
-        return [
-            {
-                **json.loads(r["payload"]),
-                "id": r["id"],
-                "state": r["state"],
-                "created_at": r["created_at"],
-                "updated_at": r["updated_at"],
-            }
-            for r in rows
-        ]
+        return [_job(r) for r in rows]
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        """One job by id, or None."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT id, state, created_at, updated_at, payload FROM jobs WHERE id = ?", (job_id,)
+            ).fetchone()
+        return _job(row) if row is not None else None
 
     # -- joined records (the monitor's windows) -------------------------------------------
     def add_texts(self, rows: list[tuple[str, str, str | None, dict[str, Any]]], now: float) -> None:
@@ -304,6 +311,16 @@ class StateStore:
         with self._lock:
             rows = self._conn.execute("SELECT name, payload FROM conditions").fetchall()
         return {row["name"]: json.loads(row["payload"]) for row in rows}
+
+
+def _job(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        **json.loads(row["payload"]),
+        "id": row["id"],
+        "state": row["state"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
 
 
 def _record(row: sqlite3.Row) -> StoredRecord:
