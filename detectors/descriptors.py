@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections import Counter
@@ -55,6 +56,7 @@ def normalise_vocabulary(vocabulary: Iterable[str]) -> frozenset[str]:
     return frozenset(w.lower() for w in vocabulary if w and WORD_RE.fullmatch(w.lower()))
 
 
+@functools.lru_cache(maxsize=8)  # calibration builds hundreds of sub-profiles over one vocabulary
 def vocabulary_digest(vocabulary: frozenset[str]) -> str:
     """A short fingerprint of a vocabulary (keys caches of descriptors computed against it)."""
     digest = hashlib.sha256("\n".join(sorted(vocabulary)).encode()).hexdigest()
