@@ -1,12 +1,14 @@
 """The loop on real drift: detection delay, false alarms, and accuracy after the change for
 no retraining, insightloop's loop, and an oracle trained on the target domain — in one run.
 
-Default data (../shared/data/amazon_multidomain_sentiment): the first model is trained on book reviews
-(train split); the stream is book reviews (test split) and then kitchen reviews (test split), labels
-arriving late; the oracle is trained on kitchen reviews (train split, disjoint from the stream). All three
-models are scored on the last 30% of the post-change stream, whose labels the loop never sees.
+Default data (../shared/data/amazon_multidomain_sentiment, ``--source books --target kitchen``): the first
+model is trained on the source domain's train split; the stream is the source's test split, then 1,200
+target reviews (its test split and half of its train split, shuffled), labels arriving late; the oracle is
+trained on the other 800 target train reviews (disjoint from the stream). All three models are scored on
+the last 30% of the post-change stream (360 reviews), whose labels the loop never sees.
 
-    python bench/loop.py [--reference REF.jsonl --before B.jsonl --after A.jsonl --oracle-train T.jsonl]
+    python bench/loop.py [--source books --target kitchen]
+    python bench/loop.py --reference REF.jsonl --before B.jsonl --after A.jsonl --oracle-train T.jsonl
 
 Last line: ``loop: delay=<texts> false_alarms=<n> acc_none=<x> acc_loop=<x> acc_oracle=<x> gap_closed=<f>``.
 """
@@ -29,11 +31,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "amazon_multidomain_sentiment"
 
 
-def domain_file(split: str, domain: str, out: Path, limit: int | None, seed: int) -> Path:
-    """Rows of one domain of the Amazon data, shuffled with our seed."""
+def domain_rows(split: str, domain: str, seed: int) -> list[dict[str, str]]:
+    """Rows of one domain of one split of the Amazon data, shuffled with our seed."""
     rows = [json.loads(line) for line in (DATA / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()]
     rows = [r for r in rows if r.get("domain") == domain]
     random.Random(seed).shuffle(rows)
+    return rows
+
+
+def write_rows(rows: list[dict[str, str]], out: Path, limit: int | None) -> Path:
+    """Write (at most ``limit``) rows as JSON Lines."""
     rows = rows[:limit] if limit else rows
     out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return out
@@ -54,12 +61,21 @@ def main() -> None:
     parser.add_argument("--before", type=Path, help="stream before the change (labeled)")
     parser.add_argument("--after", type=Path, help="stream after the change (labeled)")
     parser.add_argument("--oracle-train", type=Path, help="target-domain training data for the oracle")
+    domains = ("books", "dvd", "electronics", "kitchen")
+    parser.add_argument("--source", choices=domains, default="books", help="Amazon domain before the change")
+    parser.add_argument("--target", choices=domains, default="kitchen", help="Amazon domain after the change")
     parser.add_argument("--base", help="base model (default: the packaged all-MiniLM-L6-v2)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--limit", type=int, help="at most this many rows per file (quick runs)")
     parser.add_argument("--labels-delay", type=int, default=50)
+    parser.add_argument(
+        "--min-new-labels",
+        type=int,
+        default=400,
+        help="the controller's controller.min_new_labels: labeled post-insight texts before a job starts",
+    )
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--seed", type=int, default=0)
@@ -79,10 +95,16 @@ def main() -> None:
     if args.reference is None:
         if not DATA.is_dir():
             raise SystemExit(f"no data at {DATA}; pass --reference/--before/--after/--oracle-train")
-        args.reference = domain_file("train", "books", work / "reference.jsonl", args.limit, args.seed)
-        args.before = domain_file("test", "books", work / "before.jsonl", args.limit, args.seed)
-        args.after = domain_file("test", "kitchen", work / "after.jsonl", args.limit, args.seed)
-        args.oracle_train = domain_file("train", "kitchen", work / "oracle.jsonl", args.limit, args.seed)
+        # The target domain's 400 test reviews and half of its 1,600 train reviews form the stream after the
+        # change (its last 30%, 360 reviews, scores all three models); the other 800 train the oracle.
+        target_train = domain_rows("train", args.target, args.seed)
+        after_rows = [*domain_rows("test", args.target, args.seed), *target_train[:800]]
+        random.Random(args.seed).shuffle(after_rows)
+        reference_rows = domain_rows("train", args.source, args.seed)
+        args.reference = write_rows(reference_rows, work / "reference.jsonl", args.limit)
+        args.before = write_rows(domain_rows("test", args.source, args.seed), work / "before.jsonl", args.limit)
+        args.after = write_rows(after_rows, work / "after.jsonl", args.limit)
+        args.oracle_train = write_rows(target_train[800:], work / "oracle.jsonl", args.limit)
     before = read_jsonl(args.before, require_label=True)
     after = read_jsonl(args.after, require_label=True)
     cut = int(len(after) * 0.7)
@@ -117,7 +139,7 @@ def main() -> None:
                 "api": {"host": "127.0.0.1", "http_port": free_port()},
                 "monitor": {"window_size": 200, "min_window": 100, "check_every_records": 50, "check_interval_s": 3600},
                 "controller": {
-                    "min_new_labels": 100,
+                    "min_new_labels": args.min_new_labels,
                     "cooldown_s": 0,
                     "epochs": args.epochs,
                     "poll_s": 2,
@@ -162,6 +184,21 @@ def main() -> None:
         finally:
             app.stop()
     loop_version = registry.production()
+    candidates = [r.version for r in registry.records() if r.version != v1]
+    for record in registry.records():
+        if record.version == v1 or record.gate is None:
+            continue
+        # The candidate's own evaluation (champion vs candidate, on data the job held out) and the gate's why.
+        print(f"\ncandidate {record.version} ({record.status.value}), gate passed={record.gate.passed}:")
+        for section in record.evaluation.sections if record.evaluation else []:
+            for row in section.rows:
+                if row.metric == "accuracy" and None not in (row.champion, row.candidate, row.ci_low, row.ci_high):
+                    print(
+                        f"  {section.name:<28} champion {row.champion:.4f}  candidate {row.candidate:.4f}  "
+                        f"difference CI [{row.ci_low:+.4f}, {row.ci_high:+.4f}]  n={row.n}"
+                    )
+        for reason in record.gate.reasons:
+            print(f"  gate: {reason}")
     false_alarms = sum(1 for n in seen.values() if n == 0)
     delay = min((n for n in seen.values() if n > 0), default=-1)
     acc_none = accuracy(Path(first), evaluation)
@@ -174,6 +211,10 @@ def main() -> None:
     print(f"{'no retraining (' + str(v1) + ')':<32} {acc_none:>9.4f}")
     print(f"{'insightloop loop (' + str(loop_version) + ')':<32} {acc_loop:>9.4f}")
     print(f"{'oracle (target-domain labels)':<32} {acc_oracle:>9.4f}")
+    for version in candidates:
+        if version != loop_version:  # a candidate the gate (or a person) kept out of production
+            kept_out = accuracy(registry.path_of(version), evaluation)
+            print(f"{'candidate kept out (' + version + ')':<32} {kept_out:>9.4f}   (not serving)")
     print(
         f"detection delay: {delay} post-change texts; false alarms before the change: {false_alarms}; "
         f"gap closed: {closed:.2f}; {minutes:.1f} min"
