@@ -53,24 +53,10 @@ def sync(device: torch.device) -> None:
 
 
 def tiny_base(folder: Path) -> str:
-    """A tiny BERT (2 layers, width 32) with the packaged MiniLM tokenizer (for ``--smoke``)."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    """A tiny BERT with the packaged MiniLM tokenizer (for ``--smoke``)."""
+    from insightloop.retrain import save_tiny_bert
 
-    from insightloop.retrain import default_base_model
-
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(default_base_model())
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-    )
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+    return str(save_tiny_bert(folder))
 
 
 def main(argv: list[str] | None = None) -> int:

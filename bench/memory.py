@@ -58,25 +58,10 @@ def load_rows(folder: Path) -> list[dict[str, Any]]:
 
 def train_tiny(rows: list[dict[str, Any]], workdir: Path, epochs: int) -> Path:
     """A registry whose production version is a tiny BERT fine-tuned on ``rows`` (seconds on a CPU)."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
     from insightloop.daemon.train import train_first_model
-    from insightloop.retrain import FineTuneSettings, default_base_model
+    from insightloop.retrain import FineTuneSettings, save_tiny_bert
 
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(default_base_model())
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-    )
-    base = workdir / "tiny-bert"
-    BertModel(config).save_pretrained(base)
-    tokenizer.save_pretrained(base)
+    base = save_tiny_bert(workdir / "tiny-bert")
     train = workdir / "train.jsonl"
     with open(train, "w", encoding="utf-8") as handle:
         for row in rows:

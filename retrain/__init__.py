@@ -6,6 +6,7 @@ from insightloop.retrain.finetune import (
     FineTuneSettings,
     default_base_model,
     fine_tune,
+    save_tiny_bert,
     seed_everything,
     stratified_split,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "fine_tune",
     "iter_jsonl",
     "read_jsonl",
+    "save_tiny_bert",
     "seed_everything",
     "stratified_split",
     "write_jsonl",

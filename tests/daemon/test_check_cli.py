@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -13,29 +12,12 @@ from typing import Any
 import pytest
 
 from insightloop.daemon.errors import ExitCode
+from tests.amazon import amazon, needs_amazon
+from tests.synthetic import write_jsonl
 
-AMAZON = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "amazon_multidomain_sentiment"
 DRIFT_KINDS = {"text_drift", "embedding_drift", "prediction_drift"}
 
-pytestmark = pytest.mark.skipif(
-    not (AMAZON / "train.jsonl").is_file(), reason=f"real review data not found at {AMAZON.resolve()}"
-)
-
-
-def amazon(split: str, domain: str, n: int, seed: int, skip: int = 0) -> list[dict[str, Any]]:
-    """``n`` shuffled rows of one domain of one split (after skipping ``skip``), ``domain`` kept as meta."""
-    found = [json.loads(line) for line in (AMAZON / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()]
-    chosen = [r for r in found if r["domain"] == domain]
-    random.Random(seed).shuffle(chosen)
-    return [
-        {"id": r["id"], "text": r["text"], "label": r["label"], "meta": {"domain": r["domain"]}}
-        for r in chosen[skip : skip + n]
-    ]
-
-
-def write(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
+pytestmark = needs_amazon
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +27,7 @@ def books_model(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path) -> Pa
     from insightloop.retrain import FineTuneSettings
 
     work = tmp_path_factory.mktemp("check-model")
-    train = write(work / "books-train.jsonl", amazon("train", "books", 400, seed=1))
+    train = write_jsonl(work / "books-train.jsonl", amazon("train", "books", 400, seed=1))
     settings = FineTuneSettings(epochs=2, learning_rate=2e-3, batch_size=16, max_length=128, projection_dims=8)
     registry = work / "registry"
     return train_first_model(train, registry, str(tiny_base), settings, promote=True, progress=False, profile_rounds=50)
@@ -66,8 +48,8 @@ def serious(insights: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def test_another_domain_fails_the_gate_and_the_evidence_names_what_changed(books_model: Path, tmp_path: Path) -> None:
-    reference = write(tmp_path / "books.jsonl", amazon("train", "books", 500, seed=1, skip=400))
-    current = write(tmp_path / "kitchen.jsonl", amazon("test", "kitchen", 300, seed=3))
+    reference = write_jsonl(tmp_path / "books.jsonl", amazon("train", "books", 500, seed=1, skip=400))
+    current = write_jsonl(tmp_path / "kitchen.jsonl", amazon("test", "kitchen", 300, seed=3))
     done = run_check(books_model, reference, current, tmp_path / "reports", "--fail-on", "warning")
 
     assert done.returncode == ExitCode.CHECK_FAILED, done.stderr[-3000:]
@@ -93,8 +75,8 @@ def test_another_domain_fails_the_gate_and_the_evidence_names_what_changed(books
 
 
 def test_a_disjoint_sample_of_the_same_domain_passes(books_model: Path, tmp_path: Path) -> None:
-    reference = write(tmp_path / "books-a.jsonl", amazon("train", "books", 500, seed=1, skip=400))
-    current = write(tmp_path / "books-b.jsonl", amazon("test", "books", 300, seed=3))  # the test split: disjoint
+    reference = write_jsonl(tmp_path / "books-a.jsonl", amazon("train", "books", 500, seed=1, skip=400))
+    current = write_jsonl(tmp_path / "books-b.jsonl", amazon("test", "books", 300, seed=3))  # the test split: disjoint
     done = run_check(books_model, reference, current, tmp_path / "reports", "--fail-on", "warning")
 
     assert done.returncode == ExitCode.OK, (done.stdout[-3000:], done.stderr[-3000:])
@@ -103,8 +85,8 @@ def test_a_disjoint_sample_of_the_same_domain_passes(books_model: Path, tmp_path
 
 
 def test_without_fail_on_the_summary_is_readable_and_the_exit_code_is_zero(books_model: Path, tmp_path: Path) -> None:
-    reference = write(tmp_path / "books.jsonl", amazon("train", "books", 200, seed=1, skip=400))
-    current = write(tmp_path / "kitchen.jsonl", amazon("test", "kitchen", 150, seed=3))
+    reference = write_jsonl(tmp_path / "books.jsonl", amazon("train", "books", 200, seed=1, skip=400))
+    current = write_jsonl(tmp_path / "kitchen.jsonl", amazon("test", "kitchen", 150, seed=3))
     command = [sys.executable, "-m", "insightloop.daemon.cli", "check", "--model", str(books_model), "--rounds", "30"]
     command += ["--reference", str(reference), "--current", str(current), "--reports", str(tmp_path / "r")]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
