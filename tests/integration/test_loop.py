@@ -48,6 +48,18 @@ def wait_for(predicate: Any, timeout_s: float, what: str) -> Any:
         time.sleep(0.5)
 
 
+def detector_gauges(exposition: str) -> dict[str, dict[str, float]]:
+    """Per-detector values of the drift gauges in a /metrics page."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found: dict[str, dict[str, float]] = {"insightloop_drift_statistic": {}, "insightloop_drift_detected": {}}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name in found:
+                found[sample.name][sample.labels["detector"]] = sample.value
+    return found
+
+
 def test_drift_is_found_retrained_approved_and_swapped(make_config, loop_registry: Path, tmp_path: Path) -> None:
     registry_root = tmp_path / "registry"
     shutil.copytree(loop_registry, registry_root)
@@ -80,6 +92,9 @@ def test_drift_is_found_retrained_approved_and_swapped(make_config, loop_registr
         wait_for(lambda: daemon.app.metrics.checks._value.get() >= 1, 120, "a check on unchanged traffic")
         quiet = read_topic(config, config.topics.insights, until=lambda got: False, timeout_s=2)
         assert quiet == [], f"false alarm on unchanged traffic: {[i['summary'] for i in quiet]}"
+        calm = detector_gauges(http_get(url + "/metrics")[1])
+        assert calm["insightloop_drift_statistic"], "the detectors' statistics are exported"
+        assert not any(calm["insightloop_drift_detected"].values()), calm
 
         # The stream shifts to another domain: an insight, then a job, then a candidate.
         replay(config, after, labels_delay=20, progress=False)
@@ -88,6 +103,10 @@ def test_drift_is_found_retrained_approved_and_swapped(make_config, loop_registr
         assert len({i["id"] for i in insights}) == 1, "one shift must be one insight, not a page per detector"
         assert insights[0]["evidence"]["examples"], "an insight shows example texts of the new traffic"
         assert Path(insights[0]["report"]).is_file()
+        shifted = detector_gauges(http_get(url + "/metrics")[1])
+        raised = {d for d, v in shifted["insightloop_drift_detected"].items() if v == 1}
+        assert raised, shifted
+        assert all(shifted["insightloop_drift_statistic"][d] > calm["insightloop_drift_statistic"][d] for d in raised)
         candidate = wait_for(
             lambda: next((r.version for r in registry.records() if r.status == VersionStatus.CANDIDATE), None),
             300,
