@@ -180,8 +180,8 @@ class ControllerConfig(_Section):
     min_new_labels: int = Field(
         200,
         ge=1,
-        description="Labeled texts scored by the production model (new data since its promotion) "
-        "needed before a job starts.",
+        description="Labeled production texts scored since the insight began needed before its job starts "
+        "(they are the job's production data).",
     )
     max_concurrent_jobs: int = Field(1, ge=1, description="Jobs running at once.")
     gpu_hours_per_day: float = Field(8.0, gt=0, description="Budget of GPU-hours (job wall time × GPUs) per day.")

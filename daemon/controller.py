@@ -100,6 +100,8 @@ class Controller:
         # On the registry volume: a Kubernetes Job's pod mounts it, not the daemon's state directory.
         self.jobs_dir = config.registry.path.resolve() / "jobs"
         self._pending: dict[str, Insight] = {}
+        # When each insight began (its first copy; updates of an ongoing insight carry newer times).
+        self._began: dict[str, float] = {}
         self._running: dict[str, TrackedJob] = {}
         self._attempts: dict[str, int] = {}
         self._last_launch = 0.0
@@ -166,6 +168,7 @@ class Controller:
         if insight.kind not in self.policy.kinds:
             return
         self._pending[insight.id] = insight  # an update of an ongoing insight replaces the older copy
+        self._began.setdefault(insight.id, insight.created_at.timestamp())
 
     # -- launching ------------------------------------------------------------------------
     def _busy_with(self, insight_id: str) -> bool:
@@ -191,12 +194,13 @@ class Controller:
         champion = self.registry.production()
         if champion is None:
             return
-        # New labeled data: texts the champion scored (so, since it was promoted) whose labels have arrived.
-        fresh = self.store.count_labeled(champion)
-        if fresh < self.policy.min_new_labels:
-            log.info("insight %s waits for labels: %d of %d", chosen.id, fresh, self.policy.min_new_labels)
+        # New labeled data: texts scored since the insight began whose labels have arrived. Labels from before
+        # the change would teach the candidate the old traffic again (and fill the time-based holdout with it).
+        began = self._began.get(chosen.id, chosen.created_at.timestamp())
+        labeled = self.store.recent_records(self.policy.production_labeled_max, since=began, labeled_only=True)
+        if len(labeled) < self.policy.min_new_labels:
+            log.info("insight %s waits for labels: %d of %d", chosen.id, len(labeled), self.policy.min_new_labels)
             return
-        labeled = self.store.recent_records(self.policy.production_labeled_max, model_version=None, labeled_only=True)
         others = [i for i in self._pending.values() if i.id != chosen.id and i.model_version == chosen.model_version]
         self._launch(chosen, [chosen, *others], champion, labeled)
 

@@ -262,14 +262,6 @@ class StateStore:
         with self._lock:
             return int(self._conn.execute("SELECT COUNT(*) FROM records WHERE scored_at >= ?", (since,)).fetchone()[0])
 
-    def count_labeled(self, model_version: str) -> int:
-        """How many texts scored by ``model_version`` have their label (new data since it was promoted)."""
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT COUNT(*) FROM records WHERE model_version = ? AND label IS NOT NULL", (model_version,)
-            ).fetchone()
-        return int(row[0])
-
     def count_records(self) -> int:
         """Rows in the records table."""
         with self._lock:

@@ -211,13 +211,14 @@ def test_killed_jobs_leave_no_version_are_failed_and_retried_by_policy(
             "reference_data": str(write_jsonl(tmp_path / "reference.jsonl", sentiment_rows(240, seed=2))),
         },
     )
-    store_production(config.state.dir, 80, labels=False)
     registry = Registry(registry_copy)
     before = registry.names()
     with InProcessDaemon(config, role="controller") as daemon:
         produce_raw(config, config.topics.insights, [drift_insight().model_dump_json().encode()], key=b"ins-kitchen")
         wait_for(lambda: pending_insights(daemon.url) == 1, 60, "the controller to take the insight")
-        store_production(config.state.dir, 80, labels=True)  # the labels a job needs arrive after the insight
+        # The texts a job needs are scored after the insight began, and their labels arrive later still.
+        store_production(config.state.dir, 80, labels=False)
+        store_production(config.state.dir, 80, labels=True)
 
         # Attempt 1: killed while it trains.
         first = wait_for(lambda: [j for j in jobs(daemon.url) if j["state"] == "running"], 60, "the first job")[0]
