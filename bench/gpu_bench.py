@@ -52,13 +52,6 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def tiny_base(folder: Path) -> str:
-    """A tiny BERT with the packaged MiniLM tokenizer (for ``--smoke``)."""
-    from insightloop.retrain import save_tiny_bert
-
-    return str(save_tiny_bert(folder))
-
-
 def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
@@ -80,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from insightloop.retrain import FineTuneSettings, default_base_model, fine_tune
+    from insightloop.retrain import FineTuneSettings, default_base_model, fine_tune, save_tiny_bert
     from insightloop.retrain.data import Example
 
     device = pick_device(args.device)
@@ -98,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="insightloop-gpu-") as tmp:
-        base = args.base or (tiny_base(Path(tmp) / "tiny") if args.smoke else default_base_model())
+        base = args.base or (str(save_tiny_bert(Path(tmp) / "tiny")) if args.smoke else default_base_model())
         test_rows = load_rows(args.data / "test.jsonl", args.texts, seed=0)
         texts = [r["text"] for r in test_rows]
         while len(texts) < args.texts:

@@ -171,13 +171,6 @@ def load_rows(path: Path, limit: int) -> list[dict[str, Any]]:
     return rows[:limit]
 
 
-def tiny_base(folder: Path) -> str:
-    """A tiny BERT with the packaged MiniLM tokenizer (for ``--smoke``)."""
-    from insightloop.retrain import save_tiny_bert
-
-    return str(save_tiny_bert(folder))
-
-
 def build_artifact(args: argparse.Namespace, texts: list[str], workdir: Path) -> tuple[ModelArtifact, str]:
     """The fp32 artifact both paths score with, and a description of it."""
     if args.model is not None:
@@ -186,9 +179,9 @@ def build_artifact(args: argparse.Namespace, texts: list[str], workdir: Path) ->
         return artifact, f"{args.model} (trained version, labels {list(artifact.labels)})"
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from insightloop.retrain import default_base_model
+    from insightloop.retrain import default_base_model, save_tiny_bert
 
-    base = tiny_base(workdir / "tiny") if args.smoke else default_base_model()
+    base = str(save_tiny_bert(workdir / "tiny")) if args.smoke else default_base_model()
     labels = ["negative", "positive"]
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(

@@ -197,10 +197,11 @@ class Controller:
         # New labeled data: texts scored since the insight began whose labels have arrived. Labels from before
         # the change would teach the candidate the old traffic again (and fill the time-based holdout with it).
         began = self._began.get(chosen.id, chosen.created_at.timestamp())
-        labeled = self.store.recent_records(self.policy.production_labeled_max, since=began, labeled_only=True)
-        if len(labeled) < self.policy.min_new_labels:
-            log.info("insight %s waits for labels: %d of %d", chosen.id, len(labeled), self.policy.min_new_labels)
+        fresh = self.store.count_scored_since(began, labeled_only=True)  # a count each poll; rows only to launch
+        if fresh < self.policy.min_new_labels:
+            log.info("insight %s waits for labels: %d of %d", chosen.id, fresh, self.policy.min_new_labels)
             return
+        labeled = self.store.recent_records(self.policy.production_labeled_max, since=began, labeled_only=True)
         others = [i for i in self._pending.values() if i.id != chosen.id and i.model_version == chosen.model_version]
         self._launch(chosen, [chosen, *others], champion, labeled)
 

@@ -257,10 +257,13 @@ class StateStore:
             rows = self._conn.execute(query, (*params, limit)).fetchall()
         return [_record(row) for row in reversed(rows)]
 
-    def count_scored_since(self, since: float) -> int:
-        """How many records were scored at or after ``since``."""
+    def count_scored_since(self, since: float, labeled_only: bool = False) -> int:
+        """How many records were scored at or after ``since`` (with ``labeled_only``: complete and labeled)."""
+        query = "SELECT COUNT(*) FROM records WHERE scored_at >= ?"
+        if labeled_only:  # what recent_records(labeled_only=True) would return
+            query += " AND label IS NOT NULL AND text IS NOT NULL AND text != ''"
         with self._lock:
-            return int(self._conn.execute("SELECT COUNT(*) FROM records WHERE scored_at >= ?", (since,)).fetchone()[0])
+            return int(self._conn.execute(query, (since,)).fetchone()[0])
 
     def count_records(self) -> int:
         """Rows in the records table."""
