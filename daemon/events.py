@@ -98,6 +98,8 @@ class PredictionEvent(BaseModel):
     n_tokens: int
     ts: datetime | None = None
     scored_at: datetime = Field(default_factory=utc_now)
+    # The numerics that produced the scores (``ModelArtifact.precision``); absent from older producers.
+    precision: str | None = None
 
 
 class DeadLetter(BaseModel):

@@ -31,7 +31,7 @@ from insightloop.daemon.events import (
 from insightloop.daemon.kafka import make_consumer, make_producer
 from insightloop.daemon.metrics import Metrics
 from insightloop.daemon.state import StateStore, StoredRecord
-from insightloop.deploy import Registry
+from insightloop.deploy import ModelArtifact, ModelLoadError, Registry
 from insightloop.detectors import (
     CheckResult,
     ConditionTracker,
@@ -44,10 +44,17 @@ from insightloop.detectors import (
     write_reports,
 )
 from insightloop.detectors.insight import SEVERITY_ORDER
-from insightloop.retrain.profile import load_profile
+from insightloop.retrain.profile import load_profile, rescore_profile
 
 log = logging.getLogger(__name__)
 TRACKER_KEY = "tracker"
+
+
+def torch_cuda_available() -> bool:
+    """True when this process can use a CUDA device."""
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def window_from_records(records: list[StoredRecord], class_names: tuple[str, ...]) -> Window:
@@ -118,7 +125,7 @@ class Monitor:
         self.metrics = metrics
         self.registry = Registry(config.registry.path)
         self.reports_dir = config.state.dir / "reports"
-        self._profiles: dict[str, ReferenceProfile] = {}
+        self._profiles: dict[tuple[str, str], ReferenceProfile] = {}
         self._producer: Any = None
         self._scheduler: Any = None
         self._check_lock = threading.Lock()
@@ -192,6 +199,7 @@ class Monitor:
     def _ingest(self, records: list[Any]) -> None:
         topics = self.config.topics
         texts, predictions, labels, letters = [], [], [], []
+        precisions: list[str | None] = []
         for record in records:
             if record.topic == topics.texts:
                 try:
@@ -206,6 +214,7 @@ class Monitor:
                     log.warning("skipping a malformed prediction: %s", str(exc)[:200])
                     continue
                 predictions.append((p.id, p.model_version, p.label, p.scores, p.embedding, p.n_tokens))
+                precisions.append(p.precision)
             else:
                 try:
                     label = LabelEvent.model_validate_json(record.value or b"")
@@ -217,7 +226,7 @@ class Monitor:
         if texts:
             self.store.add_texts(texts, now)
         if predictions:
-            self.store.add_predictions(predictions, now)
+            self.store.add_predictions(predictions, now, precisions)
             self._since_check += len(predictions)
         if labels:
             self.store.add_labels(labels, now)
@@ -231,14 +240,66 @@ class Monitor:
                 self.metrics.dead_letters.labels(reason=letter.reason.value).inc()
 
     # -- checks ---------------------------------------------------------------------------
-    def _profile(self, version: str) -> ReferenceProfile | None:
-        if version not in self._profiles:
-            try:
-                self._profiles[version] = load_profile(self.registry.path_of(version))
-            except (FileNotFoundError, OSError, ValueError) as exc:
-                log.error("version %s has no usable reference profile (%s); checks are off", version, exc)
-                return None
-        return self._profiles[version]
+    def _profile(self, version: str, precision: str | None = None) -> ReferenceProfile | None:
+        """The reference profile of ``version`` as scored with ``precision`` (the numerics serving it)."""
+        key = (version, precision or "")
+        if key in self._profiles:
+            return self._profiles[key]
+        try:
+            profile = load_profile(self.registry.path_of(version))
+        except (FileNotFoundError, OSError, ValueError) as exc:
+            log.error("version %s has no usable reference profile (%s); checks are off", version, exc)
+            return None
+        if precision and precision != profile.precision:
+            profile = self._rescored(version, profile, precision)
+        self._profiles[key] = profile
+        return profile
+
+    def _rescored(self, version: str, profile: ReferenceProfile, precision: str) -> ReferenceProfile:
+        """``profile`` re-scored with the numerics that serve ``version``; kept on disk for the next start.
+
+        A version trained on a GPU (bf16) and served on a CPU (float32), or served in CPU bf16 or int8,
+        scores the same texts slightly differently; compared with rows scored otherwise, prediction drift
+        would read that difference as drift on unchanged traffic.
+        """
+        device, kind = precision.split("/", 1) if "/" in precision else ("cpu", precision)
+        if device == "cuda" and not torch_cuda_available():
+            device = "cpu"  # the nearest numerics this process has: bf16 on the CPU
+        cached = self.config.state.dir / "profiles" / f"{version}--{precision.replace('/', '-')}"
+        try:
+            stored = ReferenceProfile.load(cached)
+            if stored.precision == f"{device}/{kind}" and stored.window.ids == profile.window.ids:
+                return stored
+        except (FileNotFoundError, OSError, ValueError):
+            pass
+        started = time.perf_counter()
+        try:
+            artifact = ModelArtifact.load(
+                self.registry.path_of(version), device=device, quantize=kind == "int8", bf16=kind == "bfloat16"
+            )
+            rescored = rescore_profile(profile, artifact)
+        except (ModelLoadError, OSError, ValueError, RuntimeError) as exc:
+            log.error(
+                "cannot re-score the reference of %s at %s (%s); checking against its %s scores",
+                version,
+                precision,
+                exc,
+                profile.precision,
+            )
+            return profile
+        log.info(
+            "re-scored the %d reference rows of %s at %s (profile built at %s) in %.1f s",
+            len(profile.window),
+            version,
+            precision,
+            profile.precision,
+            time.perf_counter() - started,
+        )
+        try:
+            rescored.save(cached)
+        except OSError as exc:
+            log.warning("could not keep the re-scored reference at %s: %s", cached, exc)
+        return rescored
 
     def check(self) -> list[Insight]:
         """One check of the newest window; returns the insights published."""
@@ -253,8 +314,7 @@ class Monitor:
 
     def _check(self) -> list[Insight]:
         version = self.registry.production()
-        profile = self._profile(version) if version else None
-        if version is None or profile is None:
+        if version is None:
             return []
         self.store.apply_retention(
             self.policy.retention_max_age_s,
@@ -263,7 +323,11 @@ class Monitor:
             keep_text=self.policy.keep_text,
         )
         records = [r for r in self.store.recent_records(self.policy.window_size, model_version=version) if r.text]
-        if len(records) < self.policy.min_window:
+        # During a change of scorer settings the window may mix numerics: check the newest kind only.
+        precision = records[-1].precision if records else None
+        records = [r for r in records if r.precision == precision]
+        profile = self._profile(version, precision)
+        if profile is None or len(records) < self.policy.min_window:
             return []
         window = window_from_records(records, profile.class_names)
         result = check_all(profile, window, version)

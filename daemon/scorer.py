@@ -311,6 +311,7 @@ class Scorer:
                     embedding=[round(float(x), EMBEDDING_DECIMALS) for x in batch.embeddings[row]],
                     n_tokens=int(batch.token_counts[row]),
                     ts=event.ts,
+                    precision=model.artifact.precision,
                 )
             )
         self.observer.on_batch(len(events), seconds)

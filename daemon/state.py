@@ -70,6 +70,10 @@ MIGRATIONS: list[str] = [
         payload TEXT NOT NULL
     );
     """,
+    # 3: the numerics each prediction was scored with (checks compare like with like).
+    """
+    ALTER TABLE records ADD COLUMN precision TEXT;
+    """,
 ]
 
 
@@ -88,6 +92,7 @@ class StoredRecord:
     n_tokens: int
     scored_at: float
     label: str | None
+    precision: str | None = None
 
 
 def _now() -> str:
@@ -211,18 +216,26 @@ class StateStore:
                 [(i, now, ts, text, json.dumps(meta)) for i, text, ts, meta in rows],
             )
 
-    def add_predictions(self, rows: list[tuple[str, str, str, dict[str, float], list[float], int]], now: float) -> None:
-        """Record predictions: (id, model_version, label, scores, embedding, n_tokens)."""
+    def add_predictions(
+        self,
+        rows: list[tuple[str, str, str, dict[str, float], list[float], int]],
+        now: float,
+        precision: list[str | None] | None = None,
+    ) -> None:
+        """Record predictions: (id, model_version, label, scores, embedding, n_tokens) and each one's precision."""
+        precisions = precision if precision is not None else [None] * len(rows)
+        if len(precisions) != len(rows):
+            raise ValueError(f"{len(rows)} predictions but {len(precisions)} precisions")
         with self.transaction() as conn:
             conn.executemany(
                 """INSERT INTO records (id, received_at, model_version, predicted, scores, embedding, n_tokens,
-                       scored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                       scored_at, precision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT(id) DO UPDATE SET model_version=excluded.model_version,
                        predicted=excluded.predicted, scores=excluded.scores, embedding=excluded.embedding,
-                       n_tokens=excluded.n_tokens, scored_at=excluded.scored_at""",
+                       n_tokens=excluded.n_tokens, scored_at=excluded.scored_at, precision=excluded.precision""",
                 [
-                    (i, now, v, p, json.dumps(s), np.asarray(e, dtype=np.float32).tobytes(), n, now)
-                    for i, v, p, s, e, n in rows
+                    (i, now, v, p, json.dumps(s), np.asarray(e, dtype=np.float32).tobytes(), n, now, q)
+                    for (i, v, p, s, e, n), q in zip(rows, precisions, strict=True)
                 ],
             )
 
@@ -331,4 +344,5 @@ def _record(row: sqlite3.Row) -> StoredRecord:
         n_tokens=int(row["n_tokens"]),
         scored_at=float(row["scored_at"]),
         label=row["label"],
+        precision=row["precision"],
     )

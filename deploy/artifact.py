@@ -278,6 +278,15 @@ class ModelArtifact:
         """True when the model's linear layers were converted to dynamic int8."""
         return self.info.get("quantized") == QUANTIZED_INT8
 
+    @property
+    def precision(self) -> str:
+        """Where and how this artifact computes, e.g. ``cpu/float32``, ``cpu/bfloat16``, ``cuda/bfloat16``.
+
+        Scores from different numerics differ slightly; drift checks compare like with like by it.
+        """
+        kind = "int8" if self.quantized else "bfloat16" if self.bf16 else "float32"
+        return f"{self.device.type}/{kind}"
+
     def save(self, path: Path | str) -> None:
         """Write model, tokenizer, label set and projection into ``path``."""
         if self.quantized:

@@ -39,6 +39,9 @@ ROWS_FILE = "rows.json"
 VOCABULARY_FILE = "vocabulary.json"
 ARRAY_FILES = ("probabilities", "embeddings", "token_counts")
 
+#: The numerics a profile was scored with when nothing else is known (see ``ModelArtifact.precision``).
+DEFAULT_PRECISION = "cpu/float32"
+
 #: Default size of the "current" part of each calibration split (the typical monitoring window).
 DEFAULT_WINDOW_SIZE = 1000
 
@@ -79,6 +82,8 @@ class ProfileManifest(BaseModel):
     vocabulary_size: int
     vocabulary_digest: str
     created_at: datetime
+    # Profiles written before this field existed were scored in float32 on a CPU.
+    precision: str = DEFAULT_PRECISION
     descriptors: dict[str, DescriptorStats]
     calibrator: ConfidenceCalibrator | None
     thresholds: dict[str, CalibratedThreshold]
@@ -120,6 +125,7 @@ class ReferenceProfile:
         window_size: int | None = None,
         max_length: int | None = None,
         created_at: datetime | None = None,
+        precision: str = DEFAULT_PRECISION,
     ) -> None:
         if len(window) < 2:
             raise ValueError("a reference profile needs at least two rows")
@@ -142,6 +148,7 @@ class ReferenceProfile:
         self.window_size = max(1, min(window_size or DEFAULT_WINDOW_SIZE, len(window) // 2))
         self.max_length = max_length
         self.created_at = created_at or utc_now()
+        self.precision = precision
         self._lock = threading.RLock()
         self._memo: dict[Any, Any] = {}
         self._per_window: weakref.WeakKeyDictionary[Window, dict[Any, Any]] = weakref.WeakKeyDictionary()
@@ -162,6 +169,7 @@ class ReferenceProfile:
         seed: int = 0,
         window_size: int | None = None,
         max_length: int | None = None,
+        precision: str = DEFAULT_PRECISION,
     ) -> ReferenceProfile:
         """Profile a scored validation split and calibrate ``detectors`` (default: all registered).
 
@@ -183,6 +191,8 @@ class ReferenceProfile:
             Rows in the current part of each split (the monitoring window); default 1000, at most half.
         max_length : int, optional
             The model's tokenizer ``max_length`` (tells truncated texts apart); inferred when omitted.
+        precision : str, default "cpu/float32"
+            The numerics ``window`` was scored with (``ModelArtifact.precision``).
         """
         if len(window) < 20:
             raise ValueError(f"a reference profile needs at least 20 rows, got {len(window)}")
@@ -203,6 +213,7 @@ class ReferenceProfile:
             seed=seed,
             window_size=window_size,
             max_length=max_length,
+            precision=precision,
         )
         profile.calibrate(detectors)
         for detector in detectors:
@@ -245,6 +256,53 @@ class ReferenceProfile:
             null_median=float(np.median(finite)) if finite else None,
             null_max=float(np.max(finite)) if finite else None,
         )
+
+    def rescored(
+        self, probabilities: NDArray[np.floating[Any]], embeddings: NDArray[np.floating[Any]], precision: str
+    ) -> ReferenceProfile:
+        """The same reference rows as scored with other numerics (``precision``); thresholds are kept.
+
+        A model served in bf16 or int8 gives slightly different scores than the numerics its profile was
+        built with; checked against the original rows, a sensitive test reads that difference as drift.
+        The thresholds were calibrated on reference-vs-reference splits and do not depend on it; the
+        confidence calibrator is refitted on the new scores.
+        """
+        if probabilities.shape != self.window.probabilities.shape or len(embeddings) != len(self.window):
+            raise ValueError(
+                f"re-scored arrays {probabilities.shape}/{embeddings.shape} do not fit the profile's "
+                f"{self.window.probabilities.shape} rows"
+            )
+        w = self.window
+        window = Window(
+            ids=w.ids,
+            texts=w.texts,
+            class_names=w.class_names,
+            probabilities=np.asarray(probabilities, dtype=np.float64),
+            embeddings=np.asarray(embeddings, dtype=np.float64),
+            token_counts=w.token_counts,
+            labels=w.labels,
+            meta=w.meta,
+            timestamps=w.timestamps,
+        )
+        calibrator = None
+        labeled = window.labeled_mask & (window.label_index >= -2)
+        if self.calibrator is not None and int(labeled.sum()) >= MIN_CALIBRATION_ROWS:
+            calibrator = ConfidenceCalibrator.fit(window.confidence[labeled], window.correct[labeled])
+        profile = ReferenceProfile(
+            window,
+            self.vocabulary,
+            calibrator=calibrator,
+            thresholds=dict(self.thresholds),
+            false_alarm_rate=self.false_alarm_rate,
+            n_rounds=self.n_rounds,
+            seed=self.seed,
+            window_size=self.window_size,
+            max_length=self.max_length,
+            created_at=self.created_at,
+            precision=precision,
+        )
+        profile._descriptor_stats = self._descriptor_stats  # texts and token counts are unchanged
+        return profile
 
     def subset(self, indices: NDArray[np.int64] | Sequence[int]) -> ReferenceProfile:
         """A profile of some reference rows only (same vocabulary and settings; calibrator refitted).
@@ -362,6 +420,7 @@ class ReferenceProfile:
             descriptors=self.descriptor_stats,
             calibrator=self.calibrator,
             thresholds=dict(self.thresholds),
+            precision=self.precision,
         )
 
     def save(self, directory: Path | str) -> Path:
@@ -418,6 +477,7 @@ class ReferenceProfile:
             window_size=manifest.window_size,
             max_length=manifest.max_length,
             created_at=manifest.created_at,
+            precision=manifest.precision,
         )
         if profile.vocabulary_digest != manifest.vocabulary_digest:
             raise ValueError(f"{root}: the vocabulary does not match the manifest's digest")

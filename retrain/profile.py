@@ -49,7 +49,16 @@ def build_profile(
         n_rounds=n_rounds,
         false_alarm_rate=false_alarm_rate,
         max_length=artifact.max_length,
+        precision=artifact.precision,
     )
+
+
+def rescore_profile(profile: ReferenceProfile, artifact: ModelArtifact, batch_size: int = 32) -> ReferenceProfile:
+    """``profile`` with its reference texts scored by ``artifact`` (the numerics that serve traffic)."""
+    batch = artifact.predict(profile.window.texts, batch_size=batch_size)
+    if list(batch.labels) != list(profile.class_names):
+        raise ValueError(f"the model's classes {batch.labels} differ from the profile's {list(profile.class_names)}")
+    return profile.rescored(batch.probabilities, batch.embeddings, artifact.precision)
 
 
 def save_profile(profile: ReferenceProfile, version_dir: Path) -> Path:

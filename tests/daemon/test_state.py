@@ -32,3 +32,26 @@ def test_a_job_is_read_by_id_among_many(tmp_path: Path) -> None:
     assert (job["state"], job["version"], job["insight_id"]) == ("succeeded", "v0002", "ins-3")
     assert store.job("job-600") is None
     store.close()
+
+
+def test_a_store_from_before_precisions_migrates_and_keeps_its_records(tmp_path: Path) -> None:
+    from insightloop.daemon.state import MIGRATIONS
+
+    # A state file as the previous release left it: two migrations, one scored record.
+    with sqlite3.connect(tmp_path / "insightloop.sqlite3") as conn:
+        for script in MIGRATIONS[:2]:
+            conn.executescript(script)
+        conn.execute("PRAGMA user_version=2")
+        conn.execute(
+            "INSERT INTO records (id, received_at, text, model_version, predicted, scores, embedding, n_tokens, "
+            "scored_at) VALUES ('old', 1.0, 'kept text', 'v0001', 'positive', '{\"positive\": 1.0}', ?, 3, 1.0)",
+            (bytes(8),),
+        )
+    store = StateStore(tmp_path)
+    assert store.schema_version == len(MIGRATIONS) == 3
+    store.add_texts([("new", "fresh text", None, {})], 2.0)
+    store.add_predictions([("new", "v0001", "positive", {"positive": 1.0}, [0.0, 0.0], 3)], 2.0, ["cpu/bfloat16"])
+    records = {r.id: r for r in store.recent_records(10)}
+    assert records["old"].text == "kept text" and records["old"].precision is None
+    assert records["new"].precision == "cpu/bfloat16"
+    store.close()

@@ -88,6 +88,30 @@ def test_loading_a_directory_without_a_profile_fails_clearly(tmp_path: Path) -> 
         ReferenceProfile.load(tmp_path)
 
 
+def test_profile_remembers_its_numerics_and_older_profiles_read_as_cpu_float32(
+    profile: ReferenceProfile, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(3)
+    w = profile.window
+    noisy = np.clip(w.probabilities + rng.normal(0, 0.01, w.probabilities.shape), 1e-6, None)
+    noisy /= noisy.sum(axis=1, keepdims=True)
+    rescored = profile.rescored(noisy, w.embeddings + 0.01, "cpu/bfloat16")
+    assert rescored.precision == "cpu/bfloat16" and profile.precision == "cpu/float32"
+    assert rescored.thresholds == profile.thresholds and rescored.window.ids == w.ids
+    assert np.allclose(rescored.window.probabilities, noisy)
+    loaded = ReferenceProfile.load(rescored.save(tmp_path / "bf16"))
+    assert loaded.precision == "cpu/bfloat16"
+    assert np.allclose(loaded.window.embeddings, w.embeddings + 0.01)
+    with pytest.raises(ValueError, match="do not fit"):
+        profile.rescored(noisy[:10], w.embeddings[:10], "cpu/bfloat16")
+    # A profile written before the field existed.
+    root = profile.save(tmp_path / "old")
+    manifest = json.loads((root / "profile.json").read_text())
+    del manifest["precision"]
+    (root / "profile.json").write_text(json.dumps(manifest))
+    assert ReferenceProfile.load(root).precision == "cpu/float32"
+
+
 def test_build_without_labels_has_no_calibrator() -> None:
     window = make_window(200, seed=4, labeled=0.0)
     profile = ReferenceProfile.build(window, ["the"], n_rounds=12, window_size=50)

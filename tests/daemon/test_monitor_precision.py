@@ -1,0 +1,113 @@
+"""The monitor compares like with like: traffic scored in CPU bf16 is checked against reference rows scored in
+bf16, not against the float32 scores the profile was built with (which read as prediction drift)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from insightloop.daemon.config import Config, load_config
+from insightloop.daemon.metrics import Metrics
+from insightloop.daemon.monitor import Monitor, window_from_records
+from insightloop.daemon.state import StateStore
+from insightloop.deploy import ModelArtifact, Registry
+from insightloop.detectors import check_all
+from insightloop.retrain.profile import load_profile
+from tests.synthetic import sentiment_rows, write_jsonl
+
+
+@pytest.fixture(scope="module")
+def registry_2k(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path) -> Path:
+    """A tiny BERT trained on 2,000 synthetic texts: a 200-row float32 reference profile."""
+    from insightloop.daemon.train import train_first_model
+    from insightloop.retrain import FineTuneSettings
+
+    folder = tmp_path_factory.mktemp("precision")
+    data = write_jsonl(folder / "train.jsonl", sentiment_rows(2000, seed=1))
+    settings = FineTuneSettings(epochs=4, learning_rate=2e-3, batch_size=16, max_length=32, projection_dims=8)
+    train_first_model(data, folder / "registry", str(tiny_base), settings, promote=True, progress=False)
+    return folder / "registry"
+
+
+def config_for(registry: Path, state: Path) -> Config:
+    return load_config(
+        None,
+        {"registry": {"path": str(registry)}, "state": {"dir": str(state)}, "monitor": {"min_window": 200}},
+        environ={},
+    )
+
+
+def store_scored(store: StateStore, artifact: ModelArtifact, version: str, rows: list[dict[str, str]]) -> None:
+    """Texts and their predictions as the monitor stores them from the topics, with the scorer's precision."""
+    now = time.time()
+    batch = artifact.predict([r["text"] for r in rows])
+    labels = batch.predicted_labels()
+    store.add_texts([(r["id"], r["text"], None, {}) for r in rows], now)
+    predictions = []
+    for i, row in enumerate(rows):
+        scores = {name: float(p) for name, p in zip(batch.labels, batch.probabilities[i], strict=True)}
+        predictions.append(
+            (row["id"], version, labels[i], scores, batch.embeddings[i].tolist(), int(batch.token_counts[i]))
+        )
+    store.add_predictions(predictions, now, [artifact.precision] * len(rows))
+
+
+def predictions_result(result: Any) -> Any:
+    return next(r for r in result.results if r.detector == "predictions")
+
+
+def test_bf16_traffic_is_checked_against_a_bf16_reference(registry_2k: Path, tmp_path: Path) -> None:
+    registry = Registry(registry_2k)
+    version = registry.production()
+    assert version is not None
+    profile = load_profile(registry.path_of(version))
+    assert profile.precision == "cpu/float32", "`train` on a CPU scores its reference in float32"
+    bf16 = ModelArtifact.load(registry.path_of(version), device="cpu", bf16=True)
+    assert bf16.precision == "cpu/bfloat16"
+
+    store = StateStore(tmp_path / "state")
+    store_scored(store, bf16, version, sentiment_rows(1000, seed=7, prefix="live"))  # unchanged traffic
+    records = store.recent_records(1000, model_version=version)
+    assert {r.precision for r in records} == {"cpu/bfloat16"}
+
+    # What the monitor did before: bf16 scores against float32 reference rows look like a shift.
+    before = predictions_result(check_all(profile, window_from_records(records, profile.class_names), version))
+    assert before.statistic > before.threshold, "the float32 reference must tell bf16 scores apart here"
+
+    metrics = Metrics()
+    monitor = Monitor(config_for(registry_2k, tmp_path / "state"), store, metrics)
+    assert monitor.check() == [], "no insight on unchanged traffic"
+    after = predictions_result(monitor.last_check)
+    assert after.statistic < after.threshold / 2
+    cached = tmp_path / "state" / "profiles" / f"{version}--cpu-bfloat16"
+    assert (cached / "profile.json").is_file(), "the re-scored reference is kept for the next start"
+
+    # The re-scored rows are those the serving numerics give: the cache reloads them on the next start.
+    rescored = type(profile).load(cached)
+    assert rescored.precision == "cpu/bfloat16"
+    assert rescored.window.ids == profile.window.ids and rescored.thresholds == profile.thresholds
+    expected = bf16.predict(profile.window.texts).probabilities
+    np.testing.assert_allclose(rescored.window.probabilities, expected, atol=1e-6)
+    assert not np.allclose(rescored.window.probabilities, profile.window.probabilities, atol=1e-6)
+    written = (cached / "profile.json").stat().st_mtime_ns
+    again = Monitor(config_for(registry_2k, tmp_path / "state"), store, Metrics())
+    assert again.check() == []
+    assert (cached / "profile.json").stat().st_mtime_ns == written, "read back, not re-scored again"
+    store.close()
+
+
+def test_float32_traffic_uses_the_profile_as_built(registry_2k: Path, tmp_path: Path) -> None:
+    registry = Registry(registry_2k)
+    version = registry.production()
+    assert version is not None
+    fp32 = ModelArtifact.load(registry.path_of(version), device="cpu", bf16=False)
+    store = StateStore(tmp_path / "state")
+    store_scored(store, fp32, version, sentiment_rows(1000, seed=7, prefix="live"))
+    monitor = Monitor(config_for(registry_2k, tmp_path / "state"), store, Metrics())
+    assert monitor.check() == []
+    assert not (tmp_path / "state" / "profiles").exists(), "nothing to re-score when the numerics match"
+    store.close()
