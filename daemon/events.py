@@ -99,7 +99,7 @@ class PredictionEvent(BaseModel):
     ts: datetime | None = None
     scored_at: datetime = Field(default_factory=utc_now)
     # The numerics that produced the scores (``ModelArtifact.precision``); absent from older producers.
-    precision: str | None = None
+    precision: str | None = Field(None, pattern=r"^[a-z0-9]{1,16}/(float32|bfloat16|int8)$")
 
 
 class DeadLetter(BaseModel):

@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 import time
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,7 @@ class Monitor:
         self.registry = Registry(config.registry.path)
         self.reports_dir = config.state.dir / "reports"
         self._profiles: dict[tuple[str, str], ReferenceProfile] = {}
+        self._warned: set[tuple[str, str]] = set()
         self._producer: Any = None
         self._scheduler: Any = None
         self._check_lock = threading.Lock()
@@ -240,6 +242,27 @@ class Monitor:
                 self.metrics.dead_letters.labels(reason=letter.reason.value).inc()
 
     # -- checks ---------------------------------------------------------------------------
+    def _one_precision(self, version: str, records: list[StoredRecord]) -> tuple[str | None, list[StoredRecord]]:
+        """The records of the numerics most of the window was scored with (ties: the newest)."""
+        counts = Counter(r.precision for r in records)
+        if len(counts) <= 1:
+            return (records[-1].precision if records else None), records
+        newest = {r.precision: n for n, r in enumerate(records)}
+        precision = max(counts, key=lambda p: (counts[p], newest[p]))
+        # A change of scorer settings passes in one window; scorers that keep disagreeing (cpu_bf16: auto on
+        # nodes with and without AMX) shrink every window, which a person should hear about once.
+        if (version, "mixed") not in self._warned:
+            self._warned.add((version, "mixed"))
+            log.warning(
+                "scorers serve %s with different numerics %s: checking the %d records scored %s; if this lasts, "
+                "set scorer.cpu_bf16 to true or false so that every scorer computes alike",
+                version,
+                dict(counts),
+                counts[precision],
+                precision,
+            )
+        return precision, [r for r in records if r.precision == precision]
+
     def _profile(self, version: str, precision: str | None = None) -> ReferenceProfile | None:
         """The reference profile of ``version`` as scored with ``precision`` (the numerics serving it)."""
         key = (version, precision or "")
@@ -262,9 +285,9 @@ class Monitor:
         scores the same texts slightly differently; compared with rows scored otherwise, prediction drift
         would read that difference as drift on unchanged traffic.
         """
-        device, kind = precision.split("/", 1) if "/" in precision else ("cpu", precision)
-        if device == "cuda" and not torch_cuda_available():
-            device = "cpu"  # the nearest numerics this process has: bf16 on the CPU
+        device, kind = precision.split("/", 1)
+        if device != "cpu" and (device != "cuda" or not torch_cuda_available()):
+            device = "cpu"  # the nearest numerics this process has, e.g. bf16 on the CPU for CUDA bf16
         cached = self.config.state.dir / "profiles" / f"{version}--{precision.replace('/', '-')}"
         try:
             stored = ReferenceProfile.load(cached)
@@ -323,9 +346,7 @@ class Monitor:
             keep_text=self.policy.keep_text,
         )
         records = [r for r in self.store.recent_records(self.policy.window_size, model_version=version) if r.text]
-        # During a change of scorer settings the window may mix numerics: check the newest kind only.
-        precision = records[-1].precision if records else None
-        records = [r for r in records if r.precision == precision]
+        precision, records = self._one_precision(version, records)
         profile = self._profile(version, precision)
         if profile is None or len(records) < self.policy.min_window:
             return []

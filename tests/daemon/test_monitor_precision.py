@@ -111,3 +111,45 @@ def test_float32_traffic_uses_the_profile_as_built(registry_2k: Path, tmp_path: 
     assert monitor.check() == []
     assert not (tmp_path / "state" / "profiles").exists(), "nothing to re-score when the numerics match"
     store.close()
+
+
+def test_a_window_of_mixed_numerics_is_checked_on_its_majority_with_one_warning(
+    registry_2k: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = Registry(registry_2k)
+    version = registry.production()
+    assert version is not None
+    path = registry.path_of(version)
+    rows = sentiment_rows(1000, seed=9, prefix="mixed")
+    store = StateStore(tmp_path / "state")
+    # Scorers on nodes with and without AMX under cpu_bf16: auto, interleaved: 600 in bf16, 400 in float32.
+    for start in range(0, 1000, 100):
+        bf16 = start % 500 < 300
+        artifact = ModelArtifact.load(path, device="cpu", bf16=bf16)
+        store_scored(store, artifact, version, rows[start : start + 100])
+    monitor = Monitor(config_for(registry_2k, tmp_path / "state"), store, Metrics())
+    with caplog.at_level("WARNING", logger="insightloop.daemon.monitor"):
+        assert monitor.check() == [] and monitor.check() == []
+    warnings = [r.getMessage() for r in caplog.records if "different numerics" in r.getMessage()]
+    assert len(warnings) == 1 and "checking the 600 records scored cpu/bfloat16" in warnings[0]
+    assert monitor.last_check is not None and len(monitor.last_check.results) > 0
+    store.close()
+
+
+@pytest.mark.parametrize("precision", ["../../etc/passwd", "cpu", "cpu/float64", "x" * 40 + "/int8"])
+def test_predictions_with_a_malformed_precision_are_rejected_at_the_edge(precision: str) -> None:
+    from pydantic import ValidationError
+
+    from insightloop.daemon.events import PredictionEvent
+
+    fields: dict[str, Any] = {
+        "id": "a",
+        "model_version": "v0001",
+        "label": "positive",
+        "scores": {"positive": 1.0},
+        "embedding": [0.0],
+        "n_tokens": 1,
+    }
+    assert PredictionEvent(**fields, precision="cuda/bfloat16").precision == "cuda/bfloat16"
+    with pytest.raises(ValidationError):
+        PredictionEvent(**fields, precision=precision)
