@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -272,17 +273,10 @@ class ReferenceProfile:
                 f"re-scored arrays {probabilities.shape}/{embeddings.shape} do not fit the profile's "
                 f"{self.window.probabilities.shape} rows"
             )
-        w = self.window
-        window = Window(
-            ids=w.ids,
-            texts=w.texts,
-            class_names=w.class_names,
+        window = dataclasses.replace(
+            self.window,
             probabilities=np.asarray(probabilities, dtype=np.float64),
             embeddings=np.asarray(embeddings, dtype=np.float64),
-            token_counts=w.token_counts,
-            labels=w.labels,
-            meta=w.meta,
-            timestamps=w.timestamps,
         )
         calibrator = None
         labeled = window.labeled_mask & (window.label_index >= -2)
