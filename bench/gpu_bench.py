@@ -35,7 +35,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 import torch
 
 from insightloop.deploy import ModelArtifact, pick_device, set_cpu_threads
-from insightloop.deploy.artifact import cpu_has_native_bf16
+from insightloop.deploy.artifact import cpu_has_native_bf16, forward_batch_size
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "amazon_multidomain_sentiment"
 
@@ -132,6 +132,31 @@ def main(argv: list[str] | None = None) -> int:
         for precision, size, tps, ms, peak in rows:
             print(f"{precision:<10} {size:>6} {tps:10.0f} {ms:9.1f} {peak:9.0f} {tps / fp32_rate[size]:8.2f}")
         best = max((r for r in rows if r[0] == ("bf16" if bf16_ok else "fp32")), key=lambda r: r[2])
+
+        # The scorer's own path: micro-batches as Kafka hands them over, cut into forward passes by its rule.
+        from insightloop.daemon.config import ScorerConfig
+
+        defaults = ScorerConfig()
+        serving = bf16 if bf16_ok else fp32
+        print(f"\n{'scorer settings':<52} {'texts/s':>10}")
+        for micro, rule in (
+            (defaults.max_batch_size, "passes of inference_batch_size"),
+            (defaults.max_batch_size, "forward_batch_size"),
+            (512, "forward_batch_size"),
+        ):
+            size = (
+                defaults.inference_batch_size
+                if rule.startswith("passes")
+                else forward_batch_size(device, defaults.inference_batch_size, micro)
+            )
+            serving.predict_tokenized(token_ids[:micro], size)  # warm-up
+            sync(device)
+            started = time.perf_counter()
+            for at in range(0, len(token_ids), micro):
+                serving.predict_tokenized(token_ids[at : at + micro], size)
+            sync(device)
+            label = f"micro-batch {micro}, {rule} ({size})"
+            print(f"{label:<52} {len(token_ids) / (time.perf_counter() - started):10.0f}", flush=True)
 
         train_rows = load_rows(args.data / "train.jsonl", args.train_texts, seed=1)
         examples = [Example(text=r["text"], label=str(r["label"])) for r in train_rows]

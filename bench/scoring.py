@@ -258,10 +258,10 @@ def end_to_end(
         counter.seek_to_beginning()
         seen: set[str] = set()
 
-        def produced() -> int:
+        def produced(timeout_ms: int = 50) -> int:
             # The key is the text's id: counting keys keeps this thread from decoding every prediction's
             # JSON, which took the GIL from the scorer (the bench's own cost, not the scorer's).
-            for batch in counter.poll(timeout_ms=200).values():
+            for batch in counter.poll(timeout_ms=timeout_ms).values():
                 seen.update(record.key for record in batch)
             return len(seen)
 
@@ -287,7 +287,8 @@ def end_to_end(
                 busy = registry_metrics.get_sample_value("insightloop_scoring_latency_seconds_sum") or 0.0
                 return texts_done, busy
 
-            ready_at, before, (texts0, busy0) = time.perf_counter(), produced(), scored()
+            # No wait in the first look: a small model may otherwise finish inside it.
+            ready_at, before, (texts0, busy0) = time.perf_counter(), produced(0), scored()
             last, last_change = before, time.monotonic()
             while (done := produced()) < len(texts):
                 if done != last:

@@ -106,7 +106,10 @@ class ScorerConfig(_Section):
     )
     max_message_bytes: int = Field(1_000_000, ge=64, description="Larger input messages go to the dead-letter topic.")
     inference_batch_size: int = Field(
-        32, ge=1, description="Texts per forward pass; a micro-batch is split by length into such chunks."
+        32,
+        ge=1,
+        description="Texts per forward pass on a CPU; a micro-batch is split by length into such chunks. On CUDA "
+        "a micro-batch is one pass: raise max_batch_size to 256-512 there (docs/benchmarks.md).",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' takes CUDA when present.")
     torch_threads: int | None = Field(

@@ -28,7 +28,7 @@ from insightloop.daemon.events import (
 from insightloop.daemon.kafka import make_consumer, make_producer
 from insightloop.daemon.metrics import ScorerObserver
 from insightloop.deploy import ModelArtifact, ModelLoadError, Registry, set_cpu_threads
-from insightloop.deploy.artifact import cpu_has_native_bf16
+from insightloop.deploy.artifact import cpu_has_native_bf16, forward_batch_size
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +297,8 @@ class Scorer:
         assert self.model is not None
         model = self.model
         started = time.perf_counter()
-        batch = model.artifact.predict([e.text for e in events], self.config.scorer.inference_batch_size)
+        size = forward_batch_size(model.artifact.device, self.config.scorer.inference_batch_size, len(events))
+        batch = model.artifact.predict([e.text for e in events], size)
         seconds = time.perf_counter() - started
         labels = batch.predicted_labels()
         out = []

@@ -91,3 +91,13 @@ def test_cuda_attention_leaves_out_cudnn_and_restores_the_setting() -> None:
     assert torch.backends.cuda.cudnn_sdp_enabled() == before
     with attention_kernels(torch.device("cpu")):  # CPU kernels are left as they are
         assert torch.backends.cuda.cudnn_sdp_enabled() == before
+
+
+def test_a_micro_batch_is_one_forward_pass_on_cuda_and_length_sorted_passes_on_a_cpu() -> None:
+    import torch
+
+    from insightloop.deploy.artifact import forward_batch_size
+
+    assert forward_batch_size(torch.device("cpu"), 32, 64) == 32
+    assert forward_batch_size(torch.device("cuda"), 32, 64) == 64
+    assert forward_batch_size(torch.device("cuda"), 128, 64) == 128  # never below what was asked for
