@@ -139,16 +139,16 @@ def main(argv: list[str] | None = None) -> int:
         defaults = ScorerConfig()
         serving = bf16 if bf16_ok else fp32
         print(f"\n{'scorer settings':<52} {'texts/s':>10}")
-        for micro, rule in (
-            (defaults.max_batch_size, "passes of inference_batch_size"),
-            (defaults.max_batch_size, "forward_batch_size"),
-            (512, "forward_batch_size"),
+        default_micro = defaults.max_batch_size
+        for micro, size, rule in (
+            (default_micro, defaults.inference_batch_size, "passes of inference_batch_size"),
+            (
+                default_micro,
+                forward_batch_size(device, defaults.inference_batch_size, default_micro),
+                "forward_batch_size",
+            ),
+            (512, forward_batch_size(device, defaults.inference_batch_size, 512), "forward_batch_size"),
         ):
-            size = (
-                defaults.inference_batch_size
-                if rule.startswith("passes")
-                else forward_batch_size(device, defaults.inference_batch_size, micro)
-            )
             serving.predict_tokenized(token_ids[:micro], size)  # warm-up
             sync(device)
             started = time.perf_counter()

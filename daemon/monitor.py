@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from pydantic import ValidationError
 
 from insightloop.daemon.config import Config
@@ -49,13 +50,6 @@ from insightloop.retrain.profile import load_profile, rescore_profile
 
 log = logging.getLogger(__name__)
 TRACKER_KEY = "tracker"
-
-
-def torch_cuda_available() -> bool:
-    """True when this process can use a CUDA device."""
-    import torch
-
-    return bool(torch.cuda.is_available())
 
 
 def window_from_records(records: list[StoredRecord], class_names: tuple[str, ...]) -> Window:
@@ -127,7 +121,7 @@ class Monitor:
         self.registry = Registry(config.registry.path)
         self.reports_dir = config.state.dir / "reports"
         self._profiles: dict[tuple[str, str], ReferenceProfile] = {}
-        self._warned: set[tuple[str, str]] = set()
+        self._warned_mixed: set[str] = set()  # versions
         self._producer: Any = None
         self._scheduler: Any = None
         self._check_lock = threading.Lock()
@@ -251,8 +245,8 @@ class Monitor:
         precision = max(counts, key=lambda p: (counts[p], newest[p]))
         # A change of scorer settings passes in one window; scorers that keep disagreeing (cpu_bf16: auto on
         # nodes with and without AMX) shrink every window, which a person should hear about once.
-        if (version, "mixed") not in self._warned:
-            self._warned.add((version, "mixed"))
+        if version not in self._warned_mixed:
+            self._warned_mixed.add(version)
             log.warning(
                 "scorers serve %s with different numerics %s: checking the %d records scored %s; if this lasts, "
                 "set scorer.cpu_bf16 to true or false so that every scorer computes alike",
@@ -286,7 +280,7 @@ class Monitor:
         would read that difference as drift on unchanged traffic.
         """
         device, kind = precision.split("/", 1)
-        if device != "cpu" and (device != "cuda" or not torch_cuda_available()):
+        if device != "cpu" and (device != "cuda" or not torch.cuda.is_available()):
             device = "cpu"  # the nearest numerics this process has, e.g. bf16 on the CPU for CUDA bf16
         cached = self.config.state.dir / "profiles" / f"{version}--{precision.replace('/', '-')}"
         try:

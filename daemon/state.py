@@ -220,10 +220,10 @@ class StateStore:
         self,
         rows: list[tuple[str, str, str, dict[str, float], list[float], int]],
         now: float,
-        precision: list[str | None] | None = None,
+        precisions: list[str | None] | None = None,
     ) -> None:
         """Record predictions: (id, model_version, label, scores, embedding, n_tokens) and each one's precision."""
-        precisions = precision if precision is not None else [None] * len(rows)
+        precisions = precisions if precisions is not None else [None] * len(rows)
         if len(precisions) != len(rows):
             raise ValueError(f"{len(rows)} predictions but {len(precisions)} precisions")
         with self.transaction() as conn:

@@ -90,6 +90,14 @@ class ProfileManifest(BaseModel):
     thresholds: dict[str, CalibratedThreshold]
 
 
+def _fit_calibrator(window: Window) -> ConfidenceCalibrator | None:
+    """The confidence calibrator of a scored reference, if it has enough labeled rows."""
+    labeled = window.labeled_mask & (window.label_index >= -2)
+    if int(labeled.sum()) < MIN_CALIBRATION_ROWS:
+        return None
+    return ConfidenceCalibrator.fit(window.confidence[labeled], window.correct[labeled])
+
+
 class ReferenceProfile:
     """What a model version was trained for: its validation split scored, vocabulary, calibration, thresholds.
 
@@ -201,10 +209,7 @@ class ReferenceProfile:
             from insightloop.detectors.registry import all_detectors
 
             detectors = all_detectors()
-        labeled = window.labeled_mask & (window.label_index >= -2)
-        calibrator = None
-        if int(labeled.sum()) >= MIN_CALIBRATION_ROWS:
-            calibrator = ConfidenceCalibrator.fit(window.confidence[labeled], window.correct[labeled])
+        calibrator = _fit_calibrator(window)
         profile = cls(
             window,
             vocabulary,
@@ -278,10 +283,7 @@ class ReferenceProfile:
             probabilities=np.asarray(probabilities, dtype=np.float64),
             embeddings=np.asarray(embeddings, dtype=np.float64),
         )
-        calibrator = None
-        labeled = window.labeled_mask & (window.label_index >= -2)
-        if self.calibrator is not None and int(labeled.sum()) >= MIN_CALIBRATION_ROWS:
-            calibrator = ConfidenceCalibrator.fit(window.confidence[labeled], window.correct[labeled])
+        calibrator = _fit_calibrator(window) if self.calibrator is not None else None
         profile = ReferenceProfile(
             window,
             self.vocabulary,
