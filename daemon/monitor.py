@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import threading
 import time
 from collections import Counter
@@ -316,7 +317,21 @@ class Monitor:
             rescored.save(cached)
         except OSError as exc:
             log.warning("could not keep the re-scored reference at %s: %s", cached, exc)
+        self._prune_rescored(cached.parent)
         return rescored
+
+    def _prune_rescored(self, folder: Path) -> None:
+        """Drop re-scored references of versions that can no longer serve without a new decision.
+
+        Kept: production, the default rollback target, and candidates; a version rolled back to later
+        is simply re-scored again. This bounds ``state/profiles`` by the versions in play.
+        """
+        live = {self.registry.production(), self.registry.previous_production()}
+        live |= {r.version for r in self.registry.pending_candidates()}
+        for entry in folder.iterdir():
+            if entry.is_dir() and entry.name.split("--", 1)[0] not in live:
+                shutil.rmtree(entry, ignore_errors=True)
+                log.info("dropped the re-scored reference %s: its version no longer serves", entry.name)
 
     def check(self) -> list[Insight]:
         """One check of the newest window; returns the insights published."""

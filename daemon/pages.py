@@ -22,6 +22,16 @@ th:first-child,td:first-child{text-align:left} .pass{color:#137333} .fail{color:
 """
 
 SCRIPT = """
+// The page reloads after a change; the outcome is kept for the reloaded page so it is not lost.
+const STATUS_KEY = 'insightloop-approvals-status';
+const saved = sessionStorage.getItem(STATUS_KEY);
+if (saved) {
+  sessionStorage.removeItem(STATUS_KEY);
+  const outcome = JSON.parse(saved);
+  const status = document.getElementById('status');
+  status.textContent = outcome.text;
+  status.dataset.result = outcome.result;
+}
 document.querySelectorAll('button[data-action]').forEach(function (button) {
   button.addEventListener('click', async function () {
     const card = button.closest('.card');
@@ -38,7 +48,10 @@ document.querySelectorAll('button[data-action]').forEach(function (button) {
       ? version + ': ' + button.dataset.action + ' done'
       : version + ': ' + (result.error || response.statusText) + ' (HTTP ' + response.status + ')';
     status.dataset.result = response.ok ? 'ok' : 'error';
-    if (response.ok) { setTimeout(function () { location.reload(); }, 800); }
+    if (response.ok) {
+      sessionStorage.setItem(STATUS_KEY, JSON.stringify({text: status.textContent, result: 'ok'}));
+      setTimeout(function () { location.reload(); }, 800);
+    }
   });
 });
 """

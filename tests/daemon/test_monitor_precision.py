@@ -3,6 +3,7 @@ bf16, not against the float32 scores the profile was built with (which read as p
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,31 @@ def test_bf16_traffic_is_checked_against_a_bf16_reference(registry_2k: Path, tmp
     again = Monitor(config_for(registry_2k, tmp_path / "state"), store, Metrics())
     assert again.check() == []
     assert (cached / "profile.json").stat().st_mtime_ns == written, "read back, not re-scored again"
+    store.close()
+
+
+def test_rescored_references_of_versions_out_of_play_are_dropped(registry_2k: Path, tmp_path: Path) -> None:
+    from tests.integration.test_promotion import register_copy
+
+    registry_path = tmp_path / "registry"
+    shutil.copytree(registry_2k, registry_path)
+    registry = Registry(registry_path)
+    version = registry.production()
+    assert version is not None
+    waiting = register_copy(registry, version)
+    rejected = register_copy(registry, version)
+    registry.reject(rejected, by="test")
+    folder = tmp_path / "state" / "profiles"
+    for name in (f"{waiting}--cpu-int8", f"{rejected}--cpu-bfloat16", "v404--cpu-bfloat16"):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "profile.json").write_text("{}")
+
+    store = StateStore(tmp_path / "state")
+    bf16 = ModelArtifact.load(registry.path_of(version), device="cpu", bf16=True)
+    store_scored(store, bf16, version, sentiment_rows(1000, seed=7, prefix="live"))
+    assert Monitor(config_for(registry_path, tmp_path / "state"), store, Metrics()).check() == []
+    kept = sorted(p.name for p in folder.iterdir())
+    assert kept == sorted([f"{version}--cpu-bfloat16", f"{waiting}--cpu-int8"]), kept
     store.close()
 
 

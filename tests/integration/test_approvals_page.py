@@ -122,8 +122,15 @@ def test_a_person_approves_in_headless_chromium(make_config, registry_copy: Path
             driver.find_element(By.ID, "token").send_keys(TOKEN)
             card.find_element(By.CSS_SELECTOR, ".note").send_keys("checked the kitchen slice")
             card.find_element(By.CSS_SELECTOR, 'button[data-action="approve"]').click()
+            # The page reloads 0.8 s after the answer; the outcome must survive that reload, and the
+            # reloaded page must show the new version serving.
             WebDriverWait(driver, 120).until(
-                expected_conditions.text_to_be_present_in_element((By.ID, "status"), "approve done")
+                lambda d: f"Serving now: {candidate}." in d.find_element(By.TAG_NAME, "body").text,
+                message=f"page never showed {candidate} serving; status: {_status(driver)!r}",
+            )
+            WebDriverWait(driver, 10).until(
+                expected_conditions.text_to_be_present_in_element((By.ID, "status"), f"{candidate}: approve done"),
+                message=f"the outcome was lost on reload; status: {_status(driver)!r}",
             )
             driver.save_screenshot(str(tmp_path / "approved.png"))
         finally:
@@ -131,3 +138,13 @@ def test_a_person_approves_in_headless_chromium(make_config, registry_copy: Path
     assert registry.production() == candidate
     entry = [e for e in registry.audit_log() if e.version == candidate and e.action == "approve"][-1]
     assert (entry.by, entry.reason, entry.authenticated_as) == ("carol", "checked the kitchen slice", "operator")
+
+
+def _status(driver) -> str:
+    """The status line's text, for failure messages."""
+    from selenium.webdriver.common.by import By
+
+    try:
+        return str(driver.find_element(By.ID, "status").text)
+    except Exception as exc:  # a failure message must not raise itself
+        return f"<unreadable: {exc}>"
