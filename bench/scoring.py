@@ -20,10 +20,13 @@ shuffled with seed 0; ``--data FILE.jsonl`` picks others) with the same model ob
   same interval (its scoring-latency histogram), so load from other processes hits both alike; the
   share against bare runs just before and after it is printed too.
 
-Methods are interleaved micro-batch by micro-batch (order rotating) so that load from other processes
-falls on all of them alike; a round's rate is its texts over its summed seconds and the figures are
-medians over ``--rounds``. Latency is per micro-batch. Peak RSS is the highest resident set size sampled
-while a method ran (all methods share the model's weights; int8 holds its own copy).
+Every round scores ``--texts`` texts it has not seen before, and so do the end-to-end run and the bare runs
+just before and after it (texts seen before score faster: bf16 kernels are built per input shape, and
+production texts are new). Within a round, methods are interleaved micro-batch by micro-batch (order
+rotating) so that load from other processes falls on all of them alike; a round's rate is its texts over
+its summed seconds and the figures are medians over ``--rounds``. Latency is per micro-batch. Peak RSS is
+the highest resident set size sampled while a method ran (all methods share the model's weights; int8
+holds its own copy).
 
 The model is the packaged all-MiniLM-L6-v2 loaded as a sequence classifier with a fresh (seeded) head,
 or a version directory made by ``insightloop train`` (``--model DIR``). Last line:
@@ -161,14 +164,16 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 # -- data and models ------------------------------------------------------------------------------
-def load_rows(path: Path, limit: int) -> list[dict[str, Any]]:
+def load_rows(path: Path, limit: int) -> tuple[list[dict[str, Any]], int]:
+    """``limit`` rows shuffled with seed 0 (repeated if the file has fewer), and how many are distinct."""
     with open(path, encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle if line.strip()]
     rows = [r for r in rows if isinstance(r.get("text"), str) and r["text"].strip()]
     random.Random(0).shuffle(rows)
+    distinct = min(len(rows), limit)
     if len(rows) < limit:
         rows = (rows * (limit // max(1, len(rows)) + 1))[:limit]
-    return rows[:limit]
+    return rows[:limit], distinct
 
 
 def build_artifact(args: argparse.Namespace, texts: list[str], workdir: Path) -> tuple[ModelArtifact, str]:
@@ -333,7 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DATA, help="JSON Lines with `text` (and `label`)")
     parser.add_argument("--model", type=Path, help="a version directory from `insightloop train`")
-    parser.add_argument("--texts", type=int, default=512, help="texts per round (and end to end)")
+    parser.add_argument(
+        "--texts", type=int, default=256, help="fresh texts per round (and per run around and through the broker)"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--batch-sizes", default="1,8,32,64", help="pipeline batch sizes to try")
@@ -396,16 +403,29 @@ def measure(args: argparse.Namespace, names: list[str]) -> int:
     settings = ScorerConfig()
     threads = set_cpu_threads(settings.torch_threads)
     micro, inference = settings.max_batch_size, settings.inference_batch_size
-    rows = load_rows(args.data, args.texts)
-    texts = [r["text"] for r in rows]
-    truth = [str(r["label"]) if r.get("label") is not None else None for r in rows]
-    chunks = [texts[i : i + micro] for i in range(0, len(texts), micro)]
+    # Fresh texts for every round, for the bare runs around the end-to-end run and for that run itself:
+    # shapes seen before score faster (bf16 kernels are built per shape), and production texts are new.
+    sets = args.rounds + (0 if args.no_e2e else 3)
+    rows, distinct = load_rows(args.data, args.texts * sets)
+    texts = [r["text"] for r in rows[: args.texts * args.rounds]]  # the rounds'
+    truth = [str(r["label"]) if r.get("label") is not None else None for r in rows[: len(texts)]]
+
+    def chunks_of(set_no: int) -> list[list[str]]:
+        part = [r["text"] for r in rows[set_no * args.texts : (set_no + 1) * args.texts]]
+        return [part[i : i + micro] for i in range(0, len(part), micro)]
+
+    round_chunks = [chunks_of(r) for r in range(args.rounds)]
 
     with tempfile.TemporaryDirectory(prefix="insightloop-bench-") as tmp:
         workdir = Path(tmp)
         artifact, model_desc = build_artifact(args, texts, workdir)
         tokens = np.array([len(ids) for ids in artifact.tokenize(texts)])
-        print(f"data: {args.data.resolve()} ({len(texts)} texts, shuffled with seed 0)")
+        print(
+            f"data: {args.data.resolve()} (shuffled with seed 0): {args.texts} fresh texts for each of {args.rounds} "
+            f"rounds"
+            + ("" if args.no_e2e else ", the end-to-end run and a bare run before and after it")
+            + ("" if distinct == len(rows) else f"; only {distinct} distinct, so texts repeat (rates are flattered)")
+        )
         print(f"model: {model_desc}; max_length {args.max_length}")
         print(
             f"tokens per text: mean {tokens.mean():.0f}, median {np.median(tokens):.0f}, "
@@ -445,7 +465,7 @@ def measure(args: argparse.Namespace, names: list[str]) -> int:
 
         sampler = RssSampler()
         # Warm up, then pick the pipeline's best batch size on a small subset.
-        search_chunks = [texts[i : i + micro] for i in range(0, min(args.search_texts, len(texts)), micro)]
+        search_chunks = [texts[i : i + micro] for i in range(0, min(args.search_texts, args.texts), micro)]
         pipeline_scorer(8)(search_chunks[0][:8])
         trials = [Method("pipeline", x.strip(), pipeline_scorer(int(x))) for x in args.batch_sizes.split(",")]
         for trial in trials:
@@ -485,10 +505,11 @@ def measure(args: argparse.Namespace, names: list[str]) -> int:
             # falls on every method alike; a round's rate is its texts over its summed seconds.
             for method in methods:
                 method.new_round()
+            chunks = round_chunks[round_no]
             for index, chunk in enumerate(chunks):
                 shift = (round_no * len(chunks) + index) % len(methods)
                 for method in methods[shift:] + methods[:shift]:
-                    method.run_chunk(index, chunk, sampler)
+                    method.run_chunk(round_no * len(chunks) + index, chunk, sampler)
             print(
                 f"  round {round_no + 1}: "
                 + ", ".join(f"{m.name} {m.tps[-1]:.1f}" for m in methods)
@@ -498,9 +519,10 @@ def measure(args: argparse.Namespace, names: list[str]) -> int:
             if not args.no_e2e and e2e is None and round_no >= (args.rounds - 1) // 2:
                 # The bare rate right before and after the end-to-end run, for its share.
                 probe = Method("probe", "", artifact_scorer(arts[e2e_variant], "probe"))
-                bare_around.append(probe.run(chunks, sampler))
-                e2e = end_to_end(artifact, texts, workdir, e2e_overrides)
-                bare_around.append(probe.run(chunks, sampler))
+                bare_around.append(probe.run(chunks_of(args.rounds), sampler))
+                e2e_texts = [text for chunk in chunks_of(args.rounds + 1) for text in chunk]
+                e2e = end_to_end(artifact, e2e_texts, workdir, e2e_overrides)
+                bare_around.append(probe.run(chunks_of(args.rounds + 2), sampler))
                 print(
                     f"  end to end through the broker ({e2e_variant}): {e2e['tps']:.1f} texts/s; the scorer's model "
                     f"time alone {e2e['model_tps']:.1f} texts/s; bare runs {bare_around[0]:.1f} before, "
