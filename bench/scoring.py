@@ -14,19 +14,20 @@ shuffled with seed 0; ``--data FILE.jsonl`` picks others) with the same model ob
   autocast, offered on CPUs with AMX). ``--ours`` picks the variant the last line reports (default:
   what ``ScorerConfig``'s defaults select on this CPU); each variant's label agreement with fp32 is
   printed, and with ``--model`` (a trained version) and labeled texts, its accuracy;
-* end to end: the embedded broker, ``build_app(config, "scorer")`` in this process, the texts replayed
-  into the texts topic beforehand; from the moment the scorer is ready until every prediction is on the
-  predictions topic. ``e2e_share`` is that rate over the bare rate of the scorer's own model time in the
-  same interval (its scoring-latency histogram), so load from other processes hits both alike; the
-  share against bare runs just before and after it is printed too.
+* end to end: the embedded broker and ``build_app(config, "scorer")`` in this process; once the scorer is
+  ready, ``--pairs`` times: a bare run of the end-to-end texts in this thread, then the same texts sent to
+  the texts topic, timed from the first send until every prediction is on the predictions topic.
+  ``e2e_share`` is the median over the pairs of end-to-end texts/s over the bare run's (pairs side by side:
+  the same work varies by up to 2x over minutes on a shared machine). The share of the scorer's own model
+  time in the same interval (its scoring-latency histogram) is printed too.
 
-Every round scores ``--texts`` texts it has not seen before, and so do the end-to-end run and the bare runs
-just before and after it (texts seen before score faster: bf16 kernels are built per input shape, and
-production texts are new). Within a round, methods are interleaved micro-batch by micro-batch (order
-rotating) so that load from other processes falls on all of them alike; a round's rate is its texts over
-its summed seconds and the figures are medians over ``--rounds``. Latency is per micro-batch. Peak RSS is
-the highest resident set size sampled while a method ran (all methods share the model's weights; int8
-holds its own copy).
+Every round scores ``--texts`` texts of its own, so three rounds cover three times as many reviews; the
+end-to-end run and the bare runs just before and after it share one more set (their length mix is then the
+same; scoring texts a second time was not measurably faster). Within a round, methods are interleaved
+micro-batch by micro-batch (order rotating) so that load from other processes falls on all of them alike; a
+round's rate is its texts over its summed seconds and the figures are medians over ``--rounds``. Latency is
+per micro-batch. Peak RSS is the highest resident set size sampled while a method ran (all methods share
+the model's weights; int8 holds its own copy).
 
 The model is the packaged all-MiniLM-L6-v2 loaded as a sequence classifier with a fresh (seeded) head,
 or a version directory made by ``insightloop train`` (``--model DIR``). Last line:
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import os
 import random
@@ -203,15 +205,25 @@ def build_artifact(args: argparse.Namespace, texts: list[str], workdir: Path) ->
 
 # -- end to end through the embedded broker -------------------------------------------------------
 def end_to_end(
-    artifact: ModelArtifact, texts: list[str], workdir: Path, scorer_overrides: dict[str, Any]
-) -> dict[str, float]:
-    """Texts in the topic beforehand; the scorer role in this process; rate from ready to the last prediction."""
+    artifact: ModelArtifact,
+    texts: list[str],
+    workdir: Path,
+    scorer_overrides: dict[str, Any],
+    bare: Callable[[], float],
+    pairs: int,
+) -> dict[str, list[float]]:
+    """The scorer role in this process, fed ``texts`` ``pairs`` times, each right after a bare run of them.
+
+    Each end-to-end run is timed from the first text sent to the texts topic until every prediction is on
+    the predictions topic; ``bare()`` scores the same texts in this thread while the daemon idles. Pairs
+    side by side keep the machine's drift (the same work varies by up to 2x over minutes here) out of the
+    share.
+    """
     from kafka import KafkaConsumer, TopicPartition
 
     from insightloop.daemon.broker import EmbeddedBroker, free_port
     from insightloop.daemon.config import load_config
-    from insightloop.daemon.kafka import common_settings, ensure_topics
-    from insightloop.daemon.replay import replay
+    from insightloop.daemon.kafka import common_settings, ensure_topics, make_producer
     from insightloop.daemon.wiring import build_app
     from insightloop.deploy import Registry, VersionRecord, VersionStatus
     from insightloop.deploy.events import utc_now
@@ -227,10 +239,7 @@ def end_to_end(
     created = registry.create_version(artifact.save, record, by="bench", reason="scoring benchmark")
     registry.approve(created.version, by="bench")
     registry.promote(created.version, by="bench")
-    source = workdir / "e2e.jsonl"
-    with open(source, "w", encoding="utf-8") as handle:
-        for i, text in enumerate(texts):
-            handle.write(json.dumps({"id": f"e2e-{i}", "text": text}) + "\n")
+    out: dict[str, list[float]] = {"tps": [], "model_tps": [], "bare_tps": []}
 
     with EmbeddedBroker(port=free_port()) as broker:
         scorer: dict[str, Any] = {"group_id": "bench-scorer", **scorer_overrides}
@@ -246,7 +255,7 @@ def end_to_end(
             environ={},
         )
         ensure_topics(config.kafka, config.topics.all())
-        replay(config, source, progress=False)
+        producer = make_producer(config.kafka)
         # Count the predictions by reading the topic (end offsets of the embedded broker are not exact).
         counter = KafkaConsumer(
             **common_settings(config.kafka), group_id=None, enable_auto_commit=False, fetch_max_wait_ms=50
@@ -261,7 +270,7 @@ def end_to_end(
             raise RuntimeError(f"topic {config.topics.predictions} has no partitions")
         counter.assign([TopicPartition(config.topics.predictions, p) for p in sorted(found)])
         counter.seek_to_beginning()
-        seen: set[str] = set()
+        seen: set[bytes] = set()
 
         def produced(timeout_ms: int = 50) -> int:
             # The key is the text's id: counting keys keeps this thread from decoding every prediction's
@@ -292,29 +301,33 @@ def end_to_end(
                 busy = registry_metrics.get_sample_value("insightloop_scoring_latency_seconds_sum") or 0.0
                 return texts_done, busy
 
-            # No wait in the first look: a small model may otherwise finish inside it.
-            ready_at, before, (texts0, busy0) = time.perf_counter(), produced(0), scored()
-            last, last_change = before, time.monotonic()
-            while (done := produced()) < len(texts):
-                if done != last:
-                    last, last_change = done, time.monotonic()
-                elif time.monotonic() - last_change > 120:
-                    raise RuntimeError(f"only {done} of {len(texts)} predictions arrived (none for 120 s)")
-            seconds = time.perf_counter() - ready_at
-            texts1, busy1 = scored()
+            for pair in range(pairs):
+                out["bare_tps"].append(bare())
+                target = len(seen) + len(texts)
+                texts0, busy0 = scored()
+                started = time.perf_counter()
+                for i, text in enumerate(texts):
+                    key = f"e2e-{pair}-{i}"
+                    value = json.dumps({"id": key, "text": text}).encode("utf-8")
+                    producer.send(config.topics.texts, key=key.encode(), value=value)
+                producer.flush(timeout=30)
+                last, last_change = len(seen), time.monotonic()
+                while (done := produced()) < target:
+                    if done != last:
+                        last, last_change = done, time.monotonic()
+                    elif time.monotonic() - last_change > 120:
+                        raise RuntimeError(f"only {done} of {target} predictions arrived (none for 120 s)")
+                seconds = time.perf_counter() - started
+                texts1, busy1 = scored()
+                out["tps"].append(len(texts) / seconds)
+                # The scorer's own model time in the same interval: wall time vs model time.
+                out["model_tps"].append((texts1 - texts0) / (busy1 - busy0) if busy1 > busy0 else float("nan"))
         finally:
             app.daemon.request_stop()
             app.daemon.wait()
             counter.close()
-    # The scorer's own model time in the same interval (its scoring-latency histogram) gives the bare
-    # rate under exactly the same load from other processes; the share is then wall time vs model time.
-    model_tps = (texts1 - texts0) / (busy1 - busy0) if busy1 > busy0 else float("nan")
-    return {
-        "tps": (len(texts) - before) / seconds,
-        "seconds": seconds,
-        "before_ready": float(before),
-        "model_tps": model_tps,
-    }
+            producer.close(timeout=10)
+    return out
 
 
 # -- main ---------------------------------------------------------------------------------------
@@ -338,9 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DATA, help="JSON Lines with `text` (and `label`)")
     parser.add_argument("--model", type=Path, help="a version directory from `insightloop train`")
-    parser.add_argument(
-        "--texts", type=int, default=256, help="fresh texts per round (and per run around and through the broker)"
-    )
+    parser.add_argument("--texts", type=int, default=256, help="texts per round (and for the end-to-end run)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--batch-sizes", default="1,8,32,64", help="pipeline batch sizes to try")
@@ -356,10 +367,11 @@ def main(argv: list[str] | None = None) -> int:
         help="the variant reported as ours_tps on the last line (default: what ScorerConfig's defaults select)",
     )
     parser.add_argument("--no-e2e", action="store_true", help="skip the end-to-end run through the broker")
+    parser.add_argument("--pairs", type=int, default=3, help="end-to-end runs, each after a bare run of its texts")
     parser.add_argument("--smoke", action="store_true", help="tiny model and few texts (for tests)")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.texts, args.rounds, args.search_texts, args.batch_sizes = 64, 1, 32, "8,32"
+        args.texts, args.rounds, args.search_texts, args.batch_sizes, args.pairs = 64, 1, 32, "8,32", 1
     if not args.data.is_file():
         print(f"no data: {args.data} is missing; pass --data FILE.jsonl", file=sys.stderr)
         return 2
@@ -403,9 +415,9 @@ def measure(args: argparse.Namespace, names: list[str]) -> int:
     settings = ScorerConfig()
     threads = set_cpu_threads(settings.torch_threads)
     micro, inference = settings.max_batch_size, settings.inference_batch_size
-    # Fresh texts for every round, for the bare runs around the end-to-end run and for that run itself:
-    # shapes seen before score faster (bf16 kernels are built per shape), and production texts are new.
-    sets = args.rounds + (0 if args.no_e2e else 3)
+    # Texts of its own for every round (a wider sample); one more set for the end-to-end run and the bare
+    # runs around it, so that they compare the same length mix.
+    sets = args.rounds + (0 if args.no_e2e else 1)
     rows, distinct = load_rows(args.data, args.texts * sets)
     texts = [r["text"] for r in rows[: args.texts * args.rounds]]  # the rounds'
     truth = [str(r["label"]) if r.get("label") is not None else None for r in rows[: len(texts)]]
@@ -421,10 +433,10 @@ def measure(args: argparse.Namespace, names: list[str]) -> int:
         artifact, model_desc = build_artifact(args, texts, workdir)
         tokens = np.array([len(ids) for ids in artifact.tokenize(texts)])
         print(
-            f"data: {args.data.resolve()} (shuffled with seed 0): {args.texts} fresh texts for each of {args.rounds} "
-            f"rounds"
-            + ("" if args.no_e2e else ", the end-to-end run and a bare run before and after it")
-            + ("" if distinct == len(rows) else f"; only {distinct} distinct, so texts repeat (rates are flattered)")
+            f"data: {args.data.resolve()} (shuffled with seed 0): {args.texts} texts of its own for each of "
+            f"{args.rounds} rounds"
+            + ("" if args.no_e2e else ", and as many more for the end-to-end pairs")
+            + ("" if distinct == len(rows) else f"; the file has only {distinct}, so texts repeat")
         )
         print(f"model: {model_desc}; max_length {args.max_length}")
         print(
@@ -498,8 +510,8 @@ def measure(args: argparse.Namespace, names: list[str]) -> int:
             "quantize": args.ours == "int8",
             "cpu_bf16": args.ours == "bf16",
         }
-        e2e: dict[str, float] | None = None
-        bare_around: list[float] = []
+        e2e: dict[str, list[float]] | None = None
+        e2e_shares: list[float] = []
         for round_no in range(args.rounds):
             # Interleave at micro-batch granularity (order rotating) so that load from other processes
             # falls on every method alike; a round's rate is its texts over its summed seconds.
@@ -517,18 +529,24 @@ def measure(args: argparse.Namespace, names: list[str]) -> int:
                 flush=True,
             )
             if not args.no_e2e and e2e is None and round_no >= (args.rounds - 1) // 2:
-                # The bare rate right before and after the end-to-end run, for its share.
+                # Pairs: a bare run of the same texts right before each run through the broker.
                 probe = Method("probe", "", artifact_scorer(arts[e2e_variant], "probe"))
-                bare_around.append(probe.run(chunks_of(args.rounds), sampler))
-                e2e_texts = [text for chunk in chunks_of(args.rounds + 1) for text in chunk]
-                e2e = end_to_end(artifact, e2e_texts, workdir, e2e_overrides)
-                bare_around.append(probe.run(chunks_of(args.rounds + 2), sampler))
-                print(
-                    f"  end to end through the broker ({e2e_variant}): {e2e['tps']:.1f} texts/s; the scorer's model "
-                    f"time alone {e2e['model_tps']:.1f} texts/s; bare runs {bare_around[0]:.1f} before, "
-                    f"{bare_around[1]:.1f} after",
-                    flush=True,
+                e2e_chunks = chunks_of(args.rounds)
+                e2e = end_to_end(
+                    artifact,
+                    [text for chunk in e2e_chunks for text in chunk],
+                    workdir,
+                    e2e_overrides,
+                    functools.partial(probe.run, e2e_chunks, sampler),
+                    args.pairs,
                 )
+                e2e_shares = [e / b for e, b in zip(e2e["tps"], e2e["bare_tps"], strict=True)]
+                for n, (e, b, m) in enumerate(zip(e2e["tps"], e2e["bare_tps"], e2e["model_tps"], strict=True)):
+                    print(
+                        f"  end to end through the broker ({e2e_variant}), pair {n + 1}: bare {b:.1f} texts/s, then "
+                        f"end to end {e:.1f} ({e / b:.0%}); the scorer's model time alone {m:.1f} ({e / m:.0%})",
+                        flush=True,
+                    )
         sampler.close()
 
         print()
@@ -545,13 +563,14 @@ def measure(args: argparse.Namespace, names: list[str]) -> int:
                 f"{percentile(method.latencies_ms, 99):9.0f} {max(method.peak_rss):12.0f} "
                 f"{method.cpu_rate:12.1f} {method.cpu_rate / baseline.cpu_rate:7.2f}"
             )
-        bare_tps = statistics.mean(bare_around) if bare_around else float("nan")
         if e2e is not None:
+            e2e_tps = statistics.median(e2e["tps"])
+            in_interval = statistics.median(e / m for e, m in zip(e2e["tps"], e2e["model_tps"], strict=True))
             print(
-                f"{'end to end (' + e2e_variant + ')':<22} {micro:>7} {e2e['tps']:9.1f} "
-                f"{e2e['tps'] / baseline.median_tps:7.2f}   = {e2e['tps'] / e2e['model_tps']:.0%} of the bare "
-                f"{e2e_variant} rate in the same interval ({e2e['model_tps']:.1f} texts/s: the scorer's model time); "
-                f"{e2e['tps'] / bare_tps:.0%} of bare runs just before and after ({bare_tps:.1f} texts/s)"
+                f"{'end to end (' + e2e_variant + ')':<22} {micro:>7} {e2e_tps:9.1f} "
+                f"{e2e_tps / baseline.median_tps:7.2f}   = {statistics.median(e2e_shares):.0%} of a bare run of the "
+                f"same texts just before (median of {len(e2e_shares)} pairs: "
+                f"{', '.join(f'{x:.0%}' for x in e2e_shares)}); {in_interval:.0%} of the scorer's own model time"
             )
         print()
         print("per-round texts/s: " + "; ".join(f"{m.name}: {', '.join(f'{x:.1f}' for x in m.tps)}" for m in methods))
@@ -578,7 +597,7 @@ def measure(args: argparse.Namespace, names: list[str]) -> int:
             line += f"; speed {other.median_tps / fp32.median_tps:.2f}x fp32"
             print(line)
         print(f"process peak RSS (ru_maxrss): {peak_rss_mb():.0f} MB; load average now {os.getloadavg()[0]:.1f}")
-        share = e2e["tps"] / e2e["model_tps"] if e2e is not None else float("nan")
+        share = statistics.median(e2e_shares) if e2e_shares else float("nan")
         print(
             f"scoring: baseline_tps={baseline.median_tps:.1f} ours_tps={ours.median_tps:.1f} "
             f"ratio={ours.median_tps / baseline.median_tps:.2f} e2e_share={share:.2f}"
