@@ -6,6 +6,7 @@ import math
 from typing import TYPE_CHECKING, ClassVar
 
 from insightloop.detectors.advice import (
+    Diagnosis,
     class_shifts,
     describe_slice,
     diagnose,
@@ -14,9 +15,15 @@ from insightloop.detectors.advice import (
     recommend,
     slice_findings,
 )
-from insightloop.detectors.analysis import estimated_quality, labeled_quality, macro_f1_interval, slice_mask
+from insightloop.detectors.analysis import (
+    BoolArray,
+    estimated_quality,
+    labeled_quality,
+    macro_f1_interval,
+    slice_mask,
+)
 from insightloop.detectors.base import Detector, Measurement, log_p
-from insightloop.detectors.insight import Evidence, InsightKind, Recommendation, Severity
+from insightloop.detectors.insight import Evidence, InsightKind, Recommendation, Severity, SliceFinding
 from insightloop.detectors.window import Window
 
 if TYPE_CHECKING:
@@ -27,14 +34,37 @@ def _metrics(**values: float | None) -> dict[str, float]:
     return {k: round(float(v), 6) for k, v in values.items() if v is not None and math.isfinite(v)}
 
 
-def _check_drops(min_drop: float, critical_drop: float) -> None:
-    if not (math.isfinite(min_drop) and 0 <= min_drop < 1):
-        raise ValueError("min_drop must lie in [0, 1)")
-    if not (math.isfinite(critical_drop) and min_drop <= critical_drop < 1):
-        raise ValueError("critical_drop must lie in [min_drop, 1)")
+def _where_quality_fell(
+    reference: ReferenceProfile, current: Window
+) -> tuple[Diagnosis, list[SliceFinding], BoolArray | None]:
+    """The diagnosis, the slices that lost most, and the rows of the worst one (None when none lost)."""
+    diagnosis = diagnose(reference, current)
+    worst = diagnosis.degraded[0] if diagnosis.degraded else None
+    mask = slice_mask(reference, current, worst.definition) if worst else None
+    return diagnosis, slice_findings(diagnosis, focus="loss"), mask
 
 
-class LabeledQualityDrop(Detector):
+class _QualityDropDetector(Detector):
+    """What both quality detectors share: a material drop and a critical one, read from one metric."""
+
+    drop_metric: ClassVar[str]
+    min_drop: float
+    critical_drop: float
+
+    def _set_drops(self, min_drop: float, critical_drop: float) -> None:
+        if not (math.isfinite(min_drop) and 0 <= min_drop < 1):
+            raise ValueError("min_drop must lie in [0, 1)")
+        if not (math.isfinite(critical_drop) and min_drop <= critical_drop < 1):
+            raise ValueError("critical_drop must lie in [min_drop, 1)")
+        self.min_drop = min_drop
+        self.critical_drop = critical_drop
+
+    def severity(self, measurement: Measurement, threshold: float) -> Severity:
+        drop = measurement.metrics.get(self.drop_metric, 0.0)
+        return "critical" if drop >= self.critical_drop else "warning"
+
+
+class LabeledQualityDrop(_QualityDropDetector):
     """Quality drop on the labeled part of the window: accuracy and per-class recall, with tests.
 
     Predictions joined with late labels are compared with the reference's labeled validation split:
@@ -70,6 +100,7 @@ class LabeledQualityDrop(Detector):
     name: ClassVar[str] = "labeled_quality"
     kind: ClassVar[InsightKind] = "quality_drop"
     requires_labels: ClassVar[bool] = True
+    drop_metric: ClassVar[str] = "accuracy_drop"
 
     def __init__(
         self,
@@ -83,10 +114,8 @@ class LabeledQualityDrop(Detector):
         super().__init__(threshold=threshold, critical_factor=critical_factor)
         if min_labeled < 10:
             raise ValueError("min_labeled must be at least 10")
-        _check_drops(min_drop, critical_drop)
+        self._set_drops(min_drop, critical_drop)
         self.min_labeled = min_labeled
-        self.min_drop = min_drop
-        self.critical_drop = critical_drop
 
     def measure(self, reference: ReferenceProfile, current: Window) -> Measurement:
         if current.n_labeled < self.min_labeled:
@@ -111,19 +140,12 @@ class LabeledQualityDrop(Detector):
             ),
         )
 
-    def severity(self, measurement: Measurement, threshold: float) -> Severity:
-        drop = measurement.metrics.get("accuracy_drop", 0.0)
-        return "critical" if drop >= self.critical_drop else "warning"
-
     def explain(
         self, reference: ReferenceProfile, current: Window, measurement: Measurement
     ) -> tuple[Evidence, str, Recommendation]:
         quality = labeled_quality(reference, current)
         assert quality is not None
-        diagnosis = diagnose(reference, current)
-        slices = slice_findings(diagnosis, focus="loss")
-        worst = diagnosis.degraded[0] if diagnosis.degraded else None
-        mask = slice_mask(reference, current, worst.definition) if worst else None
+        diagnosis, slices, mask = _where_quality_fell(reference, current)
         low, high = macro_f1_interval(reference, current) or (None, None)
         evidence = Evidence(
             slices=slices,
@@ -140,7 +162,7 @@ class LabeledQualityDrop(Detector):
             ),
             examples=error_examples(reference, current, mask=mask),
         )
-        where = f", concentrated in {describe_slice(slices[0])}" if slices and worst else ""
+        where = f", concentrated in {describe_slice(slices[0])}" if slices and mask is not None else ""
         summary = (
             f"Accuracy fell {quality.accuracy_drop * 100:.1f} points ({quality.reference_accuracy:.2f} → "
             f"{quality.current_accuracy:.2f} on {quality.n_current} labeled texts, p={measurement.p_value:.1e}; "
@@ -149,7 +171,7 @@ class LabeledQualityDrop(Detector):
         return evidence, summary, recommend(reference, diagnosis, quality_focus=True)
 
 
-class EstimatedQualityDrop(Detector):
+class EstimatedQualityDrop(_QualityDropDetector):
     """Quality drop estimated without labels, from confidence calibrated on the reference.
 
     The profile's isotonic calibrator maps each row's top softmax score to the probability that the
@@ -178,6 +200,7 @@ class EstimatedQualityDrop(Detector):
 
     name: ClassVar[str] = "estimated_quality"
     kind: ClassVar[InsightKind] = "estimated_quality_drop"
+    drop_metric: ClassVar[str] = "estimated_drop"
 
     def __init__(
         self,
@@ -188,9 +211,7 @@ class EstimatedQualityDrop(Detector):
         critical_factor: float = 2.0,
     ) -> None:
         super().__init__(threshold=threshold, critical_factor=critical_factor)
-        _check_drops(min_drop, critical_drop)
-        self.min_drop = min_drop
-        self.critical_drop = critical_drop
+        self._set_drops(min_drop, critical_drop)
 
     def measure(self, reference: ReferenceProfile, current: Window) -> Measurement:
         if len(current) < 2:
@@ -209,19 +230,12 @@ class EstimatedQualityDrop(Detector):
             ),
         )
 
-    def severity(self, measurement: Measurement, threshold: float) -> Severity:
-        drop = measurement.metrics.get("estimated_drop", 0.0)
-        return "critical" if drop >= self.critical_drop else "warning"
-
     def explain(
         self, reference: ReferenceProfile, current: Window, measurement: Measurement
     ) -> tuple[Evidence, str, Recommendation]:
         est = estimated_quality(reference, current)
         assert est is not None
-        diagnosis = diagnose(reference, current)
-        slices = slice_findings(diagnosis, focus="loss")
-        worst = diagnosis.degraded[0] if diagnosis.degraded else None
-        mask = slice_mask(reference, current, worst.definition) if worst else None
+        diagnosis, slices, mask = _where_quality_fell(reference, current)
         evidence = Evidence(
             descriptors=[],
             slices=slices,
@@ -243,7 +257,7 @@ class EstimatedQualityDrop(Detector):
             if est.labeled_accuracy is not None and est.estimate_on_labeled is not None
             else ""
         )
-        where = f", lowest in {describe_slice(slices[0])}" if slices and worst else ""
+        where = f", lowest in {describe_slice(slices[0])}" if slices and mask is not None else ""
         summary = (
             f"Estimated accuracy fell from {est.reference_estimate:.2f} to {est.current_estimate:.2f} "
             f"(calibrated confidence, p={measurement.p_value:.1e}){labeled}{where}."
