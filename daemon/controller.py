@@ -375,9 +375,7 @@ class Controller:
     def _recover(self) -> None:
         """Jobs the store says were running when the daemon stopped: follow them if the runner still knows them,
         otherwise record them as failed (their insight is retried when it is published again)."""
-        for job in self.store.jobs(500):
-            if job["state"] not in ACTIVE:
-                continue
+        for job in self.store.jobs(10_000, states=ACTIVE):
             handle = job.get("handle", job["id"])
             status = self.runner.status(handle)
             if status.finished and "unknown job" in status.message:

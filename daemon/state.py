@@ -189,12 +189,13 @@ class StateStore:
                 (job_id, now, now, state, json.dumps(payload)),
             )
 
-    def jobs(self, limit: int = 100) -> list[dict[str, Any]]:
-        """The newest jobs first."""
+    def jobs(self, limit: int = 100, states: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+        """The newest jobs first; with ``states``, only jobs in one of them."""
+        where = f"WHERE state IN ({', '.join('?' * len(states))})" if states else ""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT id, state, created_at, updated_at, payload FROM jobs ORDER BY created_at DESC LIMIT ?",
-                (limit,),
+                f"SELECT id, state, created_at, updated_at, payload FROM jobs {where} ORDER BY created_at DESC LIMIT ?",
+                (*(states or ()), limit),
             ).fetchall()
         return [_job(r) for r in rows]
 
