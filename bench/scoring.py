@@ -22,8 +22,8 @@ shuffled with seed 0; ``--data FILE.jsonl`` picks others) with the same model ob
   time in the same interval (its scoring-latency histogram) is printed too.
 
 Every round scores ``--texts`` texts of its own, so three rounds cover three times as many reviews; the
-end-to-end run and the bare runs just before and after it share one more set (their length mix is then the
-same; scoring texts a second time was not measurably faster). Within a round, methods are interleaved
+end-to-end pairs score one more set, bare and through the broker alike (the same length mix; scoring texts a
+second time was not measurably faster). Within a round, methods are interleaved
 micro-batch by micro-batch (order rotating) so that load from other processes falls on all of them alike; a
 round's rate is its texts over its summed seconds and the figures are medians over ``--rounds``. Latency is
 per micro-batch. Peak RSS is the highest resident set size sampled while a method ran (all methods share
@@ -223,6 +223,7 @@ def end_to_end(
 
     from insightloop.daemon.broker import EmbeddedBroker, free_port
     from insightloop.daemon.config import load_config
+    from insightloop.daemon.events import TextEvent
     from insightloop.daemon.kafka import common_settings, ensure_topics, make_producer
     from insightloop.daemon.wiring import build_app
     from insightloop.deploy import Registry, VersionRecord, VersionStatus
@@ -307,9 +308,8 @@ def end_to_end(
                 texts0, busy0 = scored()
                 started = time.perf_counter()
                 for i, text in enumerate(texts):
-                    key = f"e2e-{pair}-{i}"
-                    value = json.dumps({"id": key, "text": text}).encode("utf-8")
-                    producer.send(config.topics.texts, key=key.encode(), value=value)
+                    event = TextEvent(id=f"e2e-{pair}-{i}", text=text)
+                    producer.send(config.topics.texts, key=event.id.encode(), value=event.model_dump_json().encode())
                 producer.flush(timeout=30)
                 last, last_change = len(seen), time.monotonic()
                 while (done := produced()) < target:
@@ -415,8 +415,8 @@ def measure(args: argparse.Namespace, names: list[str]) -> int:
     settings = ScorerConfig()
     threads = set_cpu_threads(settings.torch_threads)
     micro, inference = settings.max_batch_size, settings.inference_batch_size
-    # Texts of its own for every round (a wider sample); one more set for the end-to-end run and the bare
-    # runs around it, so that they compare the same length mix.
+    # Texts of its own for every round (a wider sample); one more set for the end-to-end pairs, scored bare
+    # and through the broker alike so that both sides of a pair have the same length mix.
     sets = args.rounds + (0 if args.no_e2e else 1)
     rows, distinct = load_rows(args.data, args.texts * sets)
     texts = [r["text"] for r in rows[: args.texts * args.rounds]]  # the rounds'
