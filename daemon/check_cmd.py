@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from insightloop.daemon.config import StateConfig
 from insightloop.daemon.errors import ExitCode
 from insightloop.deploy import ModelArtifact
 from insightloop.detectors import Insight, ReferenceProfile, check_all, vocabulary_from_texts, write_reports
@@ -33,7 +34,10 @@ def add_check_parser(commands: Any) -> None:
         choices=["info", "warning", "critical"],
         help="exit with code 7 when an insight is at least this severe",
     )
-    check.add_argument("--reports", type=Path, default=Path("insightloop-reports"), help="where reports go")
+    check.add_argument(
+        "--state-dir", type=Path, default=StateConfig().dir, help="working folder; reports go to <state-dir>/reports"
+    )
+    check.add_argument("--reports", type=Path, help="where reports go (default: <state-dir>/reports)")
     check.add_argument("--rounds", type=int, default=100, help="calibration rounds on the reference")
     check.add_argument("--limit", type=int, help="use at most this many rows of each file")
     check.add_argument("--seed", type=int, default=0)
@@ -62,7 +66,8 @@ def run_check(args: argparse.Namespace) -> int:
     result = check_all(profile, current_window, version)
     checked = time.perf_counter()
     stem = f"check-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
-    reports = write_reports(profile, current_window, args.reports, stem)
+    reports_dir = args.reports if args.reports is not None else args.state_dir / "reports"
+    reports = write_reports(profile, current_window, reports_dir, stem)
     html = next((str(p) for p in reports if p.suffix == ".html"), None)
     insights = [i.model_copy(update={"report": html}) for i in result.insights]
     log.info(

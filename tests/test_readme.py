@@ -20,12 +20,35 @@ def fenced_commands(section: str) -> list[str]:
     return [line.strip() for line in joined.splitlines() if line.strip() and not line.strip().startswith("#")]
 
 
+def ci_commands() -> list[str]:
+    return [line.strip() for line in (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()]
+
+
 def test_install_and_test_commands_are_what_ci_runs() -> None:
-    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
-    (install,) = fenced_commands("Install")
+    ci = ci_commands()
+    install = fenced_commands("Install")
     (test,) = fenced_commands("Test")
-    assert install.replace("python3 -m pip install", "python3 -m pip install -q") in ci
-    assert test in ci
+    # A fresh virtual environment of its own, activated, then the one install command.
+    assert install[0].startswith("python3 -m venv ") and "--system-site-packages" not in install[0]
+    assert install[1].startswith(". ") and install[1].endswith("/bin/activate")
+    assert sum("pip install" in line for line in install) == 1
+    # CI runs the same lines in the same order (adding only -q to pip), then the test command.
+    as_in_ci = [line.replace("pip install ", "pip install -q ") for line in install]
+    assert all(line in ci for line in as_in_ci), as_in_ci
+    positions = [ci.index(line) for line in as_in_ci]
+    assert positions == sorted(positions)
+    assert test in ci and ci.index(test) > positions[-1]
+
+
+def test_every_default_output_folder_is_ignored_by_git() -> None:
+    from insightloop.daemon.cli import build_parser
+    from insightloop.daemon.config import Config
+
+    ignored = set((REPO / ".gitignore").read_text(encoding="utf-8").split())
+    config = Config()
+    demo = build_parser().parse_args(["demo"])
+    defaults = {config.registry.path, config.state.dir, demo.workdir, Path(".venv")}
+    assert {f"{d.as_posix()}/" for d in defaults} <= ignored
 
 
 def test_every_cli_example_in_the_readme_parses() -> None:

@@ -88,9 +88,16 @@ def test_without_fail_on_the_summary_is_readable_and_the_exit_code_is_zero(books
     reference = write_jsonl(tmp_path / "books.jsonl", amazon("train", "books", 200, seed=1, skip=400))
     current = write_jsonl(tmp_path / "kitchen.jsonl", amazon("test", "kitchen", 150, seed=3))
     command = [sys.executable, "-m", "insightloop.daemon.cli", "check", "--model", str(books_model), "--rounds", "30"]
-    command += ["--reference", str(reference), "--current", str(current), "--reports", str(tmp_path / "r")]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    command += ["--reference", str(reference), "--current", str(current)]
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False, cwd=workdir)
 
     assert done.returncode == ExitCode.OK, done.stderr[-3000:]
     assert "detector" in done.stdout and "report:" in done.stdout
     assert "[warning]" in done.stdout or "[critical]" in done.stdout, done.stdout
+    # With no --reports the reports land in the default state directory, the one folder .gitignore knows.
+    assert [p.name for p in workdir.iterdir()] == ["insightloop-state"]
+    assert any((workdir / "insightloop-state" / "reports").glob("check-*.html"))
+    ignored = (Path(__file__).resolve().parents[2] / ".gitignore").read_text(encoding="utf-8").split()
+    assert "insightloop-state/" in ignored
