@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from insightloop.daemon.config import Config
 from insightloop.daemon.events import (
+    DeadLetter,
     LabelEvent,
     PredictionEvent,
     RejectedMessage,
@@ -33,7 +34,7 @@ from insightloop.daemon.events import (
 )
 from insightloop.daemon.kafka import make_consumer, make_producer
 from insightloop.daemon.metrics import Metrics
-from insightloop.daemon.state import StateStore, StoredRecord
+from insightloop.daemon.state import LabelRow, PredictionRow, StateStore, StoredRecord, TextRow
 from insightloop.deploy import ModelArtifact, ModelLoadError, Registry
 from insightloop.detectors import (
     CheckResult,
@@ -195,35 +196,38 @@ class Monitor:
     # -- ingest ---------------------------------------------------------------------------
     def _ingest(self, records: list[Any]) -> None:
         topics = self.config.topics
-        texts, predictions, labels, letters = [], [], [], []
-        precisions: list[str | None] = []
+        texts: list[TextRow] = []
+        predictions: list[PredictionRow] = []
+        labels: list[LabelRow] = []
+        letters: list[DeadLetter] = []
         for record in records:
             if record.topic == topics.texts:
                 try:
                     event = parse_text_message(record.value, self.config.scorer.max_message_bytes)
                 except RejectedMessage:
                     continue  # the scorer dead-letters bad texts; one letter per message is enough
-                texts.append((event.id, event.text, event.ts.isoformat() if event.ts else None, event.meta))
+                texts.append(TextRow(event.id, event.text, event.ts.isoformat() if event.ts else None, event.meta))
             elif record.topic == topics.predictions:
                 try:
                     p = PredictionEvent.model_validate_json(record.value)
                 except ValidationError as exc:
                     log.warning("skipping a malformed prediction: %s", str(exc)[:200])
                     continue
-                predictions.append((p.id, p.model_version, p.label, p.scores, p.embedding, p.n_tokens))
-                precisions.append(p.precision)
+                predictions.append(
+                    PredictionRow(p.id, p.model_version, p.label, p.scores, p.embedding, p.n_tokens, p.precision)
+                )
             else:
                 try:
                     label = LabelEvent.model_validate_json(record.value or b"")
                 except ValidationError as exc:
                     letters.append(dead_letter_of(record, RejectReason.INVALID_FIELDS, str(exc)[:500]))
                     continue
-                labels.append((label.id, label.label))
+                labels.append(LabelRow(label.id, label.label))
         now = time.time()
         if texts:
             self.store.add_texts(texts, now)
         if predictions:
-            self.store.add_predictions(predictions, now, precisions)
+            self.store.add_predictions(predictions, now)
             self._since_check += len(predictions)
         if labels:
             self.store.add_labels(labels, now)

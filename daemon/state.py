@@ -1,7 +1,9 @@
 """The state store: one SQLite file (WAL) in the state directory, with versioned migrations.
 
 Everything the daemon must remember across a restart that is not in Kafka or the registry lives
-here: insights, retraining jobs, monitor windows and detector conditions.
+here: insights, retraining jobs, monitor windows and detector conditions, the insights the controller
+acts on (with when each began and its attempts), the controller's budget and last launch, and the
+monitor's outbox of insights not yet published.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from insightloop.detectors import Insight
 
 DB_FILE = "insightloop.sqlite3"
 
@@ -74,7 +78,78 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE records ADD COLUMN precision TEXT;
     """,
+    # 4: the loop's waiting state. The controller's insights (when each began, its attempts), its GPU budget
+    # and last launch; the monitor's outbox of insights raised but not yet acknowledged by the broker.
+    """
+    CREATE TABLE controller_insights (
+        id TEXT PRIMARY KEY,
+        began_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        updated_at TEXT NOT NULL,
+        payload TEXT NOT NULL
+    );
+    CREATE TABLE controller_state (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        budget_day TEXT NOT NULL,
+        gpu_seconds REAL NOT NULL,
+        last_launch REAL
+    );
+    CREATE TABLE outbox (
+        id TEXT PRIMARY KEY,
+        created_at TEXT NOT NULL,
+        payload TEXT NOT NULL
+    );
+    """,
 ]
+
+
+@dataclass(frozen=True)
+class TextRow:
+    """A production text as the monitor stores it."""
+
+    id: str
+    text: str
+    ts: str | None
+    meta: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PredictionRow:
+    """A prediction as the monitor stores it, with the numerics that made it."""
+
+    id: str
+    model_version: str
+    label: str
+    scores: dict[str, float]
+    embedding: list[float]
+    n_tokens: int
+    precision: str | None = None
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    """A late label."""
+
+    id: str
+    label: str
+
+
+@dataclass(frozen=True)
+class PendingInsight:
+    """An insight the controller acts on: when its condition began and how often a job was tried for it."""
+
+    insight: Insight
+    began_at: float
+    attempts: int
+
+
+@dataclass(frozen=True)
+class ControllerState:
+    """The controller's budget of the day and its last launch (epoch seconds; None before the first)."""
+
+    budget_day: str
+    gpu_seconds: float
+    last_launch: float | None
 
 
 @dataclass(frozen=True)
@@ -208,25 +283,17 @@ class StateStore:
         return _job(row) if row is not None else None
 
     # -- joined records (the monitor's windows) -------------------------------------------
-    def add_texts(self, rows: list[tuple[str, str, str | None, dict[str, Any]]], now: float) -> None:
-        """Record texts: (id, text, ts, meta). Arrival order across topics does not matter."""
+    def add_texts(self, rows: list[TextRow], now: float) -> None:
+        """Record texts. Arrival order across topics does not matter."""
         with self.transaction() as conn:
             conn.executemany(
                 """INSERT INTO records (id, received_at, ts, text, meta) VALUES (?, ?, ?, ?, ?)
                    ON CONFLICT(id) DO UPDATE SET text=excluded.text, ts=excluded.ts, meta=excluded.meta""",
-                [(i, now, ts, text, json.dumps(meta)) for i, text, ts, meta in rows],
+                [(r.id, now, r.ts, r.text, json.dumps(r.meta)) for r in rows],
             )
 
-    def add_predictions(
-        self,
-        rows: list[tuple[str, str, str, dict[str, float], list[float], int]],
-        now: float,
-        precisions: list[str | None] | None = None,
-    ) -> None:
-        """Record predictions: (id, model_version, label, scores, embedding, n_tokens) and each one's precision."""
-        precisions = precisions if precisions is not None else [None] * len(rows)
-        if len(precisions) != len(rows):
-            raise ValueError(f"{len(rows)} predictions but {len(precisions)} precisions")
+    def add_predictions(self, rows: list[PredictionRow], now: float) -> None:
+        """Record predictions, each with the numerics that made it."""
         with self.transaction() as conn:
             conn.executemany(
                 """INSERT INTO records (id, received_at, model_version, predicted, scores, embedding, n_tokens,
@@ -235,18 +302,28 @@ class StateStore:
                        predicted=excluded.predicted, scores=excluded.scores, embedding=excluded.embedding,
                        n_tokens=excluded.n_tokens, scored_at=excluded.scored_at, precision=excluded.precision""",
                 [
-                    (i, now, v, p, json.dumps(s), np.asarray(e, dtype=np.float32).tobytes(), n, now, q)
-                    for (i, v, p, s, e, n), q in zip(rows, precisions, strict=True)
+                    (
+                        r.id,
+                        now,
+                        r.model_version,
+                        r.label,
+                        json.dumps(r.scores),
+                        np.asarray(r.embedding, dtype=np.float32).tobytes(),
+                        r.n_tokens,
+                        now,
+                        r.precision,
+                    )
+                    for r in rows
                 ],
             )
 
-    def add_labels(self, rows: list[tuple[str, str]], now: float) -> None:
-        """Record late labels: (id, label)."""
+    def add_labels(self, rows: list[LabelRow], now: float) -> None:
+        """Record late labels."""
         with self.transaction() as conn:
             conn.executemany(
                 """INSERT INTO records (id, received_at, label, label_at) VALUES (?, ?, ?, ?)
                    ON CONFLICT(id) DO UPDATE SET label=excluded.label, label_at=excluded.label_at""",
-                [(i, now, label, now) for i, label in rows],
+                [(r.id, now, r.label, now) for r in rows],
             )
 
     def recent_records(
@@ -320,6 +397,89 @@ class StateStore:
         with self._lock:
             rows = self._conn.execute("SELECT name, payload FROM conditions").fetchall()
         return {row["name"]: json.loads(row["payload"]) for row in rows}
+
+    # -- the controller's waiting state ---------------------------------------------------
+    def save_pending_insight(self, insight: Insight, began_at: float) -> None:
+        """Keep an insight the controller acts on; an update of an ongoing one keeps when it began and its
+        attempts."""
+        with self.transaction() as conn:
+            conn.execute(
+                """INSERT INTO controller_insights (id, began_at, attempts, updated_at, payload)
+                   VALUES (?, ?, 0, ?, ?)
+                   ON CONFLICT(id) DO UPDATE SET updated_at=excluded.updated_at, payload=excluded.payload,
+                       began_at=MIN(began_at, excluded.began_at)""",
+                (insight.id, began_at, _now(), insight.model_dump_json()),
+            )
+
+    def pending_insights(self) -> list[PendingInsight]:
+        """Every insight the controller still acts on, oldest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT began_at, attempts, payload FROM controller_insights ORDER BY began_at, id"
+            ).fetchall()
+        return [
+            PendingInsight(Insight.model_validate_json(r["payload"]), float(r["began_at"]), int(r["attempts"]))
+            for r in rows
+        ]
+
+    def count_attempt(self, insight_id: str) -> int:
+        """Count one more job attempt for an insight; return the new count (0 when it is not pending)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE controller_insights SET attempts = attempts + 1, updated_at = ? WHERE id = ?",
+                (_now(), insight_id),
+            )
+            row = conn.execute("SELECT attempts FROM controller_insights WHERE id = ?", (insight_id,)).fetchone()
+        return int(row["attempts"]) if row is not None else 0
+
+    def drop_pending_insight(self, insight_id: str) -> None:
+        """The controller is done with an insight (a candidate was registered, or it gave up)."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM controller_insights WHERE id = ?", (insight_id,))
+
+    def controller_state(self, today: str) -> ControllerState:
+        """The stored budget and last launch; a new day starts the budget at zero."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT budget_day, gpu_seconds, last_launch FROM controller_state WHERE id = 1"
+            ).fetchone()
+        if row is None:
+            return ControllerState(today, 0.0, None)
+        last = float(row["last_launch"]) if row["last_launch"] is not None else None
+        if row["budget_day"] != today:
+            return ControllerState(today, 0.0, last)
+        return ControllerState(row["budget_day"], float(row["gpu_seconds"]), last)
+
+    def save_controller_state(self, state: ControllerState) -> None:
+        """Persist the budget and the last launch."""
+        with self.transaction() as conn:
+            conn.execute(
+                """INSERT INTO controller_state (id, budget_day, gpu_seconds, last_launch) VALUES (1, ?, ?, ?)
+                   ON CONFLICT(id) DO UPDATE SET budget_day=excluded.budget_day,
+                       gpu_seconds=excluded.gpu_seconds, last_launch=excluded.last_launch""",
+                (state.budget_day, state.gpu_seconds, state.last_launch),
+            )
+
+    # -- the monitor's outbox -------------------------------------------------------------
+    def add_to_outbox(self, insight: Insight) -> None:
+        """Keep an insight until the broker acknowledges it (a newer copy of the same id replaces it)."""
+        with self.transaction() as conn:
+            conn.execute(
+                """INSERT INTO outbox (id, created_at, payload) VALUES (?, ?, ?)
+                   ON CONFLICT(id) DO UPDATE SET payload=excluded.payload""",
+                (insight.id, _now(), insight.model_dump_json()),
+            )
+
+    def outbox(self) -> list[Insight]:
+        """Insights raised but not yet published, oldest first."""
+        with self._lock:
+            rows = self._conn.execute("SELECT payload FROM outbox ORDER BY created_at, id").fetchall()
+        return [Insight.model_validate_json(r["payload"]) for r in rows]
+
+    def remove_from_outbox(self, insight_id: str) -> None:
+        """The broker acknowledged the insight."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM outbox WHERE id = ?", (insight_id,))
 
 
 def _job(row: sqlite3.Row) -> dict[str, Any]:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import random
+from datetime import UTC, datetime
 from pathlib import Path
+
+from insightloop.detectors import Insight, Recommendation, WindowSpan
 
 POSITIVE = ["great", "excellent", "wonderful", "love", "perfect", "amazing", "happy", "superb", "delightful"]
 NEGATIVE = ["terrible", "awful", "broken", "hate", "poor", "horrible", "sad", "useless", "disappointing"]
@@ -78,3 +81,21 @@ def domain_rows(
         words = [*words, *filler, cue] if cue_at_end else [cue, *words, *filler]
         rows.append({"id": f"{prefix}-{i}", "text": " ".join(words), "label": label, "domain": domain})
     return rows
+
+
+def make_insight(insight_id: str = "ins-1", severity: str = "warning", **update: object) -> Insight:
+    """A valid drift insight that recommends retraining; ``update`` overrides any field."""
+    insight = Insight(
+        id=insight_id,
+        detector="embeddings",
+        kind="embedding_drift",
+        severity=severity,  # type: ignore[arg-type]
+        window=WindowSpan(count=500),
+        statistic=3.0,
+        threshold=1.0,
+        summary="Embeddings drifted.",
+        recommendation=Recommendation(action="retrain", because="the traffic moved"),
+        created_at=datetime(2026, 12, 1, tzinfo=UTC),
+        model_version="v0001",
+    )
+    return insight.model_copy(update=update)

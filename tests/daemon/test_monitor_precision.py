@@ -14,7 +14,7 @@ import pytest
 from insightloop.daemon.config import Config, load_config
 from insightloop.daemon.metrics import Metrics
 from insightloop.daemon.monitor import Monitor, window_from_records
-from insightloop.daemon.state import StateStore
+from insightloop.daemon.state import PredictionRow, StateStore, TextRow
 from insightloop.deploy import ModelArtifact, Registry
 from insightloop.detectors import check_all
 from insightloop.retrain.profile import load_profile
@@ -47,14 +47,16 @@ def store_scored(store: StateStore, artifact: ModelArtifact, version: str, rows:
     now = time.time()
     batch = artifact.predict([r["text"] for r in rows])
     labels = batch.predicted_labels()
-    store.add_texts([(r["id"], r["text"], None, {}) for r in rows], now)
+    store.add_texts([TextRow(r["id"], r["text"], None, {}) for r in rows], now)
     predictions = []
     for i, row in enumerate(rows):
         scores = {name: float(p) for name, p in zip(batch.labels, batch.probabilities[i], strict=True)}
+        embedding = batch.embeddings[i].tolist()
+        n_tokens = int(batch.token_counts[i])
         predictions.append(
-            (row["id"], version, labels[i], scores, batch.embeddings[i].tolist(), int(batch.token_counts[i]))
+            PredictionRow(row["id"], version, labels[i], scores, embedding, n_tokens, artifact.precision)
         )
-    store.add_predictions(predictions, now, [artifact.precision] * len(rows))
+    store.add_predictions(predictions, now)
 
 
 def predictions_result(result: Any) -> Any:

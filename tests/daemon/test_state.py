@@ -5,7 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from insightloop.daemon.state import StateStore
+from insightloop.daemon.state import ControllerState, PredictionRow, StateStore, TextRow
+from tests.synthetic import make_insight
 
 
 def test_an_insight_state_changes_in_place_and_survives_a_reopen(tmp_path: Path) -> None:
@@ -48,10 +49,40 @@ def test_a_store_from_before_precisions_migrates_and_keeps_its_records(tmp_path:
             (bytes(8),),
         )
     store = StateStore(tmp_path)
-    assert store.schema_version == len(MIGRATIONS) == 3
-    store.add_texts([("new", "fresh text", None, {})], 2.0)
-    store.add_predictions([("new", "v0001", "positive", {"positive": 1.0}, [0.0, 0.0], 3)], 2.0, ["cpu/bfloat16"])
+    assert store.schema_version == len(MIGRATIONS)
+    store.add_texts([TextRow("new", "fresh text", None, {})], 2.0)
+    store.add_predictions(
+        [PredictionRow("new", "v0001", "positive", {"positive": 1.0}, [0.0, 0.0], 3, "cpu/bfloat16")], 2.0
+    )
     records = {r.id: r for r in store.recent_records(10)}
     assert records["old"].text == "kept text" and records["old"].precision is None
     assert records["new"].precision == "cpu/bfloat16"
+    store.close()
+
+
+def test_the_loops_waiting_state_survives_a_reopen(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.save_pending_insight(make_insight("ins-a"), began_at=100.0)
+    store.save_pending_insight(make_insight("ins-b", severity="critical"), began_at=50.0)
+    # An update of an ongoing insight replaces its copy but keeps when it began and its attempts.
+    assert store.count_attempt("ins-a") == 1
+    store.save_pending_insight(make_insight("ins-a", severity="critical"), began_at=300.0)
+    assert store.count_attempt("no-such") == 0
+    store.save_controller_state(ControllerState("2026-12-01", 1800.0, 123.5))
+    store.add_to_outbox(make_insight("ins-c"))
+    store.add_to_outbox(make_insight("ins-d"))
+    store.remove_from_outbox("ins-c")
+    store.close()
+
+    store = StateStore(tmp_path)
+    pending = store.pending_insights()
+    assert [(p.insight.id, p.began_at, p.attempts, p.insight.severity) for p in pending] == [
+        ("ins-b", 50.0, 0, "critical"),
+        ("ins-a", 100.0, 1, "critical"),
+    ]
+    assert store.controller_state("2026-12-01") == ControllerState("2026-12-01", 1800.0, 123.5)
+    assert store.controller_state("2026-12-02") == ControllerState("2026-12-02", 0.0, 123.5)  # a new day's budget
+    assert [i.id for i in store.outbox()] == ["ins-d"]
+    store.drop_pending_insight("ins-b")
+    assert [p.insight.id for p in store.pending_insights()] == ["ins-a"]
     store.close()

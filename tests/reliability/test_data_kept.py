@@ -14,7 +14,7 @@ import pytest
 from insightloop.daemon.config import Config
 from insightloop.daemon.metrics import Metrics
 from insightloop.daemon.monitor import Monitor
-from insightloop.daemon.state import MIGRATIONS, StateStore
+from insightloop.daemon.state import MIGRATIONS, LabelRow, PredictionRow, StateStore, TextRow
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 DAY = 86400.0
@@ -22,12 +22,12 @@ DAY = 86400.0
 
 def add(store: StateStore, ids: list[str], at: float, scored: bool = True, labeled: bool = False) -> None:
     """Records as the monitor writes them: text, then prediction, then (maybe) label, all at ``at``."""
-    store.add_texts([(i, f"text of {i}", None, {}) for i in ids], at)
+    store.add_texts([TextRow(i, f"text of {i}", None, {}) for i in ids], at)
     if scored:
         scores = {"positive": 0.9, "negative": 0.1}
-        store.add_predictions([(i, "v0001", "positive", scores, [0.0] * 8, 4) for i in ids], at)
+        store.add_predictions([PredictionRow(i, "v0001", "positive", scores, [0.0] * 8, 4) for i in ids], at)
     if labeled:
-        store.add_labels([(i, "positive") for i in ids], at)
+        store.add_labels([LabelRow(i, "positive") for i in ids], at)
 
 
 def texts(store: StateStore) -> dict[str, str | None]:
@@ -46,8 +46,8 @@ def test_retention_by_age(store: StateStore) -> None:
     now = time.time()
     add(store, ["old-1", "old-2"], now - 8 * DAY, labeled=True)
     add(store, ["new-1"], now - 1 * DAY)
-    store.add_texts([("never-scored", "x", None, {})], now - 9 * DAY)
-    store.add_labels([("label-only", "positive")], now - 10 * DAY)  # a label whose text never came
+    store.add_texts([TextRow("never-scored", "x", None, {})], now - 9 * DAY)
+    store.add_labels([LabelRow("label-only", "positive")], now - 10 * DAY)  # a label whose text never came
     assert store.apply_retention(7 * DAY, 1000, now) == 4
     assert set(texts(store)) == {"new-1"}
 
@@ -65,7 +65,7 @@ def test_labeled_only_keeps_texts_only_where_retraining_needs_them(store: StateS
     now = time.time()
     add(store, ["old-labeled"], now - 4 * DAY, labeled=True)
     add(store, ["old-unlabeled"], now - 4 * DAY)
-    store.add_texts([("old-unscored", "no prediction ever came", None, {})], now - 4 * DAY)
+    store.add_texts([TextRow("old-unscored", "no prediction ever came", None, {})], now - 4 * DAY)
     add(store, ["recent-unlabeled"], now - 1 * DAY)
     store.apply_retention(7 * DAY, 1000, now, keep_text="all")
     assert all(texts(store).values()), "keep_text: all blanks nothing"
@@ -75,7 +75,7 @@ def test_labeled_only_keeps_texts_only_where_retraining_needs_them(store: StateS
     assert kept["recent-unlabeled"] == "text of recent-unlabeled", "the current window keeps its texts"
     assert kept["old-unlabeled"] == "" and kept["old-unscored"] == "", "older unlabeled texts are not kept"
     # A label that arrives after its text was blanked does not bring an empty text into training data.
-    store.add_labels([("old-unlabeled", "negative")], now)
+    store.add_labels([LabelRow("old-unlabeled", "negative")], now)
     assert [r.id for r in store.recent_records(100, labeled_only=True)] == ["old-labeled"]
 
 

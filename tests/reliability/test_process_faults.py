@@ -17,7 +17,7 @@ import pytest
 from insightloop.daemon.broker import free_port
 from insightloop.daemon.kafka import ensure_topics
 from insightloop.daemon.replay import replay
-from insightloop.daemon.state import DB_FILE, StateStore
+from insightloop.daemon.state import DB_FILE, LabelRow, PredictionRow, StateStore, TextRow
 from insightloop.deploy import Registry
 from insightloop.deploy.events import utc_now
 from insightloop.detectors import Adjustments, Insight, Recommendation, WindowSpan
@@ -147,11 +147,13 @@ def store_production(state_dir: Path, n: int, labels: bool) -> None:
     try:
         now = time.time()
         if labels:
-            store.add_labels([(r["id"], r["label"]) for r in rows], now)
+            store.add_labels([LabelRow(r["id"], r["label"]) for r in rows], now)
         else:
-            store.add_texts([(r["id"], r["text"], None, {}) for r in rows], now)
+            store.add_texts([TextRow(r["id"], r["text"], None, {}) for r in rows], now)
             scores = {"positive": 0.6, "negative": 0.4}
-            store.add_predictions([(r["id"], "v0001", "positive", scores, [0.0] * 8, 12) for r in rows], now)
+            store.add_predictions(
+                [PredictionRow(r["id"], "v0001", "positive", scores, [0.0] * 8, 12) for r in rows], now
+            )
     finally:
         store.close()
 
