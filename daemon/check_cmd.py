@@ -15,7 +15,6 @@ from insightloop.daemon.config import StateConfig
 from insightloop.daemon.errors import ExitCode
 from insightloop.deploy import ModelArtifact
 from insightloop.detectors import Insight, ReferenceProfile, check_all, vocabulary_from_texts, write_reports
-from insightloop.detectors.insight import SEVERITY_ORDER
 from insightloop.retrain import Example, read_jsonl
 from insightloop.retrain.profile import load_profile, scored_window
 
@@ -85,7 +84,7 @@ def run_check(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(payload) + "\n")
     else:
         _print_summary(insights, result.results, reports)
-    if args.fail_on and any(SEVERITY_ORDER[i.severity] >= SEVERITY_ORDER[args.fail_on] for i in insights):
+    if args.fail_on and any(i.at_least(args.fail_on) for i in insights):
         return int(ExitCode.CHECK_FAILED)
     return int(ExitCode.OK)
 

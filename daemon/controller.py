@@ -27,7 +27,6 @@ from insightloop.daemon.promotion import ModelRefusedError, ModelService
 from insightloop.daemon.state import StateStore
 from insightloop.deploy import Registry, RegistryError
 from insightloop.detectors import Insight
-from insightloop.detectors.insight import SEVERITY_ORDER
 from insightloop.retrain.evaluate import GateSettings
 from insightloop.retrain.job import JobSpec, read_result
 from insightloop.retrain.plan import HyperParameters, plan_from_insights
@@ -53,7 +52,7 @@ def priority(insight: Insight) -> float:
     if loss is None:
         loss = 0.01 * min(insight.ratio, 100.0)  # drift without a measured loss: rank by how far past the alarm
     share = max((s.share_current for s in insight.evidence.slices), default=1.0)
-    return float(loss * share + SEVERITY_ORDER[insight.severity] * 1e-6)
+    return float(loss * share + insight.severity_rank * 1e-6)
 
 
 @dataclass
@@ -163,7 +162,7 @@ class Controller:
             return
         if insight.recommendation.action == "none":
             return
-        if SEVERITY_ORDER[insight.severity] < SEVERITY_ORDER[self.policy.min_severity]:
+        if not insight.at_least(self.policy.min_severity):
             return
         if insight.kind not in self.policy.kinds:
             return

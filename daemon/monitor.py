@@ -47,7 +47,6 @@ from insightloop.detectors import (
     check_all,
     write_reports,
 )
-from insightloop.detectors.insight import SEVERITY_ORDER
 from insightloop.retrain.profile import load_profile, rescore_profile
 
 log = logging.getLogger(__name__)
@@ -83,7 +82,7 @@ def merge_insights(insights: list[Insight]) -> Insight:
     Several detectors usually see the same shift (inputs, predictions, quality); people and the controller
     need one finding about it, not one page per detector.
     """
-    ordered = sorted(insights, key=lambda i: (SEVERITY_ORDER[i.severity], i.ratio), reverse=True)
+    ordered = sorted(insights, key=lambda i: (i.severity_rank, i.ratio), reverse=True)
     primary, others = ordered[0], ordered[1:]
     if not others:
         return primary
@@ -396,11 +395,7 @@ class Monitor:
                 transition.value,
                 json.loads(merged.model_dump_json()),
             )
-            if (
-                transition is Transition.NEW
-                and SEVERITY_ORDER[merged.severity] >= SEVERITY_ORDER[self.policy.min_severity]
-                and self._publish(merged)
-            ):
+            if transition is Transition.NEW and merged.at_least(self.policy.min_severity) and self._publish(merged):
                 published.append(merged)
         else:
             previous = self.tracker.active.get(key)

@@ -7,6 +7,7 @@ from insightloop.deploy.artifact import (
     pick_device,
     set_cpu_threads,
 )
+from insightloop.deploy.errors import DeployError, DeployPermanentError, DeployTemporaryError
 from insightloop.deploy.events import (
     AuditEntry,
     Evaluation,
@@ -23,6 +24,9 @@ from insightloop.deploy.registry import GateFailedError, Registry, RegistryError
 
 __all__ = [
     "AuditEntry",
+    "DeployError",
+    "DeployPermanentError",
+    "DeployTemporaryError",
     "Evaluation",
     "EvaluationSection",
     "GateFailedError",

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from insightloop.deploy.errors import DeployPermanentError
 from insightloop.deploy.projection import Projection
 
 ARTIFACT_FILE = "artifact.json"
@@ -33,7 +34,7 @@ CPU_TOKENS_PER_PASS = 2048
 log = logging.getLogger(__name__)
 
 
-class ModelLoadError(Exception):
+class ModelLoadError(DeployPermanentError):
     """A model directory is missing, incomplete or unreadable."""
 
 

@@ -23,6 +23,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from insightloop.deploy.errors import DeployPermanentError
 from insightloop.deploy.events import AuditEntry, ModelEvent, VersionRecord, VersionStatus
 
 VERSION_PATTERN = re.compile(r"^v(\d{4,})$")
@@ -32,7 +33,7 @@ POINTER_FILE = "PRODUCTION"
 AUDIT_FILE = "audit.jsonl"
 
 
-class RegistryError(Exception):
+class RegistryError(DeployPermanentError):
     """The registry refused an operation (unknown version, wrong status, broken layout)."""
 
 

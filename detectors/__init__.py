@@ -10,6 +10,7 @@ from insightloop.detectors.base import Detector, Measurement
 from insightloop.detectors.calibration import ConfidenceCalibrator, tail_threshold
 from insightloop.detectors.descriptors import DESCRIPTOR_NAMES, compute_descriptors, vocabulary_from_texts
 from insightloop.detectors.drift import DescriptorDrift, EmbeddingDrift, PredictionDrift
+from insightloop.detectors.errors import DetectorError, DetectorPermanentError, DetectorTemporaryError
 from insightloop.detectors.insight import (
     INSIGHT_SCHEMA_VERSION,
     Adjustments,
@@ -23,6 +24,7 @@ from insightloop.detectors.insight import (
     Severity,
     SliceFinding,
     WindowSpan,
+    severity_rank,
 )
 from insightloop.detectors.profile import CalibratedThreshold, ReferenceProfile
 from insightloop.detectors.quality import EstimatedQualityDrop, LabeledQualityDrop
@@ -46,7 +48,10 @@ __all__ = [
     "DescriptorDrift",
     "DescriptorShift",
     "Detector",
+    "DetectorError",
+    "DetectorPermanentError",
     "DetectorResult",
+    "DetectorTemporaryError",
     "EmbeddingDrift",
     "EstimatedQualityDrop",
     "Evidence",
@@ -72,6 +77,7 @@ __all__ = [
     "drift_report",
     "quality_report",
     "save_report",
+    "severity_rank",
     "tail_threshold",
     "vocabulary_from_texts",
     "write_reports",

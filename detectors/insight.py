@@ -22,7 +22,12 @@ InsightKind = Literal[
 ]
 Action = Literal["retrain", "recalibrate", "none"]
 
-SEVERITY_ORDER: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
+_SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
+
+
+def severity_rank(severity: Severity) -> int:
+    """``info`` < ``warning`` < ``critical`` as 0, 1, 2: the one ordering of severities."""
+    return _SEVERITY_RANK[severity]
 
 
 def _finite(value: float) -> float:
@@ -165,9 +170,14 @@ class Insight(_Model):
         """``statistic / threshold``: 1 at the alarm level."""
         return self.statistic / self.threshold if self.threshold > 0 else math.inf
 
+    @property
+    def severity_rank(self) -> int:
+        """This insight's place in the ordering of severities (see ``severity_rank``)."""
+        return severity_rank(self.severity)
+
     def at_least(self, severity: Severity) -> bool:
         """True when this insight is as severe as ``severity`` or more."""
-        return SEVERITY_ORDER[self.severity] >= SEVERITY_ORDER[severity]
+        return self.severity_rank >= severity_rank(severity)
 
 
 def insight_id(detector: str, model_version: str, row_ids: list[str]) -> str:

@@ -1,6 +1,7 @@
 """retrain: training data, the fine-tuning job (and, with the Retraining issue, plans and evaluation)."""
 
 from insightloop.retrain.data import DataFileError, Example, iter_jsonl, read_jsonl, write_jsonl
+from insightloop.retrain.errors import RetrainError, RetrainPermanentError, RetrainTemporaryError
 from insightloop.retrain.finetune import (
     FineTuneResult,
     FineTuneSettings,
@@ -16,6 +17,9 @@ __all__ = [
     "Example",
     "FineTuneResult",
     "FineTuneSettings",
+    "RetrainError",
+    "RetrainPermanentError",
+    "RetrainTemporaryError",
     "default_base_model",
     "fine_tune",
     "iter_jsonl",

@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from insightloop.retrain.errors import RetrainPermanentError
+
 SCALAR = (str, int, float, bool)
 
 
-class DataFileError(Exception):
+class DataFileError(RetrainPermanentError):
     """A data file cannot be used; the message names the file and line."""
 
 

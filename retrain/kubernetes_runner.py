@@ -36,6 +36,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
+from insightloop.retrain.errors import RetrainError, RetrainPermanentError, RetrainTemporaryError
 from insightloop.retrain.runners import LOG_TAIL_BYTES, JobState, JobStatus
 
 log = logging.getLogger(__name__)
@@ -63,15 +64,15 @@ _POD_LOCAL_VOLUMES = frozenset({"emptyDir", "configMap", "secret", "downwardAPI"
 _T = TypeVar("_T")
 
 
-class KubernetesRunnerError(RuntimeError):
+class KubernetesRunnerError(RetrainError):
     """The Kubernetes API refused or failed a request of the runner."""
 
 
-class KubernetesPermissionError(KubernetesRunnerError):
+class KubernetesPermissionError(KubernetesRunnerError, RetrainPermanentError):
     """401/403: the daemon's credentials or RBAC do not allow what the runner needs."""
 
 
-class KubernetesUnavailableError(KubernetesRunnerError):
+class KubernetesUnavailableError(KubernetesRunnerError, RetrainTemporaryError):
     """A transient failure (5xx, 429, connection error, timeout): trying again later may succeed."""
 
 

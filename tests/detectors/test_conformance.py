@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from insightloop.detectors import DETECTORS, Detector, Insight, ReferenceProfile, Window, check_all
-from insightloop.detectors.insight import SEVERITY_ORDER
 from tests.detectors.conftest import WINDOW
 from tests.detectors.worlds import Shift, make_window
 
@@ -41,7 +40,7 @@ NAMES = sorted(DETECTORS)
 
 
 def warnings_or_worse(insights: list[Insight]) -> list[Insight]:
-    return [i for i in insights if SEVERITY_ORDER[i.severity] >= SEVERITY_ORDER["warning"]]
+    return [i for i in insights if i.at_least("warning")]
 
 
 @pytest.fixture(scope="module")
