@@ -2,6 +2,7 @@
 
 from insightloop.retrain.data import DataFileError, Example, iter_jsonl, read_jsonl, write_jsonl
 from insightloop.retrain.errors import RetrainError, RetrainPermanentError, RetrainTemporaryError
+from insightloop.retrain.evaluate import GateSettings
 from insightloop.retrain.finetune import (
     FineTuneResult,
     FineTuneSettings,
@@ -11,19 +12,36 @@ from insightloop.retrain.finetune import (
     seed_everything,
     stratified_split,
 )
+from insightloop.retrain.job import JobResult, JobSpec, read_result
+from insightloop.retrain.kubernetes_runner import KubernetesRunner
+from insightloop.retrain.plan import HyperParameters, plan_from_insights
+from insightloop.retrain.profile import TRAINING_DATA
+from insightloop.retrain.runners import JobState, JobStatus, LocalRunner, Runner
 
 __all__ = [
+    "TRAINING_DATA",
     "DataFileError",
     "Example",
     "FineTuneResult",
     "FineTuneSettings",
+    "GateSettings",
+    "HyperParameters",
+    "JobResult",
+    "JobSpec",
+    "JobState",
+    "JobStatus",
+    "KubernetesRunner",
+    "LocalRunner",
     "RetrainError",
     "RetrainPermanentError",
     "RetrainTemporaryError",
+    "Runner",
     "default_base_model",
     "fine_tune",
     "iter_jsonl",
+    "plan_from_insights",
     "read_jsonl",
+    "read_result",
     "save_tiny_bert",
     "seed_everything",
     "stratified_split",
