@@ -26,7 +26,7 @@ class ScorerObserver:
         """``version`` failed to load or to pass the smoke test; the old model keeps serving."""
 
     def on_dead_letter(self, reason: str) -> None:
-        """A message went to the dead-letter topic for ``reason``."""
+        """A message went to the dead-letter topic for ``reason`` (the scorer's or the monitor's)."""
 
     def on_lag(self, lag: Mapping[tuple[str, int], int]) -> None:
         """Messages not yet consumed, per (topic, partition)."""
@@ -35,17 +35,56 @@ class ScorerObserver:
         """A produce or commit failed and will be retried."""
 
 
-class ObserverSet(ScorerObserver):
-    """Fans each hook out to several observers; one failing observer never stops the others."""
+class MonitorObserver:
+    """Hooks the monitor calls; subclasses override what they need."""
 
-    def __init__(self, observers: Sequence[ScorerObserver]) -> None:
+    def on_check(self, seconds: float) -> None:
+        """One check of the newest window took ``seconds``."""
+
+    def on_detector(self, detector: str, statistic: float, drifted: bool) -> None:
+        """``detector``'s latest statistic, and whether its condition is raised (with hysteresis)."""
+
+    def on_accuracy(self, labeled: float | None, estimated: float | None) -> None:
+        """Accuracy on the latest labeled window and the label-free estimate (None: not measured)."""
+
+    def on_insight_published(self, kind: str, severity: str) -> None:
+        """The broker acknowledged a new insight."""
+
+    def on_dead_letter(self, reason: str) -> None:
+        """A message went to the dead-letter topic for ``reason``."""
+
+
+class ControllerObserver:
+    """Hooks the controller calls; subclasses override what they need."""
+
+    def on_job(self, state: str) -> None:
+        """A retraining job entered ``state`` (running, succeeded, failed)."""
+
+    def on_jobs_running(self, count: int, oldest_seconds: float) -> None:
+        """Jobs running now and the age of the oldest."""
+
+    def on_candidates_pending(self, count: int, oldest_seconds: float) -> None:
+        """Candidates waiting for a person and how long the oldest has waited."""
+
+
+class ObserverSet(ScorerObserver, MonitorObserver, ControllerObserver):
+    """Fans each hook out to several observers; a failing observer is logged, never fatal.
+
+    Every worker calls its metrics through one of these (as Dramatiq wraps each middleware call), so a
+    broken exporter cannot stop scoring, checking or retraining.
+    """
+
+    def __init__(self, observers: Sequence[ScorerObserver | MonitorObserver | ControllerObserver]) -> None:
         self._observers = list(observers)
 
     def _each(self, hook: str, *args: object) -> None:
         for observer in self._observers:
+            method = getattr(observer, hook, None)
+            if method is None:
+                continue
             try:
-                getattr(observer, hook)(*args)
-            except Exception:  # an observer must never break scoring
+                method(*args)
+            except Exception:  # an observer must never break the worker it watches
                 log.exception("observer %s failed in %s", type(observer).__name__, hook)
 
     def on_assigned(self, partitions: Sequence[tuple[str, int]]) -> None:
@@ -68,6 +107,27 @@ class ObserverSet(ScorerObserver):
 
     def on_retry(self, operation: str) -> None:
         self._each("on_retry", operation)
+
+    def on_check(self, seconds: float) -> None:
+        self._each("on_check", seconds)
+
+    def on_detector(self, detector: str, statistic: float, drifted: bool) -> None:
+        self._each("on_detector", detector, statistic, drifted)
+
+    def on_accuracy(self, labeled: float | None, estimated: float | None) -> None:
+        self._each("on_accuracy", labeled, estimated)
+
+    def on_insight_published(self, kind: str, severity: str) -> None:
+        self._each("on_insight_published", kind, severity)
+
+    def on_job(self, state: str) -> None:
+        self._each("on_job", state)
+
+    def on_jobs_running(self, count: int, oldest_seconds: float) -> None:
+        self._each("on_jobs_running", count, oldest_seconds)
+
+    def on_candidates_pending(self, count: int, oldest_seconds: float) -> None:
+        self._each("on_candidates_pending", count, oldest_seconds)
 
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -174,8 +234,8 @@ class Metrics:
         )
 
 
-class PrometheusScorerMetrics(ScorerObserver):
-    """Exports the scorer's activity into the process's :class:`Metrics`."""
+class PrometheusObserver(ScorerObserver, MonitorObserver, ControllerObserver):
+    """Exports every worker's activity into the process's :class:`Metrics`."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.m = metrics
@@ -213,3 +273,36 @@ class PrometheusScorerMetrics(ScorerObserver):
 
     def on_retry(self, operation: str) -> None:
         self.m.retries.labels(operation=operation).inc()
+
+    def on_check(self, seconds: float) -> None:
+        self.m.checks.inc()
+        self.m.check_seconds.observe(seconds)
+
+    def on_detector(self, detector: str, statistic: float, drifted: bool) -> None:
+        self.m.drift_statistic.labels(detector=detector).set(statistic)
+        self.m.drift_detected.labels(detector=detector).set(1 if drifted else 0)
+
+    def on_accuracy(self, labeled: float | None, estimated: float | None) -> None:
+        if labeled is not None:
+            self.m.labeled_accuracy.set(labeled)
+        if estimated is not None:
+            self.m.estimated_accuracy.set(estimated)
+
+    def on_insight_published(self, kind: str, severity: str) -> None:
+        self.m.insights.labels(kind=kind, severity=severity).inc()
+
+    def on_job(self, state: str) -> None:
+        self.m.retrain_jobs.labels(state=state).inc()
+
+    def on_jobs_running(self, count: int, oldest_seconds: float) -> None:
+        self.m.retrain_jobs_running.set(count)
+        self.m.retrain_oldest_running_seconds.set(oldest_seconds)
+
+    def on_candidates_pending(self, count: int, oldest_seconds: float) -> None:
+        self.m.candidates_pending.set(count)
+        self.m.candidate_oldest_pending_seconds.set(oldest_seconds)
+
+
+def observers_of(metrics: Metrics) -> ObserverSet:
+    """The observer set a worker reports through: Prometheus behind the safety net."""
+    return ObserverSet([PrometheusObserver(metrics)])

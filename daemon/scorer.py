@@ -26,7 +26,7 @@ from insightloop.daemon.events import (
     parse_text_message,
 )
 from insightloop.daemon.kafka import make_consumer, make_producer
-from insightloop.daemon.metrics import ScorerObserver
+from insightloop.daemon.metrics import ObserverSet, ScorerObserver
 from insightloop.deploy import ModelArtifact, ModelLoadError, Registry, set_cpu_threads
 from insightloop.deploy.artifact import cpu_has_native_bf16, forward_batch_size
 
@@ -85,7 +85,8 @@ class Scorer:
 
     def __init__(self, config: Config, observer: ScorerObserver | None = None) -> None:
         self.config = config
-        self.observer = observer or ScorerObserver()
+        # Behind the safety net: a failing observer is logged and scoring goes on.
+        self.observer = observer if isinstance(observer, ObserverSet) else ObserverSet([observer] if observer else [])
         self.model: ServingModel | None = None
         self.registry = Registry(config.registry.path)
         self._assignment: list[tuple[str, int]] = []

@@ -10,7 +10,7 @@ from insightloop.daemon.config import Config
 from insightloop.daemon.http import ApiContext, ApiServer
 from insightloop.daemon.kafka import KafkaProbe, ensure_topics, is_transient, make_producer
 from insightloop.daemon.lifecycle import Daemon, Worker
-from insightloop.daemon.metrics import Metrics, PrometheusScorerMetrics
+from insightloop.daemon.metrics import Metrics, observers_of
 from insightloop.daemon.promotion import ModelService, kafka_publisher
 from insightloop.daemon.scorer import Scorer
 from insightloop.daemon.state import StateStore
@@ -60,7 +60,7 @@ def build_app(config: Config, role: str = "all") -> App:
     models = ModelService(registry, kafka_publisher(producer, config.topics.models), metrics=metrics)
     workers: list[Worker] = []
     if role in ("all", "scorer"):
-        workers.append(Scorer(config, PrometheusScorerMetrics(metrics)))
+        workers.append(Scorer(config, observers_of(metrics)))
     if role in ("all", "monitor"):
         from insightloop.daemon.monitor import Monitor
 
