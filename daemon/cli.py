@@ -296,19 +296,34 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _report_known(exc: Exception) -> int:
-    from insightloop.deploy import ModelLoadError, RegistryError
-    from insightloop.retrain import DataFileError
+    code = exit_code_for(exc)
+    if code is None:
+        raise exc  # not one of ours: a bug, and its traceback is what a person needs
+    print(f"error: {exc}", file=sys.stderr)
+    return int(code)
 
+
+def exit_code_for(exc: BaseException) -> ExitCode | None:
+    """The exit code for an error a room raised on purpose, by its kind; None for anything else.
+
+    Specific errors keep their named codes (a bad data file, no usable model); otherwise a temporary
+    error exits with ``TEMPORARY_FAILURE`` (a wrapper may retry) and a permanent one with ``FAILURE``.
+    """
+    from insightloop.deploy import DeployError, DeployTemporaryError, ModelLoadError, RegistryError
+    from insightloop.detectors import DetectorError, DetectorTemporaryError
+    from insightloop.retrain import DataFileError, RetrainError, RetrainTemporaryError
+
+    if isinstance(exc, InsightloopError):
+        return exc.exit_code
     if isinstance(exc, DataFileError):
-        print(f"error: {exc}", file=sys.stderr)
-        return int(ExitCode.DATA_ERROR)
+        return ExitCode.DATA_ERROR
     if isinstance(exc, ModelLoadError | RegistryError):
-        print(f"error: {exc}", file=sys.stderr)
-        return int(ExitCode.NO_MODEL)
-    if isinstance(exc, ValueError):
-        print(f"error: {exc}", file=sys.stderr)
-        return int(ExitCode.USAGE)
-    raise exc
+        return ExitCode.NO_MODEL
+    if isinstance(exc, DeployTemporaryError | RetrainTemporaryError | DetectorTemporaryError):
+        return ExitCode.TEMPORARY_FAILURE
+    if isinstance(exc, DeployError | RetrainError | DetectorError):
+        return ExitCode.FAILURE
+    return None
 
 
 if __name__ == "__main__":

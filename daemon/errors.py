@@ -16,6 +16,7 @@ class ExitCode(IntEnum):
     NO_MODEL = 5
     DATA_ERROR = 6
     CHECK_FAILED = 7
+    TEMPORARY_FAILURE = 75  # sysexits' EX_TEMPFAIL: trying again later may succeed
     INTERRUPTED = 130
 
 
@@ -27,6 +28,8 @@ class InsightloopError(Exception):
 
 class TemporaryError(InsightloopError):
     """Worth retrying with backoff (the broker is away, a write timed out)."""
+
+    exit_code = ExitCode.TEMPORARY_FAILURE
 
 
 class PermanentError(InsightloopError):
