@@ -8,7 +8,7 @@ import subprocess
 import time
 from types import TracebackType
 
-from insightloop.daemon.errors import BrokerUnreachableError, InsightloopError
+from insightloop.daemon.errors import BrokerUnreachableError, InsightloopError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class EmbeddedBroker:
 
     def __init__(self, port: int = 9092, host: str = "127.0.0.1") -> None:
         if not 0 < port < 65536:
-            raise ValueError("port must be between 1 and 65535")
+            raise UsageError("port must be between 1 and 65535")
         self.host = host
         self.port = port
         self._process: subprocess.Popen[bytes] | None = None

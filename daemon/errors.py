@@ -36,6 +36,12 @@ class PermanentError(InsightloopError):
     """Retrying cannot help: dead-letter the input or surface the error."""
 
 
+class UsageError(PermanentError):
+    """A command-line value is out of range or contradicts another."""
+
+    exit_code = ExitCode.USAGE
+
+
 class ConfigError(PermanentError):
     """The configuration is invalid; the message names the key."""
 

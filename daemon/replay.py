@@ -12,6 +12,7 @@ from typing import Any
 from tqdm import tqdm
 
 from insightloop.daemon.config import Config
+from insightloop.daemon.errors import UsageError
 from insightloop.daemon.events import LabelEvent, TextEvent, utc_now
 from insightloop.daemon.kafka import make_producer
 from insightloop.retrain import iter_jsonl
@@ -39,9 +40,9 @@ def replay(
 ) -> ReplayResult:
     """Produce ``path`` into the texts topic; ids default to ``<file stem>-<row>``."""
     if rate is not None and rate <= 0:
-        raise ValueError("rate must be positive")
+        raise UsageError("rate must be positive")
     if labels_delay < 0:
-        raise ValueError("labels_delay must be zero or more")
+        raise UsageError("labels_delay must be zero or more")
     producer = make_producer(config.kafka)
     pending_labels: deque[tuple[int, LabelEvent]] = deque()
     futures: list[Any] = []
