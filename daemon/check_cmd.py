@@ -15,8 +15,7 @@ from insightloop.daemon.config import StateConfig
 from insightloop.daemon.errors import ExitCode
 from insightloop.deploy import ModelArtifact
 from insightloop.detectors import Insight, ReferenceProfile, check_all, vocabulary_from_texts, write_reports
-from insightloop.retrain import Example, read_jsonl
-from insightloop.retrain.profile import load_profile, scored_window
+from insightloop.retrain import Example, load_profile, read_jsonl, scored_window
 
 log = logging.getLogger(__name__)
 

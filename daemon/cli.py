@@ -224,7 +224,7 @@ def _version() -> str:
 def cmd_retrain(args: argparse.Namespace) -> int:
     """Run a retraining job; the last line printed is its result (JSON)."""
     from insightloop.daemon.logs import setup_logging
-    from insightloop.retrain.job import run_spec_file
+    from insightloop.retrain import run_spec_file
 
     setup_logging(args.log_level or "INFO")
     try:

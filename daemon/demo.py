@@ -24,8 +24,7 @@ from insightloop.daemon.errors import ExitCode, InsightloopError
 from insightloop.daemon.replay import replay
 from insightloop.daemon.scenario import write_scenario
 from insightloop.deploy import Registry, VersionRecord, VersionStatus
-from insightloop.retrain import FineTuneSettings, default_base_model
-from insightloop.retrain.evaluate import RECENT
+from insightloop.retrain import RECENT, FineTuneSettings, default_base_model
 
 
 def add_demo_parser(commands: Any) -> None:

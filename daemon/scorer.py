@@ -27,8 +27,14 @@ from insightloop.daemon.events import (
 )
 from insightloop.daemon.kafka import make_consumer, make_producer
 from insightloop.daemon.metrics import ObserverSet, ScorerObserver
-from insightloop.deploy import ModelArtifact, ModelLoadError, Registry, set_cpu_threads
-from insightloop.deploy.artifact import cpu_has_native_bf16, forward_batch_size
+from insightloop.deploy import (
+    ModelArtifact,
+    ModelLoadError,
+    Registry,
+    cpu_has_native_bf16,
+    forward_batch_size,
+    set_cpu_threads,
+)
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,14 @@
 """deploy: the model artifact, the registry of versions, promotion and its events."""
 
 from insightloop.deploy.artifact import (
+    ARTIFACT_FILE,
+    MODEL_DIR,
+    ArtifactSettings,
     ModelArtifact,
     ModelLoadError,
     PredictionBatch,
+    cpu_has_native_bf16,
+    forward_batch_size,
     pick_device,
     set_cpu_threads,
 )
@@ -18,11 +23,23 @@ from insightloop.deploy.events import (
     ModelEvent,
     VersionRecord,
     VersionStatus,
+    utc_now,
 )
+from insightloop.deploy.layout import EVALUATION_DIR, PLAN_FILE, PROFILE_DIR, TRAINING_DATA
+from insightloop.deploy.lineage import Lineage, PlanStep, SourceFile, TrainingData
 from insightloop.deploy.projection import Projection
-from insightloop.deploy.registry import GateFailedError, Registry, RegistryError
+from insightloop.deploy.registry import STALE_INCOMING_S, GateFailedError, Registry, RegistryError
+from insightloop.deploy.version_writer import VersionDraft, VersionWriteError
 
 __all__ = [
+    "ARTIFACT_FILE",
+    "EVALUATION_DIR",
+    "MODEL_DIR",
+    "PLAN_FILE",
+    "PROFILE_DIR",
+    "STALE_INCOMING_S",
+    "TRAINING_DATA",
+    "ArtifactSettings",
     "AuditEntry",
     "DeployError",
     "DeployPermanentError",
@@ -32,16 +49,25 @@ __all__ = [
     "GateFailedError",
     "GateVerdict",
     "InsightRef",
+    "Lineage",
     "MetricComparison",
     "ModelArtifact",
     "ModelEvent",
     "ModelLoadError",
+    "PlanStep",
     "PredictionBatch",
     "Projection",
     "Registry",
     "RegistryError",
+    "SourceFile",
+    "TrainingData",
+    "VersionDraft",
     "VersionRecord",
     "VersionStatus",
+    "VersionWriteError",
+    "cpu_has_native_bf16",
+    "forward_batch_size",
     "pick_device",
     "set_cpu_threads",
+    "utc_now",
 ]

@@ -2,7 +2,7 @@
 
 from insightloop.retrain.data import DataFileError, Example, iter_jsonl, read_jsonl, write_jsonl
 from insightloop.retrain.errors import RetrainError, RetrainPermanentError, RetrainTemporaryError
-from insightloop.retrain.evaluate import GateSettings
+from insightloop.retrain.evaluate import RECENT, GateSettings
 from insightloop.retrain.finetune import (
     FineTuneResult,
     FineTuneSettings,
@@ -12,13 +12,14 @@ from insightloop.retrain.finetune import (
     seed_everything,
     stratified_split,
 )
-from insightloop.retrain.job import JobResult, JobSpec, read_result
+from insightloop.retrain.job import JobResult, JobSpec, read_result, run_spec_file
 from insightloop.retrain.kubernetes_runner import KubernetesRunner
 from insightloop.retrain.plan import HyperParameters, plan_from_insights
-from insightloop.retrain.profile import TRAINING_DATA
+from insightloop.retrain.profile import TRAINING_DATA, load_profile, rescore_profile, scored_window
 from insightloop.retrain.runners import JobState, JobStatus, LocalRunner, Runner
 
 __all__ = [
+    "RECENT",
     "TRAINING_DATA",
     "DataFileError",
     "Example",
@@ -39,10 +40,14 @@ __all__ = [
     "default_base_model",
     "fine_tune",
     "iter_jsonl",
+    "load_profile",
     "plan_from_insights",
     "read_jsonl",
     "read_result",
+    "rescore_profile",
+    "run_spec_file",
     "save_tiny_bert",
+    "scored_window",
     "seed_everything",
     "stratified_split",
     "write_jsonl",
