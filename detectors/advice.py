@@ -12,20 +12,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from insightloop.detectors.analysis import (
-    DescriptorTest,
-    EmbeddingTest,
-    PredictionTest,
-    SliceAnalysis,
-    SliceStats,
-    descriptor_test,
-    embedding_test,
-    estimated_quality,
-    labeled_quality,
-    prediction_test,
-    slice_analysis,
-)
+from insightloop.detectors.descriptor_stats import DescriptorTest, descriptor_test
 from insightloop.detectors.descriptors import DESCRIPTOR_LABELS
+from insightloop.detectors.embedding_stats import EmbeddingTest, embedding_test
 from insightloop.detectors.insight import (
     Adjustments,
     ClassShift,
@@ -34,6 +23,9 @@ from insightloop.detectors.insight import (
     Recommendation,
     SliceFinding,
 )
+from insightloop.detectors.prediction_stats import PredictionTest, prediction_test
+from insightloop.detectors.quality_stats import estimated_quality, labeled_quality
+from insightloop.detectors.slice_stats import SliceAnalysis, SliceStats, slice_analysis
 from insightloop.detectors.window import Window
 
 if TYPE_CHECKING:

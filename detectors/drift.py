@@ -15,16 +15,12 @@ from insightloop.detectors.advice import (
     recommend,
     slice_findings,
 )
-from insightloop.detectors.analysis import (
-    P_VALUE_METHODS,
-    descriptor_test,
-    embedding_state,
-    embedding_test,
-    prediction_test,
-)
 from insightloop.detectors.base import Detector, Measurement, log_p
+from insightloop.detectors.descriptor_stats import P_VALUE_METHODS, descriptor_test
 from insightloop.detectors.descriptors import DESCRIPTOR_NAMES
+from insightloop.detectors.embedding_stats import embedding_state, embedding_test
 from insightloop.detectors.insight import Evidence, InsightKind, Recommendation
+from insightloop.detectors.prediction_stats import prediction_test
 from insightloop.detectors.window import Window
 
 if TYPE_CHECKING:

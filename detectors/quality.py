@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, ClassVar
 
+from insightloop.detectors._stats import BoolArray
 from insightloop.detectors.advice import (
     Diagnosis,
     class_shifts,
@@ -15,15 +16,10 @@ from insightloop.detectors.advice import (
     recommend,
     slice_findings,
 )
-from insightloop.detectors.analysis import (
-    BoolArray,
-    estimated_quality,
-    labeled_quality,
-    macro_f1_interval,
-    slice_mask,
-)
 from insightloop.detectors.base import Detector, Measurement, log_p
 from insightloop.detectors.insight import Evidence, InsightKind, Recommendation, Severity, SliceFinding
+from insightloop.detectors.quality_stats import estimated_quality, labeled_quality, macro_f1_interval
+from insightloop.detectors.slice_stats import slice_mask
 from insightloop.detectors.window import Window
 
 if TYPE_CHECKING:

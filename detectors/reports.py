@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from insightloop.detectors._evidently import ensure_evidently
-from insightloop.detectors.analysis import embedding_state
 from insightloop.detectors.descriptors import DESCRIPTOR_NAMES
+from insightloop.detectors.embedding_stats import embedding_state
 from insightloop.detectors.profile import ReferenceProfile
 from insightloop.detectors.window import Window
 

@@ -13,9 +13,9 @@ from insightloop.detectors.advice import (
     recommend,
     slice_finding,
 )
-from insightloop.detectors.analysis import slice_analysis, slice_mask, warm_slices
 from insightloop.detectors.base import Detector, Measurement, log_p
 from insightloop.detectors.insight import Evidence, InsightKind, Recommendation
+from insightloop.detectors.slice_stats import slice_analysis, slice_mask, warm_slices
 from insightloop.detectors.window import Window
 
 if TYPE_CHECKING:
