@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from insightloop.deploy.errors import DeployPermanentError
 from insightloop.deploy.projection import Projection
@@ -36,6 +37,21 @@ log = logging.getLogger(__name__)
 
 class ModelLoadError(DeployPermanentError):
     """A model directory is missing, incomplete or unreadable."""
+
+
+class ArtifactSettings(BaseModel):
+    """What ``artifact.json`` says about a saved model: read without loading any weights."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    format_version: int = FORMAT_VERSION
+    labels: list[str] = Field(min_length=2)
+    max_length: int = Field(ge=1)
+    hidden_size: int | None = None
+    embedding_dim: int | None = None
+    prior_correction: dict[str, float] | None = None  # set by a recalibration job
+    plan_id: str | None = None
+    parent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -236,6 +252,17 @@ class ModelArtifact:
         self.bf16 = cuda_bf16 if bf16 is None else bool(bf16) and (self.device.type == "cpu" or cuda_bf16)
 
     # -- loading and saving -------------------------------------------------------------------
+    @staticmethod
+    def read_settings(path: Path | str) -> ArtifactSettings:
+        """Labels, ``max_length`` and widths of the artifact saved in ``path`` (cheap: no weights are loaded)."""
+        meta_path = Path(path) / ARTIFACT_FILE
+        try:
+            return ArtifactSettings.model_validate_json(meta_path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ModelLoadError(f"{path} is not a model version: {ARTIFACT_FILE} is missing") from exc
+        except (OSError, ValidationError) as exc:
+            raise ModelLoadError(f"cannot read {meta_path}: {exc}") from exc
+
     @classmethod
     def load(
         cls, path: Path | str, device: str = "auto", quantize: bool = False, bf16: bool | None = None

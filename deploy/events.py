@@ -6,7 +6,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from insightloop.deploy.lineage import Lineage, TrainingData, from_legacy_data
 
 SCHEMA_VERSION = 1
 
@@ -95,7 +97,11 @@ class Evaluation(BaseModel):
 
 
 class VersionRecord(BaseModel):
-    """What the registry knows about one version (its `version.json`)."""
+    """What the registry knows about one version (its `version.json`).
+
+    ``lineage`` says how the version came to be and ``training`` on what it was trained. The first
+    release wrote both as one untyped ``data`` dict; such files still load (the dict is converted).
+    """
 
     model_config = ConfigDict(extra="ignore")
 
@@ -106,10 +112,37 @@ class VersionRecord(BaseModel):
     base_model: str
     labels: list[str]
     metrics: dict[str, float] = Field(default_factory=dict)
-    data: dict[str, Any] = Field(default_factory=dict)
+    lineage: Lineage = Field(default_factory=Lineage)
+    training: TrainingData | None = None
     insights: list[InsightRef] = Field(default_factory=list)
     evaluation: Evaluation | None = None
     gate: GateVerdict | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_data(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict) or "data" not in raw:
+            return raw
+        converted = {k: v for k, v in raw.items() if k != "data"}
+        legacy = raw["data"]
+        if isinstance(legacy, dict) and legacy:
+            lineage, training = from_legacy_data(legacy)
+            converted.setdefault("lineage", lineage)
+            converted.setdefault("training", training)
+        return converted
+
+    @property
+    def data(self) -> dict[str, object]:
+        """Deprecated: the first release's ``data`` keys (``train_file``, ``reference_file``, …).
+
+        Use ``training`` and ``lineage``, or ``Registry.training_data_file``.
+        """
+        out: dict[str, object] = {}
+        if self.training is not None:
+            for source in self.training.sources:
+                out[f"{source.role}_file"] = source.path
+            out["label_counts"] = dict(self.training.label_counts)
+        return out
 
 
 class AuditEntry(BaseModel):

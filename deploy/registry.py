@@ -2,13 +2,14 @@
 
 Layout::
 
-    <root>/v0001/            one version: artifact (model/, projection.npz, artifact.json), version.json
+    <root>/v0001/            one version (what is inside: :mod:`insightloop.deploy.layout`)
     <root>/v0001/status      its current status (the only file that changes after creation)
     <root>/PRODUCTION        the champion pointer: the name of the version serving traffic
     <root>/audit.jsonl       every status change: who, when, why (append-only)
     <root>/.lock             held while a writer changes the registry
+    <root>/.incoming-*       a version being written (left behind only by a writer that died)
 
-A version is written into a hidden temporary directory and renamed into place, so no reader
+A version is written into a hidden staging directory and renamed into place, so no reader
 ever sees a half-written version; the pointer is replaced atomically the same way.
 """
 
@@ -16,21 +17,34 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from insightloop.deploy.artifact import ArtifactSettings, ModelArtifact
 from insightloop.deploy.errors import DeployPermanentError
 from insightloop.deploy.events import AuditEntry, ModelEvent, VersionRecord, VersionStatus
+from insightloop.deploy.layout import (
+    AUDIT_FILE,
+    INCOMING_PREFIX,
+    LOCK_FILE,
+    POINTER_FILE,
+    RECORD_FILE,
+    STATUS_FILE,
+    TRAINING_DATA,
+)
+from insightloop.deploy.version_writer import VersionDraft, assemble
 
 VERSION_PATTERN = re.compile(r"^v(\d{4,})$")
-RECORD_FILE = "version.json"
-STATUS_FILE = "status"
-POINTER_FILE = "PRODUCTION"
-AUDIT_FILE = "audit.jsonl"
+#: A staging directory untouched for this long belongs to a writer that died (writing takes seconds).
+STALE_INCOMING_S = 900.0
+
+log = logging.getLogger(__name__)
 
 
 class RegistryError(DeployPermanentError):
@@ -64,7 +78,7 @@ class Registry:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a+") as handle:
+        with open(self.root / LOCK_FILE, "a+") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
@@ -132,16 +146,31 @@ class Registry:
         """Write a new version atomically and return its record (with the assigned name).
 
         ``write_contents`` fills a fresh directory; only when it returns is the directory renamed
-        into place under the registry lock. If it raises, nothing is left behind.
+        into place under the registry lock. If it raises, nothing is left behind. Training code
+        uses :meth:`write_version`, which assembles the pieces of a version in one place.
         """
+        return self._create(write_contents, lambda: record, by, reason)
+
+    def write_version(self, draft: VersionDraft, by: str, reason: str = "") -> VersionRecord:
+        """Assemble ``draft`` (artifact, profile, training data, plan, evaluation) into a new version, atomically."""
+        done: list[VersionRecord] = []
+        return self._create(lambda path: done.append(assemble(draft, path)), lambda: done[0], by, reason)
+
+    def _create(
+        self,
+        write_contents: Callable[[Path], None],
+        record: Callable[[], VersionRecord],
+        by: str,
+        reason: str,
+    ) -> VersionRecord:
         self.root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=self.root, prefix=".incoming-"))
+        staging = Path(tempfile.mkdtemp(dir=self.root, prefix=INCOMING_PREFIX))
         try:
             write_contents(staging)
             with self._locked():
                 taken = [int(m.group(1)) for p in self.root.iterdir() if (m := VERSION_PATTERN.match(p.name))]
                 name = f"v{max([*taken, 0]) + 1:04d}"
-                final = record.model_copy(update={"version": name})
+                final = record().model_copy(update={"version": name})
                 (staging / RECORD_FILE).write_text(final.model_dump_json(indent=2) + "\n", encoding="utf-8")
                 (staging / STATUS_FILE).write_text(final.status.value + "\n", encoding="utf-8")
                 os.rename(staging, self.root / name)
@@ -253,13 +282,67 @@ class Registry:
         """Candidates waiting for a person, oldest first."""
         return [r for r in self.records() if r.status == VersionStatus.CANDIDATE]
 
-    def remove_incomplete(self) -> list[str]:
-        """Delete staging directories left by writers that died; return their names."""
-        removed = []
-        if self.root.is_dir():
+    def clean_incoming(self, older_than_s: float = STALE_INCOMING_S) -> list[str]:
+        """Delete staging directories of interrupted writes, untouched for ``older_than_s``; return their names.
+
+        A staging directory is never listed as a version, so this only frees space. The grace period
+        spares a write in progress in another process (a retraining Job on the same volume); a registry
+        the caller may not write to is left as it is, with a warning.
+        """
+        if not self.root.is_dir():
+            return []
+        now = time.time()
+        stale = [
+            path
+            for path in self.root.iterdir()
+            if path.name.startswith(INCOMING_PREFIX) and path.is_dir() and now - _newest_mtime(path) >= older_than_s
+        ]
+        if not stale:
+            return []
+        removed: list[str] = []
+        try:
             with self._locked():
-                for path in self.root.iterdir():
-                    if path.name.startswith(".incoming-") and path.is_dir():
-                        shutil.rmtree(path, ignore_errors=True)
-                        removed.append(path.name)
+                for path in stale:
+                    shutil.rmtree(path)
+                    removed.append(path.name)
+        except OSError as exc:
+            log.warning("could not remove interrupted version writes in %s: %s", self.root, exc)
+        if removed:
+            log.info("removed %d interrupted version write(s) from %s: %s", len(removed), self.root, removed)
         return removed
+
+    def remove_incomplete(self) -> list[str]:
+        """Delete every staging directory now, whatever its age (nothing may be writing); return their names."""
+        return self.clean_incoming(older_than_s=float("-inf"))
+
+    # -- typed views of a version's files -------------------------------------------------------
+    def artifact_settings(self, version: str) -> ArtifactSettings:
+        """Labels, ``max_length`` and widths of ``version``'s model, without loading it."""
+        return ModelArtifact.read_settings(self.path_of(version))
+
+    def training_data_file(self, version: str) -> Path | None:
+        """The file of examples ``version`` was trained on, or None if none is recorded or still there.
+
+        The copy inside the version directory comes first; a version whose copy is missing (written by
+        hand, or by the first release) falls back to the source file it was trained from, if it exists.
+        """
+        path = self.path_of(version)
+        training = self.get(version).training
+        stored = path / (training.file if training is not None and training.file else TRAINING_DATA)
+        if stored.is_file():
+            return stored
+        if training is not None:
+            for source in (training.source("reference"), training.source("train")):
+                if source is not None and Path(source.path).is_file():
+                    return Path(source.path)
+        return None
+
+
+def _newest_mtime(path: Path) -> float:
+    """The latest modification time of ``path`` or anything below it (a writer touches the files it writes)."""
+    newest = path.stat().st_mtime
+    for folder, dirs, files in os.walk(path):
+        for name in [*dirs, *files]:
+            with contextlib.suppress(FileNotFoundError):
+                newest = max(newest, os.stat(os.path.join(folder, name), follow_symlinks=False).st_mtime)
+    return newest
