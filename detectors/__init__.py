@@ -26,11 +26,13 @@ from insightloop.detectors.insight import (
     WindowSpan,
     severity_rank,
 )
+from insightloop.detectors.merge import LOSS_METRICS, merge_insights
 from insightloop.detectors.profile import CalibratedThreshold, ReferenceProfile
 from insightloop.detectors.quality import EstimatedQualityDrop, LabeledQualityDrop
 from insightloop.detectors.registry import DETECTORS, CheckResult, DetectorResult, all_detectors, check_all
 from insightloop.detectors.reports import build_reports, drift_report, quality_report, save_report, write_reports
 from insightloop.detectors.slices import SliceDegradation
+from insightloop.detectors.step import DetectorGauge, StepOutcome, check_step, detector_key, traffic_key
 from insightloop.detectors.tracker import Condition, ConditionTracker, TrackerState, Transition
 from insightloop.detectors.window import Window
 
@@ -38,6 +40,7 @@ __all__ = [
     "DESCRIPTOR_NAMES",
     "DETECTORS",
     "INSIGHT_SCHEMA_VERSION",
+    "LOSS_METRICS",
     "Adjustments",
     "CalibratedThreshold",
     "CheckResult",
@@ -49,6 +52,7 @@ __all__ = [
     "DescriptorShift",
     "Detector",
     "DetectorError",
+    "DetectorGauge",
     "DetectorPermanentError",
     "DetectorResult",
     "DetectorTemporaryError",
@@ -66,6 +70,7 @@ __all__ = [
     "Severity",
     "SliceDegradation",
     "SliceFinding",
+    "StepOutcome",
     "TrackerState",
     "Transition",
     "Window",
@@ -73,12 +78,16 @@ __all__ = [
     "all_detectors",
     "build_reports",
     "check_all",
+    "check_step",
     "compute_descriptors",
+    "detector_key",
     "drift_report",
+    "merge_insights",
     "quality_report",
     "save_report",
     "severity_rank",
     "tail_threshold",
+    "traffic_key",
     "vocabulary_from_texts",
     "write_reports",
 ]
