@@ -510,7 +510,8 @@ class KubernetesRunner:
         return str(created_name or name)
 
     def status(self, handle: str) -> JobStatus:
-        """Pending, running, succeeded, or failed with the reason and the failed container's log tail.
+        """Pending, running, succeeded, failed with the reason and the failed container's log tail, or GONE
+        for a Job that no longer exists (deleted, or removed by its TTL before its outcome was read).
 
         While the API is unreachable this answers the last known state, saying so in the message.
         """
@@ -534,7 +535,7 @@ class KubernetesRunner:
         except ApiException as exc:
             if exc.status == 404:
                 status = JobStatus(
-                    JobState.FAILED,
+                    JobState.GONE,
                     f"Job {self.namespace}/{handle} no longer exists (deleted, or removed after it finished by "
                     f"ttlSecondsAfterFinished before its outcome was read)",
                 )

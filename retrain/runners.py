@@ -23,6 +23,10 @@ class JobState(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    #: The runner has never heard of this handle (a ``LocalRunner`` after a restart of its process).
+    UNKNOWN = "unknown"
+    #: The job existed but no longer does (a Kubernetes Job deleted, or removed by its TTL).
+    GONE = "gone"
 
 
 @dataclass(frozen=True)
@@ -35,8 +39,13 @@ class JobStatus:
 
     @property
     def finished(self) -> bool:
-        """True once the job succeeded or failed."""
-        return self.state in (JobState.SUCCEEDED, JobState.FAILED)
+        """True once the runner has nothing more to report: succeeded, failed, unknown to it, or gone."""
+        return self.state in (JobState.SUCCEEDED, JobState.FAILED, JobState.UNKNOWN, JobState.GONE)
+
+    @property
+    def lost(self) -> bool:
+        """True when the runner cannot say how the job ended (unknown to it, or gone): its result file may."""
+        return self.state in (JobState.UNKNOWN, JobState.GONE)
 
 
 class Runner(Protocol):
@@ -82,11 +91,12 @@ class LocalRunner:
         return job_id
 
     def status(self, handle: str) -> JobStatus:
-        """Running, or finished with its exit code (and the log's tail on failure)."""
+        """Running, finished with its exit code (and the log's tail on failure), or UNKNOWN for a handle this
+        runner did not start."""
         with self._lock:
             entry = self._processes.get(handle)
         if entry is None:
-            return JobStatus(JobState.FAILED, f"unknown job {handle} (the daemon restarted while it ran?)")
+            return JobStatus(JobState.UNKNOWN, f"no job {handle} started by this process (it restarted?)")
         process, log_path = entry
         code = process.poll()
         if code is None:

@@ -446,8 +446,9 @@ def test_a_job_is_created_followed_and_cleaned_up(runner: KubernetesRunner, api:
     assert gone.value.status == 404
     assert not [j for j in batch.list_namespaced_job(NAMESPACE).items if j.metadata and j.metadata.name == handle]
     runner.cleanup(handle)  # a second cleanup is a no-op
-    assert runner.status(handle).state is JobState.FAILED  # a Job that is gone is not followed forever
-    assert "no longer exists" in runner.status(handle).message
+    gone_status = runner.status(handle)
+    assert gone_status.state is JobState.GONE and gone_status.finished  # a Job that is gone is not followed forever
+    assert gone_status.lost
 
 
 def test_cleanup_deletes_pods_in_the_background(runner: KubernetesRunner, cluster: Cluster) -> None:

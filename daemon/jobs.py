@@ -1,0 +1,105 @@
+"""A retraining job's files: its production data and its spec, in ``<registry>/jobs/<job id>/`` (the registry
+volume, which a Kubernetes Job's pod mounts; the daemon's state directory it does not).
+
+The two reads of a champion's version directory (:func:`reference_data`, :func:`champion_max_length`) are kept
+each in one function so they can follow the registry's typed records as those grow.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from insightloop.daemon.config import ControllerConfig
+from insightloop.daemon.state import StoredRecord
+from insightloop.deploy import Registry, RegistryError
+from insightloop.detectors import Insight
+from insightloop.retrain import TRAINING_DATA, GateSettings, HyperParameters, JobSpec, plan_from_insights
+
+
+def new_job_id(now: datetime | None = None) -> str:
+    """A job id: sortable by launch time, unique, a valid Kubernetes name part."""
+    return f"retrain-{now or datetime.now(UTC):%Y%m%d%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+def result_path(spec_path: Path) -> Path:
+    """Where a job writes its result (``JobSpec.resolved_result_path`` for the specs written here)."""
+    return spec_path.with_suffix(".result.json")
+
+
+def reference_data(policy: ControllerConfig, registry: Registry, champion: str) -> str:
+    """The labeled reference training data of a job: configured, else the champion's own training file."""
+    if policy.reference_data is not None:
+        return str(policy.reference_data)
+    stored = registry.path_of(champion) / TRAINING_DATA
+    if stored.is_file():
+        return str(stored)
+    record = registry.get(champion)
+    for key in ("reference_file", "train_file"):
+        if key in record.data:
+            return str(record.data[key])
+    raise RegistryError(f"{champion} records no training file; set controller.reference_data")
+
+
+def champion_max_length(champion_dir: Path) -> int:
+    """The token length the champion was trained with (its ``artifact.json``)."""
+    return int(json.loads((champion_dir / "artifact.json").read_text())["max_length"])
+
+
+def write_production(path: Path, records: Sequence[StoredRecord]) -> None:
+    """Labeled production texts as JSONL, the job's production data."""
+    with open(path, "w", encoding="utf-8") as out:
+        for record in records:
+            meta = {k: v for k, v in record.meta.items() if k not in ("id", "text", "label")}
+            out.write(json.dumps({"id": record.id, "text": record.text, "label": record.label, **meta}) + "\n")
+
+
+def write_spec(
+    jobs_dir: Path,
+    job_id: str,
+    registry: Registry,
+    policy: ControllerConfig,
+    insights: Sequence[Insight],
+    champion: str,
+    labeled: Sequence[StoredRecord],
+) -> tuple[JobSpec, Path]:
+    """Write the job's production data and spec; return the spec and its path.
+
+    Raises ``RegistryError`` when the champion's version cannot be planned from (no training data).
+    """
+    job_dir = jobs_dir / job_id
+    job_dir.mkdir(parents=True, exist_ok=True)
+    production = job_dir / "production.jsonl"
+    write_production(production, labeled)
+    champion_dir = registry.path_of(champion)
+    max_length = champion_max_length(champion_dir)
+    hyper = HyperParameters(
+        epochs=policy.epochs, learning_rate=policy.learning_rate, batch_size=policy.batch_size, max_length=max_length
+    )
+    plan = plan_from_insights(
+        list(insights),
+        champion,
+        str(champion_dir),
+        max_length,
+        reference_data(policy, registry, champion),
+        str(production),
+        hyper=hyper,
+        production_weight=policy.production_weight,
+    )
+    plan = plan.model_copy(update={"production_holdout_share": policy.production_holdout_share})
+    spec = JobSpec(
+        job_id=job_id,
+        registry=str(registry.root),
+        plan=plan,
+        device=policy.device,
+        progress=False,
+        projection_dims=policy.projection_dims,
+        profile_rounds=policy.profile_rounds,
+        gate=GateSettings(min_improvement=policy.gate_min_improvement, max_regression=policy.gate_max_regression),
+    )
+    spec_path = job_dir / "spec.json"
+    spec_path.write_text(spec.model_dump_json(indent=2), encoding="utf-8")
+    return spec, spec_path
