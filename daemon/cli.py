@@ -54,9 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--learning-rate", type=float, default=5e-5)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    train.add_argument("--promote", action="store_true", help="make the new version the production model")
+    train.add_argument(
+        "--promote",
+        action="store_true",
+        help="approve and promote the new version as `models approve` does: smoke test, audit log entries, "
+        "production pointer moved atomically, `models` event on the configured broker. If no broker answers "
+        "within 5 s the promotion still stands (audited) and scorers pick it up by polling the registry pointer",
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None)
+    train.add_argument("--config", type=Path, help="YAML config file (Kafka settings for --promote's event)")
+    train.add_argument("--bootstrap-servers", help="Kafka bootstrap servers for --promote's event (host:port,...)")
 
     run = commands.add_parser("run", help="run the daemon")
     _add_common(run, kafka=True, state=True)
@@ -175,7 +183,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return int(ExitCode.USAGE)
-    path = train_first_model(args.data, args.registry, args.base, settings, args.promote, progress=not args.no_progress)
+    publish = None
+    if args.promote:
+        from insightloop.daemon.models_cmd import publisher_for
+        from insightloop.deploy import ModelEvent
+
+        config = _config(args)  # a bad config fails before the training, not after it
+
+        def publish(event: ModelEvent) -> None:  # connects once the version is promoted, not before training
+            send = publisher_for(config)
+            if send is not None:
+                send(event)
+
+    path = train_first_model(
+        args.data, args.registry, args.base, settings, args.promote, progress=not args.no_progress, publish=publish
+    )
     print(path, flush=True)
     return int(ExitCode.OK)
 

@@ -59,7 +59,7 @@ def run_models(args: argparse.Namespace, config: Config) -> int:
     api_url = args.api_url or config.api.url
     if api_url and args.api_url:
         return _through_api(args, api_url, args.token or config.api.approval_token)
-    service = ModelService(registry, _publisher(config))
+    service = ModelService(registry, publisher_for(config))
     try:
         if args.action == "approve":
             event = service.approve(args.version, args.by, args.note, override=args.override)
@@ -86,7 +86,12 @@ def _get(registry: Registry, version: str) -> Any:
         raise CommandRefused(str(exc)) from exc
 
 
-def _publisher(config: Config) -> Publisher | None:
+def publisher_for(config: Config) -> Publisher | None:
+    """A publisher of ``models`` events for a one-off command, or None when no broker answers within 5 s.
+
+    The registry change never waits on Kafka: it is made and audited first, and scorers also poll the
+    production pointer, so an event that cannot be sent only delays the swap.
+    """
     from insightloop.daemon.kafka import make_producer
 
     try:

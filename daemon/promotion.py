@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from insightloop.daemon.errors import PermanentError
 from insightloop.daemon.metrics import Metrics
 from insightloop.deploy import ModelArtifact, ModelEvent, ModelLoadError, Registry, VersionRecord
 
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 Publisher = Callable[[ModelEvent], None]
 
 
-class ModelRefusedError(Exception):
+class ModelRefusedError(PermanentError):
     """The version failed to load or to pass the smoke test; nothing was changed."""
 
 
@@ -31,7 +32,12 @@ def validate_loadable(registry: Registry, version: str) -> None:
 
 
 class ModelService:
-    """The one path through which approvals, rejections and rollbacks happen."""
+    """The one path through which approvals, promotions (`train --promote` too), rejections and rollbacks happen.
+
+    The registry change is made and audited first; the ``models`` event follows. When it cannot be
+    published the change stands and is logged: scorers also poll the production pointer
+    (``scorer.model_poll_s``), so a lost event only delays the swap.
+    """
 
     def __init__(self, registry: Registry, publish: Publisher | None = None, metrics: Metrics | None = None) -> None:
         self.registry = registry

@@ -1,17 +1,32 @@
-"""`insightloop train`: the first model — fine-tune, register as a new version, optionally promote."""
+"""`insightloop train`: the first model — fine-tune, register as a new version, optionally promote.
+
+Promotion goes through :class:`~insightloop.daemon.promotion.ModelService`, the path approvals take: the
+version must load and pass the smoke test, the approval and the promotion are audited, the production
+pointer moves atomically, and a ``models`` event is published when a publisher is given and the broker
+answers. Scorers also poll the pointer, so a promotion whose event could not be sent still takes effect.
+"""
 
 from __future__ import annotations
 
 import getpass
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
-from insightloop.deploy import Registry, VersionRecord, VersionStatus
-from insightloop.deploy.events import utc_now
-from insightloop.retrain import FineTuneSettings, default_base_model, fine_tune, read_jsonl, write_jsonl
-from insightloop.retrain.profile import TRAINING_DATA, build_profile, save_profile
+from insightloop.daemon.promotion import ModelService, Publisher
+from insightloop.deploy import Lineage, Registry, SourceFile, VersionDraft, VersionRecord, VersionStatus, utc_now
+from insightloop.retrain import (
+    FineTuneSettings,
+    build_profile,
+    default_base_model,
+    fine_tune,
+    read_jsonl,
+    write_jsonl,
+)
 
 log = logging.getLogger(__name__)
+
+PROMOTE_NOTE = "insightloop train --promote"
 
 
 def train_first_model(
@@ -22,8 +37,14 @@ def train_first_model(
     promote: bool,
     progress: bool = True,
     profile_rounds: int = 200,
+    publish: Publisher | None = None,
 ) -> Path:
-    """Fine-tune on ``data``, write the version into the registry and return its directory."""
+    """Fine-tune on ``data``, write the version into the registry and return its directory.
+
+    With ``promote`` the operator running the command approves the new version, and it is promoted the
+    way `models approve` does it; ``publish`` sends the ``models`` event (None: scorers find the new
+    pointer by polling).
+    """
     examples = read_jsonl(data, require_label=True)
     base_model = base or default_base_model()
     log.info("fine-tuning %s on %d examples from %s", base_model, len(examples), data)
@@ -37,9 +58,6 @@ def train_first_model(
         n_rounds=profile_rounds,
     )
     registry = Registry(registry_path)
-    label_counts: dict[str, int] = {}
-    for example in examples:
-        label_counts[str(example.label)] = label_counts.get(str(example.label), 0) + 1
     record = VersionRecord(
         version="pending",
         created_at=utc_now(),
@@ -48,31 +66,32 @@ def train_first_model(
         base_model=str(base_model),
         labels=list(result.artifact.labels),
         metrics=result.metrics,
-        data={
-            "train_file": str(data),
-            "examples": len(examples),
-            "train_size": result.train_size,
-            "validation_size": len(result.validation),
-            "label_counts": label_counts,
-            "settings": result.settings,
-        },
+        lineage=Lineage(action="train", settings=asdict(settings)),
+    )
+    draft = VersionDraft(
+        record=record,
+        save_artifact=result.artifact.save,
+        save_profile=profile.save,
+        save_training_data=lambda path: write_jsonl(path, examples),
+        sources=[
+            SourceFile(
+                role="train",
+                path=str(data),
+                rows=len(examples),
+                train_rows=result.train_size,
+                holdout_rows=len(result.validation),
+            )
+        ],
+        validation_rows=len(result.validation),
     )
     by = getpass.getuser()
-
-    def write(path: Path) -> None:
-        result.artifact.save(path)
-        save_profile(profile, path)
-        write_jsonl(path / TRAINING_DATA, examples)
-
-    created = registry.create_version(write, record, by=by, reason=f"trained on {data}")
+    created = registry.write_version(draft, by=by, reason=f"trained on {data}")
     log.info(
         "registered %s (validation %s)",
         created.version,
         {k: round(v, 4) for k, v in result.metrics.items() if k.startswith("validation_")},
     )
     if promote:
-        # The operator who runs `train --promote` approves the first model explicitly.
-        registry.approve(created.version, by=by, note="insightloop train --promote")
-        registry.promote(created.version, by=by, reason="insightloop train --promote")
+        ModelService(registry, publish).approve(created.version, by=by, note=PROMOTE_NOTE)
         log.info("promoted %s to production", created.version)
     return registry.path_of(created.version).resolve()

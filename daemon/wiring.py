@@ -56,6 +56,7 @@ def build_app(config: Config, role: str = "all") -> App:
     metrics = Metrics()
     store = StateStore(config.state.dir)
     registry = Registry(config.registry.path)
+    registry.clean_incoming()  # staging folders of version writes that died (a job killed mid-write)
     producer = make_producer(config.kafka)
     models = ModelService(registry, kafka_publisher(producer, config.topics.models), metrics=metrics)
     workers: list[Worker] = []

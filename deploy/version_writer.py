@@ -21,7 +21,7 @@ from insightloop.deploy.events import VersionRecord
 from insightloop.deploy.layout import EVALUATION_DIR, PLAN_FILE, PROFILE_DIR, TRAINING_DATA
 from insightloop.deploy.lineage import SourceFile, TrainingData
 
-SaveInto = Callable[[Path], None]
+SaveInto = Callable[[Path], object]  # what it returns is ignored
 
 
 class VersionWriteError(DeployPermanentError):

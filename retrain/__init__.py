@@ -12,10 +12,17 @@ from insightloop.retrain.finetune import (
     seed_everything,
     stratified_split,
 )
-from insightloop.retrain.job import JobResult, JobSpec, read_result, run_spec_file
+from insightloop.retrain.job import JobResult, JobSpec, read_result, run_job, run_spec_file
 from insightloop.retrain.kubernetes_runner import KubernetesRunner
 from insightloop.retrain.plan import HyperParameters, plan_from_insights
-from insightloop.retrain.profile import TRAINING_DATA, load_profile, rescore_profile, scored_window
+from insightloop.retrain.profile import (
+    TRAINING_DATA,
+    build_profile,
+    load_profile,
+    rescore_profile,
+    save_profile,
+    scored_window,
+)
 from insightloop.retrain.runners import JobState, JobStatus, LocalRunner, Runner
 
 __all__ = [
@@ -37,6 +44,7 @@ __all__ = [
     "RetrainPermanentError",
     "RetrainTemporaryError",
     "Runner",
+    "build_profile",
     "default_base_model",
     "fine_tune",
     "iter_jsonl",
@@ -45,7 +53,9 @@ __all__ = [
     "read_jsonl",
     "read_result",
     "rescore_profile",
+    "run_job",
     "run_spec_file",
+    "save_profile",
     "save_tiny_bert",
     "scored_window",
     "seed_everything",

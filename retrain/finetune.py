@@ -15,8 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from insightloop.deploy import ModelArtifact, Projection, pick_device
-from insightloop.deploy.artifact import ARTIFACT_FILE, MODEL_DIR
+from insightloop.deploy import ARTIFACT_FILE, MODEL_DIR, ModelArtifact, Projection, pick_device
 from insightloop.retrain.data import Example
 
 log = logging.getLogger(__name__)

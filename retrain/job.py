@@ -11,8 +11,8 @@ import json
 import logging
 import math
 import time
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -22,16 +22,21 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from insightloop.deploy import (
+    EVALUATION_DIR,
     Evaluation,
     EvaluationSection,
     GateVerdict,
+    Lineage,
     ModelArtifact,
+    PlanStep,
     Registry,
+    SourceFile,
+    VersionDraft,
     VersionRecord,
     VersionStatus,
     pick_device,
+    utc_now,
 )
-from insightloop.deploy.events import utc_now
 from insightloop.retrain.data import Example, read_jsonl, write_jsonl
 from insightloop.retrain.evaluate import (
     RECENT,
@@ -45,11 +50,9 @@ from insightloop.retrain.evaluate import (
 )
 from insightloop.retrain.finetune import FineTuneSettings, fine_tune, seed_everything, stratified_split
 from insightloop.retrain.plan import TrainingPlan
-from insightloop.retrain.profile import TRAINING_DATA, build_profile, save_profile
+from insightloop.retrain.profile import build_profile
 
 log = logging.getLogger(__name__)
-
-EVALUATION_DIR = "evaluation"
 
 
 class JobSpec(BaseModel):
@@ -137,63 +140,101 @@ def recalibrate(champion: ModelArtifact, reference: Sequence[Example], productio
     champion.info["prior_correction"] = {c: float(s) for c, s in zip(labels, shift, strict=True)}
 
 
-def run_job(spec: JobSpec) -> JobResult:
-    """Train (or recalibrate), evaluate against the champion, and register the candidate."""
-    started = time.perf_counter()
-    plan = spec.plan
-    seed_everything(plan.hyper.seed)
-    device = pick_device(spec.device)
-    registry = Registry(spec.registry)
-    log.info("job %s: %s from %s on %s", spec.job_id, plan.action, plan.base_version or plan.base_model, device)
-    champion = ModelArtifact.load(plan.base_model, device=device.type)
+@dataclass(frozen=True)
+class JobData:
+    """The plan's data, read and split: what is trained on and what is held out."""
+
+    reference_path: str
+    production_path: str
+    reference: list[Example]
+    ref_train: list[Example]
+    ref_holdout: list[Example]
+    prod_train: list[Example]
+    prod_holdout: list[Example]  # the newest production examples, held out by time
+
+
+@dataclass
+class TrainedCandidate:
+    """A candidate artifact, the rows it was trained on and those it was validated on."""
+
+    artifact: ModelArtifact
+    trained_on: list[Example]
+    validation: list[Example]
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class JobEvaluation:
+    """Champion vs candidate on every evaluation set, and the gate's verdict."""
+
+    sets: list[tuple[str, list[Example]]]
+    predictions: dict[str, tuple[Predictions, Predictions]]
+    sections: list[EvaluationSection]
+    verdict: GateVerdict
+    metrics: dict[str, float]
+
+
+def load_data(plan: TrainingPlan) -> JobData:
+    """Read the plan's reference and production files and split off the holdouts."""
     reference_path = next(d.path for d in plan.data if d.role == "reference")
     production_path = next(d.path for d in plan.data if d.role == "production")
     reference = read_jsonl(reference_path, require_label=True)
     production = read_jsonl(production_path, require_label=True)  # in arrival order: the holdout is the newest
     ref_train, ref_holdout = stratified_split(reference, 0.1, plan.hyper.seed)
     cut = min(len(production) - 1, max(1, math.floor(len(production) * (1 - plan.production_holdout_share))))
-    prod_train, prod_holdout = production[:cut], production[cut:]
+    data = JobData(
+        reference_path, production_path, reference, ref_train, ref_holdout, production[:cut], production[cut:]
+    )
     log.info(
         "data: %d reference (+%d holdout), %d production (+%d newest held out)",
-        len(ref_train),
-        len(ref_holdout),
-        len(prod_train),
-        len(prod_holdout),
+        len(data.ref_train),
+        len(data.ref_holdout),
+        len(data.prod_train),
+        len(data.prod_holdout),
     )
+    return data
 
+
+def train_candidate(spec: JobSpec, champion: ModelArtifact, data: JobData, device: str) -> TrainedCandidate:
+    """Fine-tune with the plan's weights, or recalibrate the champion's priors, into a candidate."""
+    plan = spec.plan
     if plan.action == "fine_tune":
-        counts = _token_counts(champion, prod_train)
-        examples = weight_examples(plan, ref_train, prod_train, counts)
+        counts = _token_counts(champion, data.prod_train)
+        examples = weight_examples(plan, data.ref_train, data.prod_train, counts)
         settings = FineTuneSettings(
             epochs=plan.hyper.epochs,
             max_length=plan.hyper.max_length,
             batch_size=plan.hyper.batch_size,
             learning_rate=plan.hyper.learning_rate,
             seed=plan.hyper.seed,
-            device=device.type,
+            device=device,
             early_stopping_patience=plan.hyper.early_stopping_patience,
             projection_dims=spec.projection_dims,
         )
         result = fine_tune(examples, plan.base_model, settings, progress=spec.progress)
-        trained_on: list[Example] = list(examples)
-        candidate, validation, metrics = result.artifact, result.validation, dict(result.metrics)
+        trained = TrainedCandidate(result.artifact, list(examples), result.validation, dict(result.metrics))
     else:
-        candidate = ModelArtifact.load(plan.base_model, device=device.type)
-        recalibrate(candidate, ref_train, prod_train)
-        trained_on = [*reference, *prod_train]
-        validation = list(ref_holdout) + list(prod_train[-max(1, len(prod_train) // 5) :])
-        metrics = {}
-    candidate.info.update({"plan_id": plan.id, "parent": plan.base_version})
+        artifact = ModelArtifact.load(plan.base_model, device=device)
+        recalibrate(artifact, data.ref_train, data.prod_train)
+        validation = list(data.ref_holdout) + list(data.prod_train[-max(1, len(data.prod_train) // 5) :])
+        trained = TrainedCandidate(artifact, [*data.reference, *data.prod_train], validation, {})
+    trained.artifact.info.update({"plan_id": plan.id, "parent": plan.base_version})
+    return trained
 
+
+def evaluate_candidate(
+    spec: JobSpec, champion: ModelArtifact, candidate: ModelArtifact, data: JobData
+) -> JobEvaluation:
+    """Score both models on the reference holdout, the newest production rows and the plan's slices; gate."""
+    plan = spec.plan
     labels = list(champion.labels)
-    sets: list[tuple[str, list[Example]]] = [(REFERENCE, list(ref_holdout)), (RECENT, list(prod_holdout))]
-    holdout_counts = _token_counts(champion, prod_holdout)
+    sets: list[tuple[str, list[Example]]] = [(REFERENCE, list(data.ref_holdout)), (RECENT, list(data.prod_holdout))]
+    holdout_counts = _token_counts(champion, data.prod_holdout)
     for key in plan.slices_to_evaluate():
-        members = [e for e, n in zip(prod_holdout, holdout_counts, strict=True) if _slice_member(key, e, n)]
+        members = [e for e, n in zip(data.prod_holdout, holdout_counts, strict=True) if _slice_member(key, e, n)]
         if members:
             sets.append((f"slice {key}", members))
     sections: list[EvaluationSection] = []
-    reports: dict[str, str] = {}
     predictions: dict[str, tuple[Predictions, Predictions]] = {}
     for offset, (name, rows) in enumerate(sets):
         texts, truth = [e.text for e in rows], [str(e.label) for e in rows]
@@ -211,56 +252,60 @@ def run_job(spec: JobSpec) -> JobResult:
             )
         )
     verdict = decide(sections, spec.gate)
-    for section in sections:
-        if section.name == RECENT:
-            reports[section.name] = f"{EVALUATION_DIR}/recent_candidate.html"
-    sections = [s.model_copy(update={"report": reports.get(s.name)}) for s in sections]
-    metrics.update(
-        {
-            f"{n.split(' (')[0].replace(' ', '_')}_{r.metric}": r.candidate or 0.0
-            for n, s in ((s.name, s) for s in sections)
-            for r in s.rows
-        }
-    )
+    sections = [
+        s.model_copy(update={"report": f"{EVALUATION_DIR}/recent_candidate.html" if s.name == RECENT else None})
+        for s in sections
+    ]
+    metrics = {
+        f"{s.name.split(' (')[0].replace(' ', '_')}_{r.metric}": r.candidate or 0.0 for s in sections for r in s.rows
+    }
     log.info("gate %s: %s", "passed" if verdict.passed else "failed", " | ".join(verdict.reasons))
+    return JobEvaluation(sets, predictions, sections, verdict, metrics)
 
-    profile = build_profile(
-        candidate,
-        validation,
-        [e.text for e in ref_train] + [e.text for e in prod_train],
-        seed=plan.hyper.seed,
-        n_rounds=spec.profile_rounds,
-    )
 
-    def write(path: Path) -> None:
-        candidate.save(path)
-        save_profile(profile, path)
-        write_jsonl(path / TRAINING_DATA, trained_on)
-        (path / "plan.json").write_text(plan.model_dump_json(indent=2) + "\n", encoding="utf-8")
-        evaluation_dir = path / EVALUATION_DIR
-        evaluation_dir.mkdir()
-        for name, rows in sets:
+def _evaluation_writer(plan: TrainingPlan, labels: list[str], evaluation: JobEvaluation) -> Callable[[Path], None]:
+    def write(folder: Path) -> None:
+        for name, rows in evaluation.sets:
             truth = [str(e.label) for e in rows]
-            champion_pred, candidate_pred = predictions[name]
+            champion_pred, candidate_pred = evaluation.predictions[name]
             stem = name.split(" (")[0].replace(" ", "_").replace("=", "_").replace("+", "plus")
-            (evaluation_dir / f"{stem}.txt").write_text(
+            (folder / f"{stem}.txt").write_text(
                 f"{name}\n\nchampion {plan.base_version}\n"
                 f"{classification_report_text(truth, champion_pred.predicted, labels)}\n"
                 f"candidate\n{classification_report_text(truth, candidate_pred.predicted, labels)}",
                 encoding="utf-8",
             )
-        recent_rows = dict(sets)[RECENT]
-        truth = [str(e.label) for e in recent_rows]
-        champion_pred, candidate_pred = predictions[RECENT]
+        truth = [str(e.label) for e in dict(evaluation.sets)[RECENT]]
+        champion_pred, candidate_pred = evaluation.predictions[RECENT]
         evidently_classification_report(
             truth,
             candidate_pred.predicted,
             labels,
-            evaluation_dir / "recent_candidate.html",
+            folder / "recent_candidate.html",
             reference=(truth, champion_pred.predicted),
         )
-        evidently_classification_report(truth, champion_pred.predicted, labels, evaluation_dir / "recent_champion.html")
+        evidently_classification_report(truth, champion_pred.predicted, labels, folder / "recent_champion.html")
 
+    return write
+
+
+def write_candidate(
+    spec: JobSpec,
+    registry: Registry,
+    labels: list[str],
+    data: JobData,
+    trained: TrainedCandidate,
+    evaluation: JobEvaluation,
+) -> VersionRecord:
+    """Build the candidate's reference profile and write the version: artifact, profile, data, plan, evaluation."""
+    plan = spec.plan
+    profile = build_profile(
+        trained.artifact,
+        trained.validation,
+        [e.text for e in data.ref_train] + [e.text for e in data.prod_train],
+        seed=plan.hyper.seed,
+        n_rounds=spec.profile_rounds,
+    )
     record = VersionRecord(
         version="pending",
         created_at=utc_now(),
@@ -268,31 +313,67 @@ def run_job(spec: JobSpec) -> JobResult:
         parent=plan.base_version,
         base_model=plan.base_model,
         labels=labels,
-        metrics=metrics,
+        metrics={**trained.metrics, **evaluation.metrics},
+        lineage=Lineage(
+            action=plan.action,
+            plan_id=plan.id,
+            job_id=spec.job_id,
+            adjustments=[
+                PlanStep(kind=a.kind, target=a.target, value=a.value, insight_id=a.insight_id) for a in plan.adjustments
+            ],
+            settings=plan.hyper.model_dump(),
+        ),
         insights=plan.insights,
-        evaluation=Evaluation(champion_version=plan.base_version, sections=sections),
-        gate=verdict,
-        data={
-            "reference_file": reference_path,
-            "production_file": production_path,
-            "reference_train": len(ref_train),
-            "reference_holdout": len(ref_holdout),
-            "production_train": len(prod_train),
-            "production_holdout": len(prod_holdout),
-            "plan_id": plan.id,
-            "action": plan.action,
-            "job_id": spec.job_id,
-            "max_length": candidate.max_length,
-        },
+        evaluation=Evaluation(champion_version=plan.base_version, sections=evaluation.sections),
+        gate=evaluation.verdict,
     )
-    created = registry.create_version(write, record, by=spec.by, reason=f"retraining job {spec.job_id} ({plan.action})")
+    draft = VersionDraft(
+        record=record,
+        save_artifact=trained.artifact.save,
+        save_profile=profile.save,
+        save_training_data=lambda path: write_jsonl(path, trained.trained_on),
+        plan_json=plan.model_dump_json(indent=2),
+        save_evaluation=_evaluation_writer(plan, labels, evaluation),
+        sources=[
+            SourceFile(
+                role="reference",
+                path=data.reference_path,
+                rows=len(data.reference),
+                train_rows=len(data.ref_train),
+                holdout_rows=len(data.ref_holdout),
+            ),
+            SourceFile(
+                role="production",
+                path=data.production_path,
+                rows=len(data.prod_train) + len(data.prod_holdout),
+                train_rows=len(data.prod_train),
+                holdout_rows=len(data.prod_holdout),
+            ),
+        ],
+        validation_rows=len(trained.validation),
+    )
+    return registry.write_version(draft, by=spec.by, reason=f"retraining job {spec.job_id} ({plan.action})")
+
+
+def run_job(spec: JobSpec) -> JobResult:
+    """Train (or recalibrate), evaluate against the champion, and register the candidate."""
+    started = time.perf_counter()
+    plan = spec.plan
+    seed_everything(plan.hyper.seed)
+    device = pick_device(spec.device)
+    log.info("job %s: %s from %s on %s", spec.job_id, plan.action, plan.base_version or plan.base_model, device)
+    champion = ModelArtifact.load(plan.base_model, device=device.type)
+    data = load_data(plan)
+    trained = train_candidate(spec, champion, data, device.type)
+    evaluation = evaluate_candidate(spec, champion, trained.artifact, data)
+    created = write_candidate(spec, Registry(spec.registry), list(champion.labels), data, trained, evaluation)
     seconds = time.perf_counter() - started
     log.info("job %s registered %s in %.1f s", spec.job_id, created.version, seconds)
     return JobResult(
         job_id=spec.job_id,
         state="succeeded",
         version=created.version,
-        gate=verdict,
+        gate=evaluation.verdict,
         device=device.type,
         seconds=seconds,
     )

@@ -7,14 +7,20 @@ from pathlib import Path
 
 import numpy as np
 
-from insightloop.deploy import ModelArtifact
+from insightloop.deploy import PROFILE_DIR, TRAINING_DATA, ModelArtifact
 from insightloop.detectors import ReferenceProfile, Window, vocabulary_from_texts
 from insightloop.retrain.data import Example
 
-PROFILE_DIR = "reference"
-TRAINING_DATA = (
-    "data/train.jsonl"  # the examples a version was fine-tuned on (its lineage, and the next job's reference)
-)
+# Deploy owns the version directory's layout; these names stay here for the rooms that import them.
+__all__ = [
+    "PROFILE_DIR",
+    "TRAINING_DATA",
+    "build_profile",
+    "load_profile",
+    "rescore_profile",
+    "save_profile",
+    "scored_window",
+]
 
 
 def scored_window(artifact: ModelArtifact, examples: Sequence[Example], batch_size: int = 32) -> Window:
@@ -62,7 +68,7 @@ def rescore_profile(profile: ReferenceProfile, artifact: ModelArtifact, batch_si
 
 
 def save_profile(profile: ReferenceProfile, version_dir: Path) -> Path:
-    """Write the profile into ``<version>/reference/``."""
+    """Write the profile into ``<version>/reference/`` (a version writer's ``save_profile`` gets that folder)."""
     return Path(profile.save(version_dir / PROFILE_DIR))
 
 

@@ -46,7 +46,9 @@ def test_training_learns_the_task(trained_registry: Path) -> None:
     registry = Registry(trained_registry)
     record = registry.get(registry.production() or "")
     assert record.metrics["validation_accuracy"] >= 0.8, record.metrics
-    assert record.data["label_counts"] == {"negative": 200, "positive": 200}
+    assert record.training is not None and record.training.label_counts == {"negative": 200, "positive": 200}
+    assert record.training.rows == 400 and record.lineage.action == "train"
+    assert registry.training_data_file(record.version) == registry.path_of(record.version) / "data" / "train.jsonl"
 
 
 def test_bad_training_files_name_file_and_line(tmp_path: Path) -> None:
