@@ -481,6 +481,23 @@ class StateStore:
         with self.transaction() as conn:
             conn.execute("DELETE FROM outbox WHERE id = ?", (insight_id,))
 
+    def save_condition_and_outbox(self, name: str, payload: dict[str, Any], to_send: list[Insight]) -> None:
+        """Persist a condition state and the insights it counts as raised in one transaction: a crash can
+        never leave a condition raised whose insight is in neither the outbox nor the topic."""
+        now = _now()
+        with self.transaction() as conn:
+            for insight in to_send:
+                conn.execute(
+                    """INSERT INTO outbox (id, created_at, payload) VALUES (?, ?, ?)
+                       ON CONFLICT(id) DO UPDATE SET payload=excluded.payload""",
+                    (insight.id, now, insight.model_dump_json()),
+                )
+            conn.execute(
+                """INSERT INTO conditions (name, updated_at, payload) VALUES (?, ?, ?)
+                   ON CONFLICT(name) DO UPDATE SET updated_at=excluded.updated_at, payload=excluded.payload""",
+                (name, now, json.dumps(payload)),
+            )
+
 
 def _job(row: sqlite3.Row) -> dict[str, Any]:
     return {
