@@ -27,10 +27,12 @@ from insightloop.detectors.insight import (
     severity_rank,
 )
 from insightloop.detectors.merge import LOSS_METRICS, merge_insights
+from insightloop.detectors.metrics import macro_f1, macro_f1_batch
 from insightloop.detectors.profile import CalibratedThreshold, ReferenceProfile
 from insightloop.detectors.quality import EstimatedQualityDrop, LabeledQualityDrop
 from insightloop.detectors.registry import DETECTORS, CheckResult, DetectorResult, all_detectors, check_all
 from insightloop.detectors.reports import build_reports, drift_report, quality_report, save_report, write_reports
+from insightloop.detectors.slicekey import SliceKey, SliceKeyError, SliceKeyText, meta_value_str
 from insightloop.detectors.slices import SliceDegradation
 from insightloop.detectors.step import DetectorGauge, StepOutcome, check_step, detector_key, traffic_key
 from insightloop.detectors.tracker import Condition, ConditionTracker, TrackerState, Transition
@@ -70,6 +72,9 @@ __all__ = [
     "Severity",
     "SliceDegradation",
     "SliceFinding",
+    "SliceKey",
+    "SliceKeyError",
+    "SliceKeyText",
     "StepOutcome",
     "TrackerState",
     "Transition",
@@ -82,7 +87,10 @@ __all__ = [
     "compute_descriptors",
     "detector_key",
     "drift_report",
+    "macro_f1",
+    "macro_f1_batch",
     "merge_insights",
+    "meta_value_str",
     "quality_report",
     "save_report",
     "severity_rank",

@@ -156,7 +156,7 @@ def slice_finding(s: SliceStats) -> SliceFinding:
     """The insight-facing form of a slice's statistics."""
     d = s.definition
     return SliceFinding(
-        key=d.key,
+        key=d.format(),
         field=d.field,
         value=d.value,
         count=s.count_current,
@@ -271,7 +271,7 @@ def recommend(profile: ReferenceProfile, diagnosis: Diagnosis, *, quality_focus:
             truncation = f", which the model truncates at {limit}" if limit is not None else ""
             return Recommendation(
                 action="retrain",
-                adjust=Adjustments(max_length=proposed, slice_weights={long_slice.definition.key: 2.0}),
+                adjust=Adjustments(max_length=proposed, slice_weights={long_slice.definition.format(): 2.0}),
                 because=(
                     f"errors concentrate in texts of {lower}+ tokens{truncation}: "
                     f"{long_slice.reference_loss or 0:.0%} → {long_slice.current_loss or 0:.0%} "
@@ -306,15 +306,15 @@ def recommend(profile: ReferenceProfile, diagnosis: Diagnosis, *, quality_focus:
     if diagnosis.input_shift or degraded or (quality_focus and diagnosis.quality_drop):
         slice_weights: dict[str, float] = {}
         for s in degraded:
-            slice_weights[s.definition.key] = 2.0
+            slice_weights[s.definition.format()] = 2.0
         for s in grown:
             ratio = s.share_current / s.share_reference if s.share_reference > 0 else 3.0
-            slice_weights.setdefault(s.definition.key, _r(float(min(3.0, max(1.5, ratio)))))
+            slice_weights.setdefault(s.definition.format(), _r(float(min(3.0, max(1.5, ratio)))))
         reasons = []
         if degraded:
-            reasons.append("the loss rose in " + ", ".join(s.definition.key for s in degraded))
+            reasons.append("the loss rose in " + ", ".join(s.definition.format() for s in degraded))
         if grown:
-            reasons.append("traffic moved towards " + ", ".join(s.definition.key for s in grown))
+            reasons.append("traffic moved towards " + ", ".join(s.definition.format() for s in grown))
         if diagnosis.input_shift and not reasons:
             reasons.append("the inputs moved away from the reference (vocabulary / embeddings)")
         if not reasons:

@@ -7,7 +7,9 @@ import math
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from insightloop.detectors.slicekey import SliceKey, SliceKeyText
 
 INSIGHT_SCHEMA_VERSION = 1
 
@@ -71,14 +73,15 @@ class DescriptorShift(_Model):
 class SliceFinding(_Model):
     """A slice of the current window (length bucket, ``meta`` value, new vocabulary) and how it fares.
 
-    ``key`` is ``"<field>=<value>"``, e.g. ``"length_tokens=256+"``, ``"meta.domain=kitchen"`` or
-    ``"new_vocabulary=high"``; training plans use it as the key of ``slice_weights``.
+    ``key`` is a :class:`SliceKey` in its wire form ``"<field>=<value>"``, e.g. ``"length_tokens=256+"``,
+    ``"meta.domain=kitchen"`` or ``"new_vocabulary=high"`` (case-sensitive; ``field`` and ``value`` are its
+    two halves); training plans use it as the key of ``slice_weights``.
     ``metric`` is ``"error_rate"`` (from labels) or ``"estimated_error_rate"`` (from calibrated confidence);
     ``excess_errors`` is rows × (current − reference value) and ``lift`` how much more the slice's value
     rose than the rest of the window's (positive: the loss concentrates here).
     """
 
-    key: str
+    key: SliceKeyText
     field: str
     value: str
     count: int = Field(ge=0)
@@ -91,6 +94,17 @@ class SliceFinding(_Model):
     lift: OptionalFinite = None
     share_p_value: OptionalFinite = None
     loss_p_value: OptionalFinite = None
+
+    @model_validator(mode="after")
+    def _key_is_field_and_value(self) -> SliceFinding:
+        if self.key != SliceKey(self.field, self.value).format():
+            raise ValueError(f"key {self.key!r} is not '<field>=<value>' of {self.field!r} and {self.value!r}")
+        return self
+
+    @property
+    def slice_key(self) -> SliceKey:
+        """The typed key."""
+        return SliceKey.parse(self.key)
 
 
 class ClassShift(_Model):
@@ -124,10 +138,11 @@ class Evidence(_Model):
 
 
 class Adjustments(_Model):
-    """The training-plan delta an insight proposes; every field optional."""
+    """The training-plan delta an insight proposes; every field optional (``slice_weights`` keys are
+    :class:`SliceKey` wire forms)."""
 
     max_length: int | None = Field(default=None, ge=1)
-    slice_weights: dict[str, Finite] = Field(default_factory=dict)
+    slice_weights: dict[SliceKeyText, Finite] = Field(default_factory=dict)
     class_weights: dict[str, Finite] = Field(default_factory=dict)
     recent_data_weight: OptionalFinite = None
 

@@ -17,36 +17,18 @@ import numpy as np
 from numpy.typing import NDArray
 
 from insightloop.detectors._stats import BoolArray, FloatArray, norm_sf, proportion_drop_p_value
+from insightloop.detectors.slicekey import SliceKey, meta_value_str
 from insightloop.detectors.window import Window
 
 if TYPE_CHECKING:
     from insightloop.detectors.profile import ReferenceProfile
 
 
-SliceKind = Literal["length", "meta", "vocabulary"]
-
-
-@dataclass(frozen=True)
-class SliceDef:
-    """A named subset of rows, defined the same way on the reference and the current window."""
-
-    kind: SliceKind
-    field: str
-    value: str
-    lower: float | None = None  # length buckets: tokens in [lower, upper)
-    upper: float | None = None
-
-    @property
-    def key(self) -> str:
-        """``"<field>=<value>"``."""
-        return f"{self.field}={self.value}"
-
-
 @dataclass(frozen=True)
 class SliceStats:
     """How a slice fares: its share in both windows and its (estimated) error rate."""
 
-    definition: SliceDef
+    definition: SliceKey
     count_reference: int
     count_current: int
     share_reference: float
@@ -108,16 +90,8 @@ def _meta_column(window: Window, name: str) -> NDArray[np.object_]:
     values = np.empty(len(window), dtype=object)
     for i, meta in enumerate(window.meta):
         value = meta.get(name)
-        values[i] = None if value is None else _meta_str(value)
+        values[i] = None if value is None else meta_value_str(value)
     return values
-
-
-def _meta_str(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def length_edges(max_length: int | None) -> list[int]:
@@ -132,15 +106,17 @@ def length_edges(max_length: int | None) -> list[int]:
     return edges
 
 
-def slice_definitions(profile: ReferenceProfile, window: Window, max_values: int = 20) -> list[SliceDef]:
-    """Length buckets, the most frequent values of each ``meta`` field of ``window``, and new vocabulary."""
-    defs: list[SliceDef] = []
+def slice_definitions(profile: ReferenceProfile, window: Window, max_values: int = 20) -> list[SliceKey]:
+    """Length buckets, the most frequent values of each ``meta`` field of ``window``, and new vocabulary.
+
+    A ``meta`` field whose name a slice key cannot carry (empty, or with ``=``) gives no slices."""
+    defs: list[SliceKey] = []
     limit = profile.effective_max_length
     edges = length_edges(limit)
     for lo, hi in pairwise(edges):
-        defs.append(SliceDef("length", "length_tokens", f"{lo}-{hi - 1}", lower=lo, upper=hi))
-    defs.append(SliceDef("length", "length_tokens", f"{edges[-1]}+", lower=edges[-1], upper=None))
-    fields = sorted({key for meta in window.meta for key in meta})
+        defs.append(SliceKey.length(lo, hi))
+    defs.append(SliceKey.length(edges[-1]))
+    fields = sorted({key for meta in window.meta for key in meta if key and "=" not in key})
     for name in fields:
         column = _meta_column_cached(profile, window, name)
         present = column[column != None]  # noqa: E711 - elementwise comparison on an object array
@@ -149,8 +125,8 @@ def slice_definitions(profile: ReferenceProfile, window: Window, max_values: int
         values, counts = np.unique(present.astype(str), return_counts=True)
         order = np.argsort(-counts, kind="stable")[:max_values]
         for i in order:
-            defs.append(SliceDef("meta", f"meta.{name}", str(values[i])))
-    defs.append(SliceDef("vocabulary", "new_vocabulary", "high"))
+            defs.append(SliceKey.meta(name, str(values[i])))
+    defs.append(SliceKey.new_vocabulary())
     return defs
 
 
@@ -171,20 +147,13 @@ def _meta_column_cached(profile: ReferenceProfile, window: Window, name: str) ->
     return column
 
 
-def slice_mask(profile: ReferenceProfile, window: Window, definition: SliceDef) -> BoolArray:
-    """Rows of ``window`` in the slice."""
+def slice_mask(profile: ReferenceProfile, window: Window, definition: SliceKey) -> BoolArray:
+    """Rows of ``window`` in the slice (:meth:`SliceKey.mask` on the columns its kind reads)."""
     if definition.kind == "length":
-        counts = window.token_counts
-        mask = counts >= (definition.lower or 0)
-        if definition.upper is not None:
-            mask &= counts < definition.upper
-        return mask
+        return definition.mask(token_counts=window.token_counts)
     if definition.kind == "meta":
-        column = _meta_column_cached(profile, window, definition.field.removeprefix("meta."))
-        out: BoolArray = column == definition.value
-        return out.astype(bool)
-    cut = new_vocabulary_cut(profile)
-    return profile.describe(window)["oov_share"] > cut
+        return definition.mask(meta_values=_meta_column_cached(profile, window, definition.meta_name or ""))
+    return definition.mask(new_vocabulary=profile.describe(window)["oov_share"] > new_vocabulary_cut(profile))
 
 
 def new_vocabulary_cut(profile: ReferenceProfile) -> float:

@@ -7,15 +7,14 @@ it is. Insights that only need a prior correction yield a ``recalibrate`` plan (
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from insightloop.deploy import InsightRef
-from insightloop.deploy.events import utc_now
-from insightloop.detectors import Insight
+from insightloop.deploy import InsightRef, utc_now
+from insightloop.detectors import Insight, SliceKey, SliceKeyText
 
 PLAN_SCHEMA_VERSION: Literal[1] = 1
 
@@ -69,16 +68,31 @@ class TrainingPlan(BaseModel):
     data: list[DataSource]
     production_holdout_share: float = Field(0.3, gt=0, lt=1)
     hyper: HyperParameters = Field(default_factory=HyperParameters)
-    slice_weights: dict[str, float] = Field(default_factory=dict)
+    slice_weights: dict[SliceKeyText, float] = Field(default_factory=dict)
     class_weights: dict[str, float] = Field(default_factory=dict)
     adjustments: list[PlanAdjustment] = Field(default_factory=list)
     insights: list[InsightRef] = Field(default_factory=list)
 
-    def slices_to_evaluate(self) -> list[str]:
-        """Slice keys named by the insights; each gets its own rows in the evaluation."""
-        keys = list(self.slice_weights)
-        keys += [f"length_tokens={a.target}+" for a in self.adjustments if a.kind == "max_length"]
+    def evaluation_slices(self) -> list[SliceKey]:
+        """Slices named by the insights (weighted ones, and the texts at or past an old ``max_length``);
+        each gets its own rows in the evaluation."""
+        keys = [SliceKey.parse(key) for key in self.slice_weights]
+        keys += [SliceKey.length(int(a.target)) for a in self.adjustments if a.kind == "max_length"]
         return list(dict.fromkeys(keys))
+
+    def slices_to_evaluate(self) -> list[str]:
+        """:meth:`evaluation_slices` in their wire form."""
+        return [key.format() for key in self.evaluation_slices()]
+
+    def slice_weight(self, *, meta: Mapping[str, object], n_tokens: int) -> float | None:
+        """The largest weight of the plan's slices a training row belongs to (None when it is in none);
+        membership is :meth:`SliceKey.contains`, so the job weights the rows the detectors measured."""
+        matched = [
+            weight
+            for key, weight in self.slice_weights.items()
+            if SliceKey.parse(key).contains(meta=meta, n_tokens=n_tokens)
+        ]
+        return max(matched) if matched else None
 
 
 def plan_from_insights(
