@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from insightloop.deploy import EvaluationSection, GateVerdict, MetricComparison, ModelArtifact
+from insightloop.detectors import macro_f1_batch
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +52,10 @@ class Predictions:
 
 
 def _macro_f1(truth: NDArray[np.int64], pred: NDArray[np.int64], k: int) -> NDArray[np.float64]:
-    """Macro-F1 along the last axis (works on a batch of resamples)."""
-    scores = []
-    for c in range(k):
-        tp = ((truth == c) & (pred == c)).sum(axis=-1)
-        fp = ((truth != c) & (pred == c)).sum(axis=-1)
-        fn = ((truth == c) & (pred != c)).sum(axis=-1)
-        denominator = 2 * tp + fp + fn
-        scores.append(np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0))
-    result: NDArray[np.float64] = np.mean(scores, axis=0)
-    return result
+    """The detectors' macro-F1 (classes with support in ``truth``) along the last axis: one value for
+    one set of rows, one per resample for a batch of them."""
+    scores = macro_f1_batch(np.atleast_2d(truth), np.atleast_2d(pred), k)
+    return scores if truth.ndim > 1 else scores.reshape(())
 
 
 def compare(
