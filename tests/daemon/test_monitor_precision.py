@@ -17,7 +17,7 @@ from insightloop.daemon.monitor import Monitor, window_from_records
 from insightloop.daemon.state import PredictionRow, StateStore, TextRow
 from insightloop.deploy import ModelArtifact, Registry
 from insightloop.detectors import check_all
-from insightloop.retrain.profile import load_profile
+from insightloop.retrain import load_profile
 from tests.synthetic import sentiment_rows, write_jsonl
 
 
