@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 import time
@@ -163,3 +164,20 @@ def test_approve_swaps_refuses_broken_versions_and_rolls_back(make_config, regis
         (v1, "rollback", "production", "bob", "operator"),
         (v2, "rollback", "archived", "bob", "operator"),
     ]
+
+
+def test_the_daemon_removes_interrupted_version_writes_at_start(make_config, registry_copy: Path) -> None:
+    """A job killed while writing leaves `.incoming-*`: never a version, and gone once the daemon starts."""
+    config = make_config(registry={"path": str(registry_copy)})
+    registry = Registry(registry_copy)
+    before = registry.names()
+    staging = registry_copy / ".incoming-killed"
+    shutil.copytree(registry.path_of(before[-1]), staging)  # a complete-looking version, version.json included
+    old = time.time() - 2 * 3600
+    for item in [*staging.rglob("*"), staging]:
+        os.utime(item, (old, old), follow_symlinks=False)
+    assert registry.names() == before, "a staging folder is never listed as a version"
+    with InProcessDaemon(config, role="api") as daemon:
+        assert not staging.exists()
+        _, body = http_get(daemon.url + "/api/models")
+    assert [v["version"] for v in json.loads(body)["versions"]] == before
