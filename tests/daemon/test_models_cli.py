@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 from insightloop.daemon.broker import free_port
 from insightloop.daemon.errors import ExitCode
-from insightloop.deploy import GateVerdict, Registry, VersionStatus
+from insightloop.daemon.kafka import ensure_topics
+from insightloop.deploy import GateVerdict, ModelEvent, Registry, VersionStatus
 from tests.daemon.test_cli import cli
 from tests.integration.test_promotion import register_copy
+from tests.kafka_helpers import read_topic
 
 NO_KAFKA = {"INSIGHTLOOP_KAFKA__BOOTSTRAP_SERVERS": "", "INSIGHTLOOP_KAFKA__BOOTSTRAP_TIMEOUT_MS": "1000"}
 
@@ -73,3 +76,58 @@ def test_gate_failures_and_broken_models_are_refused(trained_registry: Path, tmp
     override = cli("models", "approve", failing, "--by", "a", "--override", "--registry", str(root), env_extra=NO_KAFKA)
     assert override.returncode == 0, override.stderr
     assert registry.audit_log()[-3].action == "approve-override"
+
+
+def _train_promote(tiny_base: Path, train_file: Path, registry: Path, *extra: str, env: dict[str, str]) -> Any:
+    return cli(
+        "train",
+        "--data",
+        str(train_file),
+        "--registry",
+        str(registry),
+        "--base",
+        str(tiny_base),
+        "--epochs",
+        "1",
+        "--max-length",
+        "32",
+        "--promote",
+        "--no-progress",
+        *extra,
+        env_extra=env,
+    )
+
+
+def test_train_promote_takes_the_approval_path_and_publishes(
+    make_config: Any, tiny_base: Path, train_file: Path, tmp_path: Path
+) -> None:
+    config = make_config()
+    ensure_topics(config.kafka, config.topics.all())
+    root = tmp_path / "registry"
+    env = {"INSIGHTLOOP_TOPICS__MODELS": config.topics.models}
+    done = _train_promote(tiny_base, train_file, root, "--bootstrap-servers", config.kafka.bootstrap_servers, env=env)
+    assert done.returncode == 0, done.stderr
+    registry = Registry(root)
+    assert registry.production() == "v0001"
+    events = read_topic(config, config.topics.models, until=lambda got: len(got) >= 1)
+    event = ModelEvent.model_validate(events[0])
+    assert (event.action, event.version, event.reason) == ("promote", "v0001", "insightloop train --promote")
+    assert [(e.action, e.to_status.value) for e in registry.audit_log()] == [
+        ("register", "candidate"),
+        ("approve", "approved"),
+        ("promote", "production"),
+    ]
+
+
+def test_train_promote_without_a_broker_still_promotes_and_audits(
+    tiny_base: Path, train_file: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "registry"
+    env = {**NO_KAFKA, "INSIGHTLOOP_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"}
+    done = _train_promote(tiny_base, train_file, root, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "by polling" in done.stderr, "the operator learns that the event was not sent"
+    registry = Registry(root)
+    assert registry.production() == "v0001"
+    assert [e.action for e in registry.audit_log()] == ["register", "approve", "promote"]
+    assert Path(done.stdout.strip().splitlines()[-1]) == registry.path_of("v0001").resolve()
