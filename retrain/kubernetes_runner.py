@@ -76,6 +76,10 @@ class KubernetesUnavailableError(KubernetesRunnerError, RetrainTemporaryError):
     """A transient failure (5xx, 429, connection error, timeout): trying again later may succeed."""
 
 
+class KubernetesTemplateError(RetrainPermanentError):
+    """The Job template, a job id or a spec path cannot make a valid Job; the message says what to change."""
+
+
 # -- the Job manifest -------------------------------------------------------------------------------
 
 
@@ -86,7 +90,7 @@ def job_name(job_id: str, prefix: str = DEFAULT_NAME_PREFIX) -> str:
     other characters) or shortened get a hash of the original, so two ids never share a name.
     """
     if not job_id:
-        raise ValueError("job_id must not be empty")
+        raise KubernetesTemplateError("job_id must not be empty")
     prefix = re.sub(r"[^a-z0-9-]+", "-", prefix.lower()).lstrip("-")
     slug = re.sub(r"[^a-z0-9-]+", "-", job_id.lower()).strip("-")
     name = f"{prefix}{slug}".strip("-")
@@ -140,7 +144,7 @@ def _training_container(pod_spec: Mapping[str, Any]) -> dict[str, Any]:
     """The container that runs the job: the one with a ``RETRAIN_SPEC`` env entry or using it, else the only one."""
     containers = [c for c in pod_spec.get("containers") or [] if isinstance(c, dict)]
     if not containers:
-        raise ValueError("the Job template has no containers (spec.template.spec.containers)")
+        raise KubernetesTemplateError("the Job template has no containers (spec.template.spec.containers)")
     with_env = [
         c for c in containers if any(isinstance(e, Mapping) and e.get("name") == SPEC_ENV for e in c.get("env") or [])
     ]
@@ -150,10 +154,12 @@ def _training_container(pod_spec: Mapping[str, Any]) -> dict[str, Any]:
             return found[0]
         if len(found) > 1:
             names = ", ".join(str(c.get("name")) for c in found)
-            raise ValueError(f"several containers of the Job template use {SPEC_ENV} ({names}); keep it in one")
+            raise KubernetesTemplateError(
+                f"several containers of the Job template use {SPEC_ENV} ({names}); keep it in one"
+            )
     if len(containers) == 1:
         return containers[0]
-    raise ValueError(
+    raise KubernetesTemplateError(
         f"the Job template has {len(containers)} containers and none uses {SPEC_ENV}: "
         f"give the training container an env entry {SPEC_ENV} and the command '--spec $({SPEC_ENV})'"
     )
@@ -167,7 +173,9 @@ def _gpu_limit(container: Mapping[str, Any]) -> int:
     try:
         return int(str(value))
     except ValueError as exc:
-        raise ValueError(f"the {GPU_RESOURCE} limit must be a whole number of GPUs, not {value!r}") from exc
+        raise KubernetesTemplateError(
+            f"the {GPU_RESOURCE} limit must be a whole number of GPUs, not {value!r}"
+        ) from exc
 
 
 def _dropped_fields(given: Any, kept: Any, path: str = "") -> list[str]:
@@ -191,32 +199,34 @@ def _dropped_fields(given: Any, kept: Any, path: str = "") -> list[str]:
 def _checked_body(template: Mapping[str, Any], allow_cpu: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     """A deep copy of ``template`` checked as a GPU training Job, and its training container."""
     if not isinstance(template, Mapping):
-        raise ValueError(f"the Job template must be a mapping, not {type(template).__name__}")
+        raise KubernetesTemplateError(f"the Job template must be a mapping, not {type(template).__name__}")
     body: dict[str, Any] = copy.deepcopy(dict(template))
     if body.setdefault("apiVersion", "batch/v1") != "batch/v1" or body.setdefault("kind", "Job") != "Job":
-        raise ValueError(f"the Job template must be a batch/v1 Job, not {body['apiVersion']} {body['kind']}")
+        raise KubernetesTemplateError(
+            f"the Job template must be a batch/v1 Job, not {body['apiVersion']} {body['kind']}"
+        )
     spec = body.get("spec")
     pod_template = spec.get("template") if isinstance(spec, dict) else None
     pod_spec = pod_template.get("spec") if isinstance(pod_template, dict) else None
     if not isinstance(pod_spec, dict):
-        raise ValueError("the Job template has no pod spec (spec.template.spec)")
+        raise KubernetesTemplateError("the Job template has no pod spec (spec.template.spec)")
     _normalise_quantities(pod_spec)
     container = _training_container(pod_spec)
     gpus = _gpu_limit(container)
     if gpus < 1 and not allow_cpu:
-        raise ValueError(
+        raise KubernetesTemplateError(
             f"the Job template's container {container.get('name')!r} has no {GPU_RESOURCE} limit: retraining "
             f"Jobs are meant for GPU nodes (set retrain.job.gpus in the Helm chart, or pass allow_cpu=True to "
             f"run them on CPU)"
         )
     if (container.get("command") or container.get("args")) and not _mentions_spec(container):
-        raise ValueError(
+        raise KubernetesTemplateError(
             f"container {container.get('name')!r} of the Job template does not pass the spec: its command or args "
             f"must contain $({SPEC_ENV}), e.g. insightloop retrain --spec $({SPEC_ENV})"
         )
     restart = pod_spec.setdefault("restartPolicy", "Never")
     if restart not in ("Never", "OnFailure"):
-        raise ValueError(f"a Job's restartPolicy must be Never or OnFailure, not {restart!r}")
+        raise KubernetesTemplateError(f"a Job's restartPolicy must be Never or OnFailure, not {restart!r}")
     return body, container
 
 
@@ -224,14 +234,14 @@ def _to_model(body: dict[str, Any]) -> k8s.V1Job:
     try:
         job = k8s.V1Job.from_dict(body)
     except pydantic.ValidationError as exc:
-        raise ValueError(f"the Job template is not a valid batch/v1 Job: {exc}") from exc
+        raise KubernetesTemplateError(f"the Job template is not a valid batch/v1 Job: {exc}") from exc
     if job is None:  # pragma: no cover - from_dict returns None only for None
-        raise ValueError("the Job template is empty")
+        raise KubernetesTemplateError("the Job template is empty")
     with k8s.ApiClient() as serializer:
         kept = serializer.sanitize_for_serialization(job)  # type: ignore[no-untyped-call]
     dropped = _dropped_fields(body, kept)
     if dropped:
-        raise ValueError(f"unknown fields in the Job template (misspelt?): {', '.join(dropped)}")
+        raise KubernetesTemplateError(f"unknown fields in the Job template (misspelt?): {', '.join(dropped)}")
     return job
 
 
@@ -250,7 +260,7 @@ def _check_spec_mounted(pod_spec: Mapping[str, Any], container: Mapping[str, Any
     ]
     if any(spec_path.is_relative_to(PurePosixPath(path)) for path in shared):
         return
-    raise ValueError(
+    raise KubernetesTemplateError(
         f"the spec {spec_path} is not on a shared volume of container {container.get('name')!r} (shared mounts: "
         f"{', '.join(shared) or 'none'}): write it where the Job's pod can read it, e.g. on the registry volume"
     )
@@ -279,14 +289,16 @@ def build_job(
     ``check_spec_mounted``, on a volume the container mounts that is not pod-local (not an emptyDir,
     ConfigMap, Secret…): the pod reads there what the daemon wrote, e.g. on the registry volume.
 
-    Raises ``ValueError`` for a template that is not a Job, has unknown fields or wrong types, no
+    Raises :class:`KubernetesTemplateError` for a template that is not a Job, has unknown fields or wrong types, no
     ``nvidia.com/gpu`` limit (unless ``allow_cpu``), or no container that takes the spec, and for such a
     spec path.
     """
     body, container = _checked_body(template, allow_cpu)
     spec_file = PurePosixPath(str(spec_path))
     if not spec_file.is_absolute():
-        raise ValueError(f"the spec path must be absolute (the pod reads it from a volume), not {spec_path}")
+        raise KubernetesTemplateError(
+            f"the spec path must be absolute (the pod reads it from a volume), not {spec_path}"
+        )
     if check_spec_mounted:
         _check_spec_mounted(body["spec"]["template"]["spec"], container, spec_file)
 
@@ -330,13 +342,13 @@ def load_template(path: Path | str) -> dict[str, Any]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ValueError(f"cannot read the Job template {path}: {exc}") from exc
+        raise KubernetesTemplateError(f"cannot read the Job template {path}: {exc}") from exc
     try:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ValueError(f"the Job template {path} is not valid YAML: {exc}") from exc
+        raise KubernetesTemplateError(f"the Job template {path} is not valid YAML: {exc}") from exc
     if not isinstance(loaded, dict):
-        raise ValueError(f"the Job template {path} must hold one mapping (a batch/v1 Job)")
+        raise KubernetesTemplateError(f"the Job template {path} must hold one mapping (a batch/v1 Job)")
     return loaded
 
 
@@ -477,7 +489,7 @@ class KubernetesRunner:
     def submit(self, job_id: str, spec_path: Path) -> str:
         """Create the Job; return its name. A Job of the same id that already exists is adopted.
 
-        Raises ``ValueError`` for a spec path the pod cannot read (see :func:`build_job`),
+        Raises :class:`KubernetesTemplateError` for a spec path the pod cannot read (see :func:`build_job`),
         :class:`KubernetesUnavailableError` when the API cannot be reached (submitting again is safe),
         :class:`KubernetesPermissionError` without RBAC to create Jobs.
         """

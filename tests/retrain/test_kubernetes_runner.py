@@ -29,6 +29,7 @@ from insightloop.retrain.kubernetes_runner import (
     KubernetesPermissionError,
     KubernetesRunner,
     KubernetesRunnerError,
+    KubernetesTemplateError,
     KubernetesUnavailableError,
     build_job,
     job_name,
@@ -177,14 +178,16 @@ def test_different_ids_get_different_names() -> None:
 
 def test_a_template_without_gpu_limit_is_refused_unless_cpu_is_allowed() -> None:
     no_gpu = edited(lambda t: pod_spec(t)["containers"][0]["resources"]["limits"].pop("nvidia.com/gpu"))
-    with pytest.raises(ValueError, match=r"container 'retrain' has no nvidia.com/gpu limit.*allow_cpu=True"):
+    with pytest.raises(
+        KubernetesTemplateError, match=r"container 'retrain' has no nvidia.com/gpu limit.*allow_cpu=True"
+    ):
         build_job(no_gpu, "retrain-1", SPEC)
-    with pytest.raises(ValueError, match=r"nvidia\.com/gpu limit"):
+    with pytest.raises(KubernetesTemplateError, match=r"nvidia\.com/gpu limit"):
         KubernetesRunner(no_gpu, NAMESPACE, k8s.ApiClient())
     body = serialise(build_job(no_gpu, "retrain-1", SPEC, allow_cpu=True))
     assert "nvidia.com/gpu" not in container_of(body)["resources"]["limits"]
     zero = edited(lambda t: pod_spec(t)["containers"][0]["resources"]["limits"].update({"nvidia.com/gpu": "0"}))
-    with pytest.raises(ValueError, match=r"no nvidia\.com/gpu limit"):
+    with pytest.raises(KubernetesTemplateError, match=r"no nvidia\.com/gpu limit"):
         build_job(zero, "retrain-1", SPEC)
 
 
@@ -225,17 +228,19 @@ def test_a_template_without_gpu_limit_is_refused_unless_cpu_is_allowed() -> None
     ],
 )
 def test_broken_templates_are_refused(edit: Callable[[dict[str, Any]], object], error: str) -> None:
-    with pytest.raises(ValueError, match=error):
+    with pytest.raises(KubernetesTemplateError, match=error):
         build_job(edited(edit), "retrain-1", SPEC)
 
 
 def test_the_spec_must_be_where_the_pod_can_read_it() -> None:
-    with pytest.raises(ValueError, match="must be absolute"):
+    with pytest.raises(KubernetesTemplateError, match="must be absolute"):
         build_job(TEMPLATE, "retrain-1", "jobs/spec.json")
     # /tmp is mounted, but from an emptyDir of the pod itself: the daemon cannot have written there.
-    with pytest.raises(ValueError, match=r"not on a shared volume.*shared mounts: /var/lib/insightloop/registry"):
+    with pytest.raises(
+        KubernetesTemplateError, match=r"not on a shared volume.*shared mounts: /var/lib/insightloop/registry"
+    ):
         build_job(TEMPLATE, "retrain-1", "/tmp/spec.json")
-    with pytest.raises(ValueError, match="not on a shared volume"):
+    with pytest.raises(KubernetesTemplateError, match="not on a shared volume"):
         build_job(TEMPLATE, "retrain-1", "/var/lib/insightloop/state/jobs/retrain-1/spec.json")
     body = serialise(build_job(TEMPLATE, "retrain-1", "/tmp/spec.json", check_spec_mounted=False))
     assert container_of(body)["env"][0]["value"] == "/tmp/spec.json"
