@@ -109,6 +109,12 @@ def test_domain_shift_job_beats_the_champion_and_the_gate_says_why(
     report = (version_dir / "evaluation" / "recent_production.txt").read_text()
     assert "precision" in report and "recall" in report and "f1-score" in report
     assert (version_dir / "reference").is_dir()
+    assert record.lineage.action == "fine_tune" and record.lineage.job_id == "job-1"
+    assert record.lineage.plan_id == plan["id"] and record.lineage.adjustments[0].kind == "recent_data_weight"
+    assert record.training is not None and record.training.rows == 360 + 210, "reference train + production train"
+    production_source = record.training.source("production")
+    assert production_source is not None and (production_source.train_rows, production_source.holdout_rows) == (210, 90)
+    assert registry_copy.training_data_file("v0002") == version_dir / "data" / "train.jsonl"
 
 
 @needs_amazon
