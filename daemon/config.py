@@ -160,6 +160,16 @@ class MonitorConfig(_Section):
         "half the retention age (privacy); retraining only needs labeled ones.",
     )
     reports_keep: int = Field(100, ge=1, description="Evidently reports kept under <state>/reports.")
+    waiting_labels_max_rows: int = Field(
+        10_000,
+        ge=1,
+        description="Labels whose text has not arrived (yet) wait in a table of their own, at most this many (the "
+        "oldest go first); they are joined when their text and prediction arrive and never count against "
+        "retention_max_rows.",
+    )
+    waiting_labels_max_age_s: float = Field(
+        86_400.0, gt=0, description="A label whose text has not arrived after this long is dropped."
+    )
 
 
 class ControllerConfig(_Section):
@@ -217,6 +227,65 @@ class ControllerConfig(_Section):
     namespace: str | None = Field(None, description="Namespace of Kubernetes Jobs (default: the pod's own).")
 
 
+class InputConfig(_Section):
+    """How the user's messages and data files map onto text and label events.
+
+    Paths are dotted (``payload.body``, ``items.0.text``) or JSON pointers (``/data/text``). The defaults
+    read insightloop's own shape, ``{"id", "text", "ts", "meta"}`` and ``{"id", "label"}``; a message the
+    mapping cannot read goes to the dead-letter topic with the path that failed. ``replay``, ``check`` and
+    ``models import`` read files through the same mapping.
+    """
+
+    text: str = Field("text", description="Path of the text to score.")
+    id: str | None = Field("id", description="Path of the text's id; null: ids come from the Kafka message key.")
+    id_from_key: bool = Field(
+        False, description="Take the id from the Kafka message key when the value has none at the id path."
+    )
+    ts: str | None = Field("ts", description="Path of the event time (optional in each message); null: none.")
+    ts_format: str = Field(
+        "auto",
+        description="Format of the event time: 'auto' (RFC 3339 or epoch milliseconds), 'rfc3339', 'epoch_ms', "
+        "'epoch_s', or a strptime pattern such as '%d/%m/%Y %H:%M' (read as UTC unless it has a zone).",
+    )
+    meta_object: str | None = Field(
+        "meta", description="Path of an object whose scalar entries all become meta; null: none."
+    )
+    meta: list[str] = Field(
+        default_factory=list,
+        description="Paths of single fields picked into meta, each named by its dotted path (e.g. 'ctx.shop'): "
+        "usable as slices.",
+    )
+    label_id: str | None = Field(
+        "id", description="Path of the id in a label message; null: ids come from the Kafka message key."
+    )
+    label: str = Field("label", description="Path of the label in a label message (and in labeled data files).")
+
+    @field_validator("text", "id", "ts", "meta_object", "label_id", "label")
+    @classmethod
+    def _is_path(cls, value: str | None) -> str | None:
+        from insightloop.daemon.mapping import FieldPath
+
+        if value is not None:
+            FieldPath.parse(value)
+        return value
+
+    @field_validator("meta")
+    @classmethod
+    def _are_paths(cls, value: list[str]) -> list[str]:
+        from insightloop.daemon.mapping import FieldPath
+
+        for path in value:
+            FieldPath.parse(path)
+        return value
+
+    @field_validator("ts_format")
+    @classmethod
+    def _is_ts_format(cls, value: str) -> str:
+        from insightloop.daemon.mapping import check_ts_format
+
+        return check_ts_format(value)
+
+
 class RegistryConfig(_Section):
     """Where model versions live (a local path or a mounted PVC)."""
 
@@ -271,6 +340,7 @@ class Config(_Section):
     state: StateConfig = Field(default_factory=StateConfig)  # type: ignore[arg-type]
     api: ApiConfig = Field(default_factory=ApiConfig)  # type: ignore[arg-type]
     logging: LoggingConfig = Field(default_factory=LoggingConfig)  # type: ignore[arg-type]
+    input: InputConfig = Field(default_factory=InputConfig)  # type: ignore[arg-type]
 
 
 def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
