@@ -14,6 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 SCHEMA_VERSION = 1
 RAW_KEEP_BYTES = 2048  # how much of a rejected message the dead letter keeps
+ERROR_KEEP_CHARS = 1000  # how much of the reason's text a dead letter keeps
+DESCRIBE_ITEMS = 5  # validation errors named in an invalid-fields reason (the rest are counted)
+ITEM_KEEP_CHARS = 160  # per validation error: where it is and what is wrong
+#: The smallest bound a dead letter can be held to (its fixed fields, a short reason, no raw excerpt).
+MIN_DEAD_LETTER_BYTES = 1024
 
 
 class RejectReason(StrEnum):
@@ -25,6 +30,8 @@ class RejectReason(StrEnum):
     NOT_OBJECT = "not_object"
     INVALID_FIELDS = "invalid_fields"
     SCORING_FAILED = "scoring_failed"
+    #: The broker refused the scorer's output for this text for good (too large, invalid topic, ...).
+    UNDELIVERABLE = "undeliverable"
 
 
 class RejectedMessage(Exception):
@@ -118,12 +125,25 @@ class DeadLetter(BaseModel):
     rejected_at: datetime = Field(default_factory=utc_now)
 
 
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
+
+
 def _describe(error: ValidationError) -> str:
+    """The first few validation errors, each clipped, and how many more there were.
+
+    A message can carry tens of thousands of invalid fields (a ``meta`` of 20,000 lists): listing them
+    all made a 269 KB message's dead letter 3.98 MB, which the broker refused, and the scorer retried
+    it for ever. Only ``errors()``' count is needed for the rest, not their text.
+    """
+    count = error.error_count()
     parts = []
-    for item in error.errors():
+    for item in error.errors(include_url=False, include_input=False)[:DESCRIBE_ITEMS]:
         where = ".".join(str(p) for p in item["loc"]) or "(message)"
-        parts.append(f"{where}: {item['msg']}")
-    return "; ".join(parts)
+        parts.append(_clip(f"{where}: {item['msg']}", ITEM_KEEP_CHARS))
+    if count > DESCRIBE_ITEMS:
+        parts.append(f"and {count - DESCRIBE_ITEMS} more invalid field(s)")
+    return _clip("; ".join(parts), ERROR_KEEP_CHARS)
 
 
 def parse_text_message(value: bytes | None, max_bytes: int) -> TextEvent:
@@ -163,7 +183,25 @@ def dead_letter_for(
         partition=partition,
         offset=offset,
         reason=reason,
-        error=error,
+        error=_clip(error, ERROR_KEEP_CHARS),
         raw=raw,
         raw_bytes=len(value or b""),
     )
+
+
+def encode_dead_letter(letter: DeadLetter, max_bytes: int) -> bytes:
+    """The dead letter as JSON of at most ``max_bytes`` bytes: the raw excerpt, then the reason, shortened to fit.
+
+    The error and the excerpt are already capped (:data:`ERROR_KEEP_CHARS`, :data:`RAW_KEEP_BYTES`), but
+    escaping can grow the excerpt up to eightfold, so the encoded size is checked, not assumed.
+    """
+    bound = max(max_bytes, MIN_DEAD_LETTER_BYTES)
+    encoded = letter.model_dump_json().encode("utf-8")
+    raw, error = letter.raw, letter.error
+    while len(encoded) > bound and raw:
+        raw = raw[: len(raw) // 2]
+        encoded = letter.model_copy(update={"raw": raw, "error": error}).model_dump_json().encode("utf-8")
+    if len(encoded) > bound:
+        error = _clip(error, 200)
+        encoded = letter.model_copy(update={"raw": "", "error": error}).model_dump_json().encode("utf-8")
+    return encoded

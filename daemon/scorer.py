@@ -14,6 +14,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kafka.errors import (
+    CorruptRecordError,
+    InvalidRecordError,
+    InvalidTopicError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    UnsupportedForMessageFormatError,
+)
+
 from insightloop.daemon.config import Config
 from insightloop.daemon.errors import NoModelError, TemporaryError
 from insightloop.daemon.events import (
@@ -23,6 +32,7 @@ from insightloop.daemon.events import (
     RejectReason,
     TextEvent,
     dead_letter_of,
+    encode_dead_letter,
     parse_text_message,
 )
 from insightloop.daemon.kafka import make_consumer, make_producer
@@ -84,6 +94,61 @@ def load_production_model(
     return ServingModel(version, artifact)
 
 
+#: Produce errors that retrying cannot fix: the record itself is refused (too large, invalid topic or
+#: record, a format the broker does not take) or cannot be serialised. Everything else is retried.
+_FINAL_PRODUCE_ERRORS: tuple[type[BaseException], ...] = (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    InvalidTopicError,
+    InvalidRecordError,
+    CorruptRecordError,
+    UnsupportedForMessageFormatError,
+    TypeError,
+    ValueError,
+    UnicodeError,
+)
+
+
+def is_final_produce_error(exc: BaseException) -> bool:
+    """True when sending the same record again cannot succeed (the broker refused it for what it is)."""
+    return isinstance(exc, _FINAL_PRODUCE_ERRORS)
+
+
+@dataclass(frozen=True)
+class _Outgoing:
+    """One record to produce, with the consumer record it answers (and its dead letter, if it is one)."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    record: Any
+    letter: DeadLetter | None = None
+
+
+@dataclass(frozen=True)
+class _InFlight:
+    """The batch waiting for the broker: since when, and its first offset on each partition."""
+
+    since: float
+    first_offsets: dict[tuple[str, int], int]
+
+    @classmethod
+    def of(cls, records: Sequence[Any]) -> _InFlight:
+        first: dict[tuple[str, int], int] = {}
+        for record in records:
+            key = (record.topic, record.partition)
+            first[key] = min(first.get(key, record.offset), record.offset)
+        return cls(time.monotonic(), first)
+
+
+def _records_of(predictions: Sequence[PredictionEvent], valid: Sequence[tuple[Any, TextEvent]]) -> list[Any]:
+    """The consumer record of each prediction (predictions keep the order of the valid events they score)."""
+    remaining: dict[str, list[Any]] = {}
+    for record, event in valid:
+        remaining.setdefault(event.id, []).append(record)
+    return [remaining[p.id].pop(0) for p in predictions]
+
+
 class Scorer:
     """A named worker that scores texts until asked to stop, then drains its batch and closes."""
 
@@ -103,19 +168,37 @@ class Scorer:
         self._refused: set[str] = set()
         self._next_pointer_check = 0.0
         self._check_now = False
+        # Set while a batch waits for the broker's acknowledgements (read by /readyz from another thread).
+        self._in_flight: _InFlight | None = None
 
     # -- health ---------------------------------------------------------------------------
     @property
     def ready(self) -> bool:
-        """True once the model is loaded and the consumer group has assigned partitions."""
-        return self.model is not None and self._joined.is_set()
+        """True once the model is loaded and the consumer group has assigned partitions, and no batch has
+        waited for the broker longer than ``scorer.stuck_batch_s``."""
+        return self.model is not None and self._joined.is_set() and not self.stuck
+
+    @property
+    def stuck(self) -> bool:
+        """True while the batch in flight has waited for its acknowledgements longer than ``scorer.stuck_batch_s``."""
+        waited = self.batch_waiting_s
+        return waited is not None and waited > self.config.scorer.stuck_batch_s
+
+    @property
+    def batch_waiting_s(self) -> float | None:
+        """How long the batch in flight has waited for the broker, or None between batches."""
+        in_flight = self._in_flight
+        return None if in_flight is None else time.monotonic() - in_flight.since
 
     def status(self) -> dict[str, Any]:
         """What /readyz shows about this worker."""
+        waited = self.batch_waiting_s
         return {
             "model_version": self.model.version if self.model else None,
             "assigned_partitions": [f"{t}:{p}" for t, p in sorted(self._assignment)],
             "joined_group": self._joined.is_set(),
+            "batch_waiting_s": None if waited is None else round(waited, 1),
+            "stuck": self.stuck,
         }
 
     # -- the loop -------------------------------------------------------------------------
@@ -247,32 +330,44 @@ class Scorer:
         return records
 
     def _report_lag(self, consumer: Any) -> None:
+        """Messages not yet done per partition: from the batch in flight's first offset while one waits (its
+        records are consumed but not committed), else from the consumer's position."""
+        in_flight = self._in_flight
         lag = {}
         for tp in consumer.assignment():
             high = consumer.highwater(tp)
-            if high is not None:
-                lag[(tp.topic, tp.partition)] = max(0, high - consumer.position(tp))
+            if high is None:
+                continue
+            done = in_flight.first_offsets.get((tp.topic, tp.partition)) if in_flight is not None else None
+            if done is None:
+                done = consumer.position(tp)
+            lag[(tp.topic, tp.partition)] = max(0, high - done)
         self.observer.on_lag(lag)
 
     def _handle(self, records: Sequence[Any], producer: Any, consumer: Any, stop: threading.Event) -> None:
         valid: list[tuple[Any, TextEvent]] = []
-        letters: list[DeadLetter] = []
+        letters: list[tuple[Any, DeadLetter]] = []
         for record in records:
             try:
                 valid.append((record, parse_text_message(record.value, self.config.scorer.max_message_bytes)))
             except RejectedMessage as rejected:
-                letters.append(dead_letter_of(record, rejected.reason, rejected.detail))
+                letters.append((record, dead_letter_of(record, rejected.reason, rejected.detail)))
         record_of = {id(event): record for record, event in valid}
         predictions, failed = self._score([event for _, event in valid])
         for event, error in failed:
             record = record_of[id(event)]
-            letters.append(dead_letter_of(record, RejectReason.SCORING_FAILED, error))
-        outgoing: list[tuple[str, str | None, str]] = [
-            (self.config.topics.predictions, p.id, p.model_dump_json()) for p in predictions
+            letters.append((record, dead_letter_of(record, RejectReason.SCORING_FAILED, error)))
+        outgoing = [
+            _Outgoing(self.config.topics.predictions, p.id.encode(), p.model_dump_json().encode("utf-8"), record)
+            for p, record in zip(predictions, _records_of(predictions, valid), strict=True)
         ]
-        outgoing += [(self.config.topics.deadletter, None, d.model_dump_json()) for d in letters]
-        self._produce_until_acknowledged(producer, outgoing, stop)
-        for letter in letters:
+        outgoing += [self._letter_out(record, letter) for record, letter in letters]
+        self._in_flight = _InFlight.of(records)
+        try:
+            sent = self._produce_until_acknowledged(producer, outgoing, stop, consumer)
+        finally:
+            self._in_flight = None
+        for letter in sent:
             self.observer.on_dead_letter(letter.reason.value)
             log.warning(
                 "dead-lettered %s:%d@%d: %s",
@@ -282,6 +377,10 @@ class Scorer:
                 letter.error[:200],
             )
         self._commit(consumer, records)
+
+    def _letter_out(self, record: Any, letter: DeadLetter) -> _Outgoing:
+        value = encode_dead_letter(letter, self.config.scorer.max_dead_letter_bytes)
+        return _Outgoing(self.config.topics.deadletter, None, value, record, letter)
 
     def _score(self, events: Sequence[TextEvent]) -> tuple[list[PredictionEvent], list[tuple[TextEvent, str]]]:
         """Score a batch in one go; if that fails, score one by one so one bad text costs only itself."""
@@ -326,31 +425,96 @@ class Scorer:
         return out
 
     def _produce_until_acknowledged(
-        self, producer: Any, outgoing: Sequence[tuple[str, str | None, str]], stop: threading.Event
-    ) -> None:
-        """Send every record and wait for the broker's acknowledgement, retrying with backoff."""
+        self, producer: Any, outgoing: Sequence[_Outgoing], stop: threading.Event, consumer: Any = None
+    ) -> list[DeadLetter]:
+        """Send every record and wait for the broker's acknowledgement; return the dead letters that went out.
+
+        Only the records that failed are sent again, so the batch's other outputs go out once. A record the
+        broker refuses for good (:func:`is_final_produce_error`) is not retried: a prediction becomes a dead
+        letter with the reason, a dead letter is sent again without its raw excerpt, and one refused even so
+        is logged and given up (the batch is committed all the same, so one text never stops scoring).
+        """
         backoff = self.config.scorer.retry_backoff_s
         drain_deadline: float | None = None
-        while True:
-            try:
-                futures = [
-                    producer.send(topic, key=key.encode() if key else None, value=value.encode("utf-8"))
-                    for topic, key, value in outgoing
-                ]
-                producer.flush(timeout=ACK_TIMEOUT_S)
-                for future in futures:
-                    future.get(timeout=ACK_TIMEOUT_S)
-                return
-            except Exception as exc:
-                self.observer.on_retry("produce")
-                if stop.is_set():
-                    drain_deadline = drain_deadline or time.monotonic() + self.config.scorer.drain_timeout_s / 2
-                    if time.monotonic() > drain_deadline:
-                        # Not committed, so the batch is consumed again after restart: nothing lost.
-                        raise TemporaryError(f"stopping with an unacknowledged batch: {exc}") from exc
-                log.warning("produce failed (%s); retrying in %.1f s", exc, backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+        next_lag = time.monotonic() + self.config.scorer.lag_report_s
+        pending = list(outgoing)
+        delivered: list[DeadLetter] = []
+        while pending:
+            sent: list[tuple[_Outgoing, Any]] = []
+            retry: list[tuple[_Outgoing, BaseException]] = []
+            final: list[tuple[_Outgoing, BaseException]] = []
+            for item in pending:
+                try:
+                    sent.append((item, producer.send(item.topic, key=item.key, value=item.value)))
+                except Exception as exc:
+                    (final if is_final_produce_error(exc) else retry).append((item, exc))
+            if sent:
+                try:
+                    producer.flush(timeout=ACK_TIMEOUT_S)
+                except Exception as exc:  # the futures say which records did not make it
+                    log.warning("producer flush failed: %s", exc)
+            for item, future in sent:
+                if not future.is_done:
+                    retry.append((item, TemporaryError("not acknowledged within the flush timeout")))
+                    continue
+                try:
+                    future.get(timeout=0)
+                except Exception as exc:
+                    (final if is_final_produce_error(exc) else retry).append((item, exc))
+                else:
+                    if item.letter is not None:
+                        delivered.append(item.letter)
+            pending = []
+            for item, refusal in final:
+                replacement = self._replacement(item, refusal)
+                if replacement is not None:
+                    pending.append(replacement)
+            if not retry:
+                continue
+            self.observer.on_retry("produce")
+            error = retry[0][1]
+            if stop.is_set():
+                drain_deadline = drain_deadline or time.monotonic() + self.config.scorer.drain_timeout_s / 2
+                if time.monotonic() > drain_deadline:
+                    # Not committed, so the batch is consumed again after restart: nothing lost.
+                    raise TemporaryError(f"stopping with an unacknowledged batch: {error}") from error
+            log.warning("produce of %d record(s) failed (%s); retrying in %.1f s", len(retry), error, backoff)
+            if consumer is not None and time.monotonic() >= next_lag:
+                self._report_lag(consumer)
+                next_lag = time.monotonic() + self.config.scorer.lag_report_s
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
+            pending += [item for item, _ in retry]
+        return delivered
+
+    def _replacement(self, item: _Outgoing, exc: BaseException) -> _Outgoing | None:
+        """What goes out instead of a record the broker refused for good, or None when nothing can."""
+        why = f"{type(exc).__name__}: {exc}"
+        if item.letter is None:
+            letter = dead_letter_of(
+                item.record, RejectReason.UNDELIVERABLE, f"the broker refused this text's prediction: {why}"
+            )
+            letter = letter.model_copy(update={"raw": ""})  # the text itself, not the prediction, went wrong
+            log.error(
+                "prediction for %s:%d@%d refused for good: %s",
+                item.record.topic,
+                item.record.partition,
+                item.record.offset,
+                why,
+            )
+            return self._letter_out(item.record, letter)
+        if item.letter.raw:
+            bare = item.letter.model_copy(update={"raw": "", "error": f"{item.letter.error[:300]} [{why[:300]}]"})
+            return self._letter_out(item.record, bare)
+        log.error(
+            "dead letter for %s:%d@%d refused for good, giving it up: %s",
+            item.letter.source_topic,
+            item.letter.partition,
+            item.letter.offset,
+            why,
+        )
+        self.observer.on_dead_letter("undeliverable_dropped")
+        return None
 
     def _commit(self, consumer: Any, records: Sequence[Any]) -> None:
         from kafka import TopicPartition

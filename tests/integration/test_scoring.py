@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,38 @@ def test_malformed_messages_are_dead_lettered_and_scoring_goes_on(make_config) -
         expected = sum(1 for _, r in MALFORMED if r == reason)
         assert samples[("insightloop_dead_letters_total", (("reason", reason),))] == expected
     assert samples[("insightloop_texts_scored_total", ())] == 10
+
+
+def test_a_message_whose_dead_letter_would_be_huge_does_not_stop_scoring(make_config) -> None:
+    """Issue 17, finding 1: a 269 KB text message with 20,000 invalid meta fields made a 3.98 MB dead letter that
+    the producer refused (MessageSizeTooLargeError); the scorer retried it for ever, re-sending the predictions
+    batched with it, and the 50 texts after it were never predicted."""
+    config = make_config(scorer={"max_batch_size": 64, "max_wait_ms": 200})
+    meta = {f"k{i}": [] for i in range(20_000)}
+    poison = json.dumps({"id": "p", "text": "hi", "meta": meta}).encode()
+    assert 260_000 < len(poison) < config.scorer.max_message_bytes
+    before = [json.dumps({"id": f"before-{i}", "text": "great product"}).encode() for i in range(10)]
+    after = [json.dumps({"id": f"after-{i}", "text": "awful broken item"}).encode() for i in range(50)]
+    wanted = {f"before-{i}" for i in range(10)} | {f"after-{i}" for i in range(50)}
+    with InProcessDaemon(config, role="scorer") as daemon:
+        produce_raw(config, config.topics.texts, [*before, poison, *after], key=b"one-partition")
+        predictions = read_topic(
+            config,
+            config.topics.predictions,
+            until=lambda got: {p["id"] for p in got} >= wanted,
+            timeout_s=60,
+            settle_s=2,
+        )
+        letters = read_topic(config, config.topics.deadletter, until=lambda got: len(got) >= 1, settle_s=1)
+        status, _ = http_get(daemon.url + "/readyz")
+    assert daemon.exit_code == 0 and status == 200
+    counts = Counter(p["id"] for p in predictions)
+    assert set(counts) == wanted, f"{len(wanted - set(counts))} texts after the poison message got no prediction"
+    assert all(n == 1 for n in counts.values()), f"predictions sent more than once: {counts.most_common(3)}"
+    assert len(letters) == 1, letters
+    (letter,) = letters
+    size = len(json.dumps(letter).encode())
+    assert letter["reason"] == "invalid_fields" and letter["offset"] == 10
+    assert size <= config.scorer.max_dead_letter_bytes, f"dead letter of {size} bytes"
+    assert len(letter["error"]) <= 1000 and "more invalid field" in letter["error"]
+    assert letter["raw_bytes"] == len(poison) and len(letter["raw"]) <= 2048

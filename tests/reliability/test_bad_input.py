@@ -281,3 +281,166 @@ def test_bad_config_files_give_a_config_error_naming_the_key(
         load_config(path, environ={})
     except ConfigError as error:
         assert named in str(error), f"{error} does not name {named!r}"
+
+
+# -- produce errors that retrying cannot fix ----------------------------------------------------
+
+
+class _Future:
+    def __init__(self, error: BaseException | None) -> None:
+        self.is_done = True
+        self.error = error
+
+    def get(self, timeout: float | None = None) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+class RefusingProducer:
+    """Stands in for the scorer's producer at the broker's edge: ``refuse(topic, value)`` names the error the broker
+    answers for one record (or None: acknowledged). Records every acknowledged send."""
+
+    def __init__(self, refuse: Any) -> None:
+        self.refuse = refuse
+        self.acked: list[tuple[str, bytes]] = []
+        self.attempts = 0
+
+    def send(self, topic: str, key: bytes | None = None, value: bytes = b"") -> _Future:
+        self.attempts += 1
+        error = self.refuse(topic, value)
+        if error is None:
+            self.acked.append((topic, value))
+        return _Future(error)
+
+    def flush(self, timeout: float | None = None) -> None:
+        pass
+
+
+class _Record:
+    def __init__(self, offset: int) -> None:
+        self.topic, self.partition, self.offset = "t.texts", 0, offset
+        self.value = json.dumps({"id": f"r{offset}", "text": "x"}).encode()
+
+
+def _scorer(tmp_path: Path, **scorer: Any) -> Any:
+    from insightloop.daemon.scorer import Scorer
+
+    config = load_config(
+        None,
+        {"registry": {"path": str(tmp_path / "registry")}, "state": {"dir": str(tmp_path)}, "scorer": scorer},
+        environ={},
+    )
+    return Scorer(config)
+
+
+def _outgoing(scorer: Any, n: int) -> list[Any]:
+    from insightloop.daemon.events import PredictionEvent
+    from insightloop.daemon.scorer import _Outgoing
+
+    out = []
+    for i in range(n):
+        p = PredictionEvent(id=f"r{i}", model_version="v0001", label="a", scores={"a": 1.0}, embedding=[], n_tokens=1)
+        out.append(_Outgoing(scorer.config.topics.predictions, p.id.encode(), p.model_dump_json().encode(), _Record(i)))
+    return out
+
+
+def test_a_record_the_broker_refuses_for_good_is_dead_lettered_once_and_the_batch_goes_out_once(
+    tmp_path: Path,
+) -> None:
+    import threading
+
+    from kafka.errors import MessageSizeTooLargeError
+
+    scorer = _scorer(tmp_path)
+    predictions = scorer.config.topics.predictions
+
+    def refuse(topic: str, value: bytes) -> BaseException | None:
+        if topic == predictions and json.loads(value)["id"] == "r3":
+            return MessageSizeTooLargeError("The message is 5000000 bytes when serialized")
+        return None
+
+    producer = RefusingProducer(refuse)
+    sent = scorer._produce_until_acknowledged(producer, _outgoing(scorer, 8), threading.Event())
+    ids = [json.loads(v)["id"] for t, v in producer.acked if t == predictions]
+    assert sorted(ids) == sorted(f"r{i}" for i in range(8) if i != 3), "each other prediction exactly once"
+    (letter,) = sent
+    assert letter.reason == RejectReason.UNDELIVERABLE and letter.offset == 3
+    assert "MessageSizeTooLargeError" in letter.error
+    assert producer.attempts == 9, "8 sends and one dead letter: no retry of what the broker refused for good"
+
+
+def test_a_dead_letter_refused_for_being_large_goes_out_bare(tmp_path: Path) -> None:
+    import threading
+
+    from kafka.errors import MessageSizeTooLargeError
+
+    from insightloop.daemon.events import dead_letter_for
+
+    scorer = _scorer(tmp_path)
+    letter = dead_letter_for(b"x" * 5000, "t.texts", 0, 7, RejectReason.INVALID_FIELDS, "bad")
+    producer = RefusingProducer(
+        lambda topic, value: MessageSizeTooLargeError("too large") if json.loads(value)["raw"] else None
+    )
+    sent = scorer._produce_until_acknowledged(producer, [scorer._letter_out(_Record(7), letter)], threading.Event())
+    assert [(d.offset, d.raw) for d in sent] == [(7, "")] and len(producer.acked) == 1
+
+
+def test_a_batch_stuck_at_the_broker_reports_lag_and_turns_readiness_false(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from kafka.errors import KafkaTimeoutError
+
+    from insightloop.daemon.metrics import ScorerObserver
+    from insightloop.daemon.scorer import _InFlight
+
+    class Lag(ScorerObserver):
+        def __init__(self) -> None:
+            self.reports: list[dict[Any, int]] = []
+
+        def on_lag(self, lag: Any) -> None:
+            self.reports.append(dict(lag))
+
+    class Consumer:
+        def assignment(self) -> list[Any]:
+            from kafka import TopicPartition
+
+            return [TopicPartition("t.texts", 0)]
+
+        def highwater(self, tp: Any) -> int:
+            return 60
+
+        def position(self, tp: Any) -> int:
+            return 60  # the batch was consumed: lag from the position alone would say 0
+
+    observer = Lag()
+    scorer = _scorer(tmp_path, stuck_batch_s=0.3, lag_report_s=0.05, retry_backoff_s=0.05)
+    scorer.observer._observers.append(observer)
+    from types import SimpleNamespace
+
+    scorer.model = SimpleNamespace(version="v0001")  # loaded and joined: ready but for the stuck batch
+    scorer._joined.set()
+    assert scorer.ready
+    broker_back = threading.Event()
+    producer = RefusingProducer(lambda t, v: None if broker_back.is_set() else KafkaTimeoutError("expired"))
+    records = [_Record(i) for i in range(10)]
+    stop = threading.Event()
+
+    def handle() -> None:
+        scorer._in_flight = _InFlight.of(records)
+        try:
+            scorer._produce_until_acknowledged(producer, _outgoing(scorer, 10), stop, Consumer())
+        finally:
+            scorer._in_flight = None
+
+    worker = threading.Thread(target=handle, name="stuck-batch")
+    worker.start()
+    try:
+        time.sleep(0.8)
+        stuck_ready, stuck_status = scorer.ready, scorer.status()
+    finally:
+        broker_back.set()
+        worker.join(10)
+    assert not stuck_ready and stuck_status["stuck"] and stuck_status["batch_waiting_s"] > 0.3
+    assert observer.reports and observer.reports[-1] == {("t.texts", 0): 60}, "the stuck batch counts as lag"
+    assert scorer.ready, "ready again once the batch went out"
