@@ -139,6 +139,24 @@ class ScorerConfig(_Section):
     retry_backoff_s: float = Field(
         1.0, gt=0, description="First wait before retrying a failed produce or commit (doubles, max 30 s)."
     )
+    max_dead_letter_bytes: int = Field(
+        32_768,
+        ge=1024,
+        description="Largest dead letter the scorer sends (the reason and the raw excerpt are shortened to fit); "
+        "keep it well below the broker's message.max.bytes.",
+    )
+    stuck_batch_s: float = Field(
+        120.0,
+        gt=0,
+        description="A micro-batch whose outputs are still not acknowledged after this long makes /readyz false "
+        "(the broker refuses or is away); it turns true again once the batch is committed.",
+    )
+    lag_report_s: float = Field(
+        5.0,
+        gt=0,
+        description="How often consumer lag is reported while a batch waits for the broker (it is also reported "
+        "after every poll).",
+    )
 
 
 class MonitorConfig(_Section):
