@@ -325,17 +325,48 @@ class ApiConfig(_Section):
         None,
         repr=False,
         min_length=16,
-        description="Bearer token allowed to approve, reject and roll back (name 'operator'); prefer the "
-        "environment variable from a Secret. Without any token, those endpoints refuse everyone.",
+        description="Bearer token with every right: read texts, approve, reject and roll back (name 'operator'); "
+        "prefer the environment variable from a Secret. Without any token, those endpoints refuse everyone.",
     )
     tokens_file: Path | None = Field(
         None,
-        description="YAML file of named tokens with rights and optional expiry (a mounted Secret); "
-        "re-read when it changes. Entries: {name, token, rights: [approve, reject, rollback], expires_at}.",
+        description="YAML file of named tokens with rights and optional expiry (a mounted Secret); re-read when "
+        "its content changes; while it does not parse, none of its tokens authenticate. Entries: {name, token, "
+        "rights: [read, approve, reject, rollback], expires_at}. 'read' lets a token read texts (reference rows, "
+        "vocabulary, training data, insight examples, reports).",
     )
     max_body_bytes: int = Field(65_536, ge=256, description="Larger request bodies are refused (413).")
     url: str | None = Field(
         None, description="Where people reach this API (shown in messages), e.g. https://insightloop.example."
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: [
+            "localhost",
+            "127.0.0.1",
+            "[::1]",
+            "insightloop",
+            ".svc",
+            ".svc.cluster.local",
+        ],
+        description="Host header values the API answers (against DNS rebinding): exact names, '.suffix' for a "
+        "name and every name under it, '*' for any. Others get 421. /metrics, /healthz and /readyz answer "
+        "any Host (Prometheus and the kubelet use the pod's IP). The chart adds its Service and ingress names.",
+    )
+    socket_timeout_s: float = Field(
+        10.0, gt=0, description="A connection that sends nothing for this long is closed (slow or idle clients)."
+    )
+    max_workers: int = Field(
+        16, ge=1, le=1024, description="Threads answering requests; a request arriving when all are busy waits."
+    )
+    max_connections: int = Field(
+        512,
+        ge=1,
+        description="Open connections held while they wait for their request; beyond, the oldest idle one is "
+        "closed (idle connections hold no thread).",
+    )
+    listen_backlog: int = Field(128, ge=1, description="Connections the kernel queues before the server accepts.")
+    report_link_ttl_s: float = Field(
+        900.0, gt=0, description="How long a signed report link (made for a token with 'read') can be opened."
     )
 
 
