@@ -1,7 +1,8 @@
 """The approvals page: server-rendered HTML, every user-controlled string escaped.
 
 Scripts come from /approvals.js (no inline script), so the page can send a strict
-Content-Security-Policy.
+Content-Security-Policy. Reports hold texts, so opening one needs the ``read`` right: a report link asks the
+API (with the token typed into the page) for a signed link and follows it; the report is served sandboxed.
 """
 
 from __future__ import annotations
@@ -32,6 +33,24 @@ if (saved) {
   status.textContent = outcome.text;
   status.dataset.result = outcome.result;
 }
+// A link cannot carry the bearer header: trade the token for a short-lived signed link, then follow it.
+document.querySelectorAll('a[data-report]').forEach(function (link) {
+  link.addEventListener('click', async function (event) {
+    event.preventDefault();
+    const status = document.getElementById('status');
+    const token = document.getElementById('token').value;
+    if (!token) { status.textContent = 'Enter a token with the read right to open reports.'; return; }
+    const response = await fetch('/api/links?path=' + encodeURIComponent(link.dataset.report),
+      {headers: {'Authorization': 'Bearer ' + token}});
+    const result = await response.json().catch(function () { return {}; });
+    if (!response.ok) {
+      status.textContent = 'report: ' + (result.error || response.statusText) + ' (HTTP ' + response.status + ')';
+      status.dataset.result = 'error';
+      return;
+    }
+    location.assign(result.url);
+  });
+});
 document.querySelectorAll('button[data-action]').forEach(function (button) {
   button.addEventListener('click', async function () {
     const card = button.closest('.card');
@@ -93,7 +112,7 @@ def _evaluation(candidate: VersionRecord) -> str:
         link = ""
         if section.report:
             href = f"/files/{quote(candidate.version)}/{quote(section.report)}"
-            link = f' <a href="{escape(href)}">report</a>'
+            link = f' <a href="{escape(href)}" data-report="{escape(href)}">report</a>'
         parts.append(
             f"<h3>{escape(section.name)}{link}</h3><table>{head}{_comparison_rows(section.rows)}"
             f"{_comparison_rows(section.per_class)}</table>"

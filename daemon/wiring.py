@@ -94,6 +94,7 @@ def build_app(config: Config, role: str = "all") -> App:
         store=store,
         reports_dir=config.state.dir / "reports",
         max_body_bytes=config.api.max_body_bytes,
+        settings=config.api,
     )
     api = ApiServer(config.api.host, config.api.http_port, context, on_stop=close)
 

@@ -5,6 +5,9 @@ Evidently is imported lazily (it takes seconds to import): importing this module
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -82,31 +85,91 @@ def drift_report(
 
 
 def quality_report(profile: ReferenceProfile, current: Window) -> Any | None:
-    """Evidently classification report on the labeled rows of both windows (None with too few labels)."""
+    """Evidently classification report on the labeled rows of both windows (None with too few labels).
+
+    Evidently's classification metrics need at least two classes among the labels and predictions of each
+    side (with one, it cannot compute a true-positive rate). When a window lacks them, the report shows the
+    counts of labels and predictions instead and says so at its top.
+    """
     ensure_evidently()
     ref_rows = profile.window.labeled()
     cur_rows = current.labeled()
     if len(ref_rows) < MIN_REPORT_LABELS or len(cur_rows) < MIN_REPORT_LABELS:
         return None
     from evidently import BinaryClassification, DataDefinition, Dataset, MulticlassClassification, Report
+    from evidently.metrics import UniqueValueCount
     from evidently.presets import ClassificationPreset
 
     ref = report_frame(profile, ref_rows)
     cur = report_frame(profile, cur_rows)
-    definition = DataDefinition(
-        numerical_columns=[c for c in ref.columns if c not in ("prediction", "target")],
-        categorical_columns=["prediction", "target"],
-        classification=[
-            BinaryClassification(target="target", prediction_labels="prediction", pos_label=current.class_names[1])
-            if len(current.class_names) == 2
-            else MulticlassClassification(target="target", prediction_labels="prediction")
-        ],
-    )
+    columns = {
+        "numerical_columns": [c for c in ref.columns if c not in ("prediction", "target")],
+        "categorical_columns": ["prediction", "target"],
+    }
+    missing = _missing_classes(current.class_names, {"current": cur, "reference": ref})
+    if not missing:
+        definition = DataDefinition(
+            **columns,
+            classification=[
+                BinaryClassification(target="target", prediction_labels="prediction", pos_label=current.class_names[1])
+                if len(current.class_names) == 2
+                else MulticlassClassification(target="target", prediction_labels="prediction")
+            ],
+        )
+        try:
+            with np.errstate(all="ignore"):
+                return Report([ClassificationPreset()]).run(
+                    Dataset.from_pandas(cur, data_definition=definition),
+                    Dataset.from_pandas(ref, data_definition=definition),
+                )
+        except (ValueError, KeyError, IndexError, ZeroDivisionError) as exc:
+            # Evidently's failures on degenerate label sets are not typed; the counts below still inform.
+            missing = f"Evidently could not compute the classification metrics ({type(exc).__name__}: {exc})"
+    definition = DataDefinition(**columns)
     with np.errstate(all="ignore"):
-        return Report([ClassificationPreset()]).run(
+        snapshot = Report([UniqueValueCount(column="target"), UniqueValueCount(column="prediction")]).run(
             Dataset.from_pandas(cur, data_definition=definition),
             Dataset.from_pandas(ref, data_definition=definition),
         )
+    note = f"Classification metrics are left out: {missing}. Shown instead: counts of labels and predictions."
+    return NotedSnapshot(snapshot, note)
+
+
+def _missing_classes(class_names: Sequence[str], frames: dict[str, Any]) -> str:
+    """Which side has fewer than two classes among its labels and predictions ('' when both have enough)."""
+    problems = []
+    for side, frame in frames.items():
+        present = set(frame["target"].dropna()) | set(frame["prediction"].dropna())
+        if len(present) < 2:
+            absent = [c for c in class_names if c not in present]
+            problems.append(f"the {side} window's labels and predictions lack {', '.join(map(repr, absent))}")
+    return "; ".join(problems)
+
+
+class NotedSnapshot:
+    """An Evidently snapshot that carries a note for people: shown at the top of the HTML, kept in the JSON."""
+
+    def __init__(self, snapshot: Any, note: str) -> None:
+        self.snapshot = snapshot
+        self.note = note
+
+    def save_html(self, path: str) -> None:
+        """The snapshot's HTML with the note as a banner at the top of the body."""
+        self.snapshot.save_html(path)
+        html = Path(path).read_text(encoding="utf-8")
+        banner = (
+            '<div class="insightloop-note" style="font-family:sans-serif;background:#fff4ce;border:1px solid #c9a'
+            f'100;padding:.6rem 1rem;margin:.5rem">{escape(self.note)}</div>'
+        )
+        at = html.find("<body")
+        at = html.find(">", at) + 1 if at >= 0 else 0
+        Path(path).write_text(html[:at] + banner + html[at:], encoding="utf-8")
+
+    def save_json(self, path: str) -> None:
+        """The snapshot's JSON with a top-level ``note``."""
+        self.snapshot.save_json(path)
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        Path(path).write_text(json.dumps({"note": self.note, **data}), encoding="utf-8")
 
 
 def build_reports(profile: ReferenceProfile, current: Window, *, embedding_dims: int = 4) -> dict[str, Any]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,16 @@ def registry_copy(trained_registry: Path, tmp_path: Path) -> Path:
     target = tmp_path / "registry"
     shutil.copytree(trained_registry, target)
     return target
+
+
+def read(url: str, token: str) -> tuple[int, str]:
+    """Status and body of a GET with a bearer token."""
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
 
 
 def add_insight(registry: Registry, version: str, summary: str) -> None:
@@ -79,6 +91,8 @@ def test_api_errors_are_clear(make_config, registry_copy: Path, tmp_path: Path) 
         assert status == 409 and "only a candidate" in body["error"]
         assert registry.get(candidate).status == VersionStatus.CANDIDATE
         status, _ = http_get(f"{url}/files/{candidate}/../../etc/passwd")
+        assert status == 401, "files need a token with the read right before anything else"
+        status, _ = read(f"{url}/files/{candidate}/../../etc/passwd", TOKEN)
         assert status == 404
         status, models = http_get(f"{url}/api/models")
         assert status == 200 and candidate in models
