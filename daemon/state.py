@@ -100,7 +100,20 @@ MIGRATIONS: list[str] = [
         payload TEXT NOT NULL
     );
     """,
+    # 5: labels whose text has not arrived wait here, bounded, instead of as label-only rows in records
+    # (which retention ranked as newest, so a flood of them could push scored records out).
+    """
+    CREATE TABLE waiting_labels (
+        id TEXT PRIMARY KEY,
+        label TEXT NOT NULL,
+        label_at REAL NOT NULL
+    );
+    CREATE INDEX waiting_labels_by_time ON waiting_labels (label_at);
+    """,
 ]
+#: Default bounds of the waiting labels (the monitor passes its ``waiting_labels_*`` settings).
+WAITING_LABELS_MAX_ROWS = 10_000
+WAITING_LABELS_MAX_AGE_S = 86_400.0
 
 
 @dataclass(frozen=True)
@@ -284,13 +297,14 @@ class StateStore:
 
     # -- joined records (the monitor's windows) -------------------------------------------
     def add_texts(self, rows: list[TextRow], now: float) -> None:
-        """Record texts. Arrival order across topics does not matter."""
+        """Record texts (and join the labels that waited for them). Arrival order across topics does not matter."""
         with self.transaction() as conn:
             conn.executemany(
                 """INSERT INTO records (id, received_at, ts, text, meta) VALUES (?, ?, ?, ?, ?)
                    ON CONFLICT(id) DO UPDATE SET text=excluded.text, ts=excluded.ts, meta=excluded.meta""",
                 [(r.id, now, r.ts, r.text, json.dumps(r.meta)) for r in rows],
             )
+            _join_waiting_labels(conn, [r.id for r in rows])
 
     def add_predictions(self, rows: list[PredictionRow], now: float) -> None:
         """Record predictions, each with the numerics that made it."""
@@ -316,15 +330,43 @@ class StateStore:
                     for r in rows
                 ],
             )
+            _join_waiting_labels(conn, [r.id for r in rows])
 
-    def add_labels(self, rows: list[LabelRow], now: float) -> None:
-        """Record late labels."""
+    def add_labels(
+        self,
+        rows: list[LabelRow],
+        now: float,
+        wait_max_rows: int = WAITING_LABELS_MAX_ROWS,
+        wait_max_age_s: float = WAITING_LABELS_MAX_AGE_S,
+    ) -> int:
+        """Record late labels; return how many wait for their text.
+
+        A label whose id has a record joins it. Any other waits in ``waiting_labels``, bounded by
+        ``wait_max_rows`` (the oldest go first) and ``wait_max_age_s``, until its text or prediction
+        arrives; it never becomes a row of ``records``, so it is never ranked against scored records.
+        """
+        waiting = 0
         with self.transaction() as conn:
-            conn.executemany(
-                """INSERT INTO records (id, received_at, label, label_at) VALUES (?, ?, ?, ?)
-                   ON CONFLICT(id) DO UPDATE SET label=excluded.label, label_at=excluded.label_at""",
-                [(r.id, now, r.label, now) for r in rows],
-            )
+            for r in rows:
+                joined = conn.execute(
+                    "UPDATE records SET label = ?, label_at = ? WHERE id = ?", (r.label, now, r.id)
+                ).rowcount
+                if joined:
+                    conn.execute("DELETE FROM waiting_labels WHERE id = ?", (r.id,))
+                    continue
+                waiting += 1
+                conn.execute(
+                    """INSERT INTO waiting_labels (id, label, label_at) VALUES (?, ?, ?)
+                       ON CONFLICT(id) DO UPDATE SET label=excluded.label, label_at=excluded.label_at""",
+                    (r.id, r.label, now),
+                )
+            _bound_waiting_labels(conn, now, wait_max_rows, wait_max_age_s)
+        return waiting
+
+    def count_waiting_labels(self) -> int:
+        """Labels waiting for their text."""
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM waiting_labels").fetchone()[0])
 
     def recent_records(
         self, limit: int, since: float | None = None, model_version: str | None = None, labeled_only: bool = False
@@ -362,7 +404,8 @@ class StateStore:
             return int(self._conn.execute("SELECT COUNT(*) FROM records").fetchone()[0])
 
     def apply_retention(self, max_age_s: float, max_rows: int, now: float, keep_text: str = "all") -> int:
-        """Delete records older than ``max_age_s`` and beyond the newest ``max_rows``; return how many.
+        """Delete records older than ``max_age_s`` and beyond the newest ``max_rows``, and labels that waited
+        longer than ``max_age_s`` for their text; return how many rows were deleted.
 
         With ``keep_text="labeled_only"`` the texts of unlabeled records older than the current window's
         horizon are blanked instead of kept, so only what retraining needs stays on disk.
@@ -374,6 +417,8 @@ class StateStore:
                    ORDER BY COALESCE(scored_at, received_at) DESC LIMIT -1 OFFSET ?)""",
                 (max_rows,),
             ).rowcount
+            # Labels that waited longer than records are kept are dropped too (and counted).
+            removed += conn.execute("DELETE FROM waiting_labels WHERE label_at < ?", (now - max_age_s,)).rowcount
             if keep_text == "labeled_only":
                 # A text whose prediction never arrived counts from when it was received.
                 conn.execute(
@@ -507,6 +552,28 @@ def _job(row: sqlite3.Row) -> dict[str, Any]:
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
     }
+
+
+def _join_waiting_labels(conn: sqlite3.Connection, ids: list[str]) -> None:
+    """Give records of ``ids`` the labels that waited for them, and stop keeping those labels."""
+    if not ids or conn.execute("SELECT 1 FROM waiting_labels LIMIT 1").fetchone() is None:
+        return
+    conn.executemany(
+        """UPDATE records SET label = w.label, label_at = w.label_at FROM waiting_labels AS w
+           WHERE records.id = w.id AND w.id = ?""",
+        [(i,) for i in ids],
+    )
+    conn.executemany("DELETE FROM waiting_labels WHERE id = ?", [(i,) for i in ids])
+
+
+def _bound_waiting_labels(conn: sqlite3.Connection, now: float, max_rows: int, max_age_s: float) -> None:
+    """Drop waiting labels older than ``max_age_s`` and beyond the newest ``max_rows``."""
+    conn.execute("DELETE FROM waiting_labels WHERE label_at < ?", (now - max_age_s,))
+    conn.execute(
+        """DELETE FROM waiting_labels WHERE id IN (SELECT id FROM waiting_labels
+           ORDER BY label_at DESC, id DESC LIMIT -1 OFFSET ?)""",
+        (max_rows,),
+    )
 
 
 def _record(row: sqlite3.Row) -> StoredRecord:
