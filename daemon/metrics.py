@@ -34,6 +34,9 @@ class ScorerObserver:
     def on_retry(self, operation: str) -> None:
         """A produce or commit failed and will be retried."""
 
+    def on_registry_problems(self, counts: Mapping[str, int]) -> None:
+        """Registry entries skipped because they cannot be read, per kind (version, audit); 0s included."""
+
 
 class MonitorObserver:
     """Hooks the monitor calls; subclasses override what they need."""
@@ -108,6 +111,9 @@ class ObserverSet(ScorerObserver, MonitorObserver, ControllerObserver):
     def on_retry(self, operation: str) -> None:
         self._each("on_retry", operation)
 
+    def on_registry_problems(self, counts: Mapping[str, int]) -> None:
+        self._each("on_registry_problems", counts)
+
     def on_check(self, seconds: float) -> None:
         self._each("on_check", seconds)
 
@@ -173,6 +179,12 @@ class Metrics:
         )
         self.retries = Counter(
             "insightloop_kafka_retries", "Produce or commit attempts retried.", ["operation"], registry=r
+        )
+        self.registry_unreadable = Gauge(
+            "insightloop_registry_unreadable_entries",
+            "Registry entries skipped because they cannot be read (a version's record, an audit line), by kind.",
+            ["kind"],
+            registry=r,
         )
         self.model_load_failures = Counter(
             "insightloop_model_load_failures",
@@ -276,6 +288,10 @@ class PrometheusObserver(ScorerObserver, MonitorObserver, ControllerObserver):
 
     def on_check(self, seconds: float) -> None:
         self.m.checks.inc()
+    def on_registry_problems(self, counts: Mapping[str, int]) -> None:
+        for kind, count in counts.items():
+            self.m.registry_unreadable.labels(kind=kind).set(count)
+
         self.m.check_seconds.observe(seconds)
 
     def on_detector(self, detector: str, statistic: float, drifted: bool) -> None:

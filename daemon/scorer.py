@@ -40,6 +40,7 @@ from insightloop.daemon.metrics import ObserverSet, ScorerObserver
 from insightloop.deploy import (
     ModelArtifact,
     ModelLoadError,
+    ProblemKind,
     Registry,
     cpu_has_native_bf16,
     forward_batch_size,
@@ -282,12 +283,25 @@ class Scorer:
             return
         self._check_now = False
         self._next_pointer_check = now + self.config.scorer.model_poll_s
+        self._report_registry_problems()
         wanted = self.registry.production()
         serving = self.model.version if self.model else None
         if wanted is None or wanted == serving or wanted in self._refused:
             return
         self._loader = threading.Thread(target=self._load, args=(wanted,), name=f"model-loader-{wanted}")
         self._loader.start()
+
+    def _report_registry_problems(self) -> None:
+        """Unreadable registry entries, per kind, for ``insightloop_registry_unreadable_entries``."""
+        try:
+            problems = self.registry.problems()
+        except OSError as exc:  # the volume is away: the pointer check says the same, nothing to count
+            log.warning("cannot look for unreadable registry entries: %s", exc)
+            return
+        counts = {kind.value: 0 for kind in ProblemKind}
+        for problem in problems:
+            counts[problem.kind.value] += 1
+        self.observer.on_registry_problems(counts)
 
     def _load(self, version: str) -> None:
         try:

@@ -28,7 +28,15 @@ from insightloop.deploy.events import (
 from insightloop.deploy.layout import EVALUATION_DIR, PLAN_FILE, PROFILE_DIR, TRAINING_DATA
 from insightloop.deploy.lineage import Lineage, PlanStep, SourceFile, TrainingData
 from insightloop.deploy.projection import Projection
-from insightloop.deploy.registry import STALE_INCOMING_S, GateFailedError, Registry, RegistryError
+from insightloop.deploy.registry import (
+    STALE_INCOMING_S,
+    GateFailedError,
+    ProblemKind,
+    Registry,
+    RegistryError,
+    RegistryProblem,
+    UnreadableVersionError,
+)
 from insightloop.deploy.version_writer import VersionDraft, VersionWriteError
 
 __all__ = [
@@ -60,11 +68,14 @@ __all__ = [
     "Registry",
     "RegistryError",
     "SourceFile",
+    "ProblemKind",
     "TrainingData",
     "VersionDraft",
     "VersionRecord",
+    "RegistryProblem",
     "VersionStatus",
     "VersionWriteError",
+    "UnreadableVersionError",
     "cpu_has_native_bf16",
     "forward_batch_size",
     "pick_device",

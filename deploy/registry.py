@@ -9,8 +9,13 @@ Layout::
     <root>/.lock             held while a writer changes the registry
     <root>/.incoming-*       a version being written (left behind only by a writer that died)
 
-A version is written into a hidden staging directory and renamed into place, so no reader
-ever sees a half-written version; the pointer is replaced atomically the same way.
+A version is written into a hidden staging directory, fsynced, and renamed into place, so no reader
+ever sees a half-written version, even after a power loss; the pointer is replaced atomically the same
+way, and audit lines are fsynced as they are appended.
+
+A version whose record cannot be read, or an audit line that does not parse (a torn write, a hand
+edit), is skipped by every listing, logged once per change of its file, and kept in
+:meth:`Registry.problems` for the daemon to export and show; it never fails a listing.
 """
 
 from __future__ import annotations
@@ -22,9 +27,14 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
+
+from pydantic import ValidationError
 
 from insightloop.deploy.artifact import ArtifactSettings, ModelArtifact
 from insightloop.deploy.errors import DeployPermanentError
@@ -55,6 +65,68 @@ class GateFailedError(RegistryError):
     """The candidate failed the evaluation gate and no override was given."""
 
 
+class UnreadableVersionError(RegistryError):
+    """A version's record or status file cannot be read or does not parse (listed in ``Registry.problems()``)."""
+
+
+class ProblemKind(StrEnum):
+    """What kind of registry entry could not be read."""
+
+    VERSION = "version"
+    AUDIT = "audit"
+
+
+@dataclass(frozen=True)
+class RegistryProblem:
+    """One registry entry skipped because it cannot be read: which file (relative to the registry root), which
+    line of it for the audit log, the version it belongs to when known, and why."""
+
+    kind: ProblemKind
+    path: str
+    error: str
+    version: str | None = None
+    line: int | None = None
+
+    def describe(self) -> str:
+        """One line for a log or a page."""
+        where = self.path if self.line is None else f"{self.path}:{self.line}"
+        return f"{where}: {self.error}"
+
+
+_UNREADABLE = (OSError, UnicodeDecodeError, ValueError, ValidationError)
+
+
+def _signature(path: Path) -> tuple[int, ...] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync every file and directory under ``root`` (deepest first), and ``root`` itself."""
+    for folder, _dirs, files in os.walk(root, topdown=False):
+        for name in files:
+            path = os.path.join(folder, name)
+            if os.path.islink(path):
+                continue
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(folder))
+
+
 def _write_atomically(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -63,6 +135,7 @@ def _write_atomically(path: Path, text: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)  # the rename itself survives a power loss
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -74,6 +147,47 @@ class Registry:
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
+        # Problems per file (relative path), with the file's signature when they were found: a file is
+        # logged again only when it changes. Shared by the API's threads and the workers.
+        self._problems: dict[str, tuple[tuple[int, ...] | None, list[RegistryProblem]]] = {}
+        self._problems_lock = threading.Lock()
+
+    def _note(self, relative: str, signature: tuple[int, ...] | None, found: list[RegistryProblem]) -> None:
+        """Remember the problems of one file; log them when they are new for this version of the file."""
+        with self._problems_lock:
+            before = self._problems.get(relative)
+            if found:
+                self._problems[relative] = (signature, found)
+            else:
+                self._problems.pop(relative, None)
+        if found and (before is None or before[0] != signature or before[1] != found):
+            shown = "; ".join(p.describe() for p in found[:5])
+            more = f" (and {len(found) - 5} more)" if len(found) > 5 else ""
+            log.error(
+                "registry %s: skipping %d unreadable entr%s: %s%s",
+                self.root,
+                len(found),
+                "y" if len(found) == 1 else "ies",
+                shown,
+                more,
+            )
+        elif before is not None and not found:
+            log.info("registry %s: %s is readable again", self.root, relative)
+
+    def problems(self) -> list[RegistryProblem]:
+        """Every entry the listings skip right now (a fresh look at the registry), versions first, in order.
+
+        The daemon exports their number as ``insightloop_registry_unreadable_entries`` and shows them on
+        the approvals page; ``insightloop models list`` prints them.
+        """
+        self.records()
+        self.audit_log()
+        present = {f"{name}/{RECORD_FILE}" for name in self._version_dirs()} | {AUDIT_FILE}
+        with self._problems_lock:
+            for gone in [key for key in self._problems if key not in present]:
+                del self._problems[gone]
+            found = [problem for _, (_, problems) in sorted(self._problems.items()) for problem in problems]
+        return sorted(found, key=lambda p: (p.kind != ProblemKind.VERSION, p.path, p.line or 0))
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -100,18 +214,39 @@ class Registry:
         found = [p.name for p in self.root.iterdir() if VERSION_PATTERN.match(p.name) and (p / RECORD_FILE).is_file()]
         return sorted(found, key=lambda name: int(name[1:]))
 
+    def _version_dirs(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return [p.name for p in self.root.iterdir() if VERSION_PATTERN.match(p.name) and (p / RECORD_FILE).is_file()]
+
     def get(self, version: str) -> VersionRecord:
-        """The record of ``version`` with its current status."""
+        """The record of ``version`` with its current status; :class:`UnreadableVersionError` if it does not parse."""
         path = self.path_of(version)
-        record = VersionRecord.model_validate_json((path / RECORD_FILE).read_text(encoding="utf-8"))
+        relative = f"{version}/{RECORD_FILE}"
+        signature = _signature(path / RECORD_FILE)
         status_path = path / STATUS_FILE
-        if status_path.is_file():
-            record.status = VersionStatus(status_path.read_text(encoding="utf-8").strip())
+        try:
+            record = VersionRecord.model_validate_json((path / RECORD_FILE).read_bytes())
+            if status_path.is_file():
+                record.status = VersionStatus(status_path.read_text(encoding="utf-8").strip())
+        except _UNREADABLE as exc:
+            problem = RegistryProblem(ProblemKind.VERSION, relative, _short(exc), version=version)
+            self._note(relative, (signature or (0, 0, 0)) + (_signature(status_path) or (0, 0, 0)), [problem])
+            raise UnreadableVersionError(f"version {version} in {self.root} is unreadable: {problem.error}") from exc
+        self._note(relative, None, [])
         return record
 
     def records(self) -> list[VersionRecord]:
-        """Records of every version, oldest first."""
-        return [self.get(name) for name in self.names()]
+        """Records of every readable version, oldest first (unreadable ones are in :meth:`problems`)."""
+        found = []
+        for name in self.names():
+            try:
+                found.append(self.get(name))
+            except UnreadableVersionError:
+                continue
+            except RegistryError:  # removed since it was listed
+                continue
+        return found
 
     def production(self) -> str | None:
         """Name of the version serving traffic, or None before the first promotion."""
@@ -122,19 +257,45 @@ class Registry:
         return name or None
 
     def audit_log(self) -> list[AuditEntry]:
-        """Every recorded status change, oldest first."""
+        """Every readable recorded status change, oldest first (unreadable lines are in :meth:`problems`)."""
         path = self.root / AUDIT_FILE
-        if not path.is_file():
+        signature = _signature(path)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            self._note(AUDIT_FILE, None, [])
             return []
-        lines = path.read_text(encoding="utf-8").splitlines()
-        return [AuditEntry.model_validate_json(line) for line in lines if line.strip()]
+        except OSError as exc:
+            self._note(AUDIT_FILE, signature, [RegistryProblem(ProblemKind.AUDIT, AUDIT_FILE, _short(exc))])
+            return []
+        entries: list[AuditEntry] = []
+        problems: list[RegistryProblem] = []
+        for number, line in enumerate(data.split(b"\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                entries.append(AuditEntry.model_validate_json(line))
+            except _UNREADABLE as exc:
+                problems.append(RegistryProblem(ProblemKind.AUDIT, AUDIT_FILE, _short(exc), line=number))
+        self._note(AUDIT_FILE, signature, problems)
+        return entries
 
     # -- writing ------------------------------------------------------------------------------
     def _append_audit(self, entry: AuditEntry) -> None:
-        with open(self.root / AUDIT_FILE, "a", encoding="utf-8") as handle:
-            handle.write(entry.model_dump_json() + "\n")
+        path = self.root / AUDIT_FILE
+        created = not path.exists()
+        with open(path, "a+b") as handle:
+            # A torn last line (a writer that died mid-line) must not swallow this entry: start a new line.
+            size = handle.seek(0, os.SEEK_END)
+            torn = False
+            if size:
+                handle.seek(size - 1)
+                torn = handle.read(1) != b"\n"
+            handle.write((b"\n" if torn else b"") + entry.model_dump_json().encode("utf-8") + b"\n")
             handle.flush()
             os.fsync(handle.fileno())
+        if created:
+            _fsync_dir(self.root)
 
     def create_version(
         self,
@@ -173,7 +334,11 @@ class Registry:
                 final = record().model_copy(update={"version": name})
                 (staging / RECORD_FILE).write_text(final.model_dump_json(indent=2) + "\n", encoding="utf-8")
                 (staging / STATUS_FILE).write_text(final.status.value + "\n", encoding="utf-8")
+                # Every file and folder on disk before the version becomes visible, and the rename after:
+                # a power loss leaves either no version or a whole one, never an empty version.json.
+                _fsync_tree(staging)
                 os.rename(staging, self.root / name)
+                _fsync_dir(self.root)
                 self._append_audit(
                     AuditEntry(
                         version=name,
@@ -336,6 +501,17 @@ class Registry:
                 if source is not None and Path(source.path).is_file():
                     return Path(source.path)
         return None
+
+
+def _short(exc: BaseException) -> str:
+    """A one-line, bounded reason for an unreadable entry."""
+    if isinstance(exc, ValidationError):
+        first = exc.errors(include_url=False, include_input=False)[0] if exc.error_count() else {"msg": str(exc)}
+        where = ".".join(str(p) for p in first.get("loc", ())) or "(file)"
+        text = f"{where}: {first['msg']}" + (f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else "")
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())[:300]
 
 
 def _newest_mtime(path: Path) -> float:

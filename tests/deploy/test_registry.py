@@ -144,3 +144,103 @@ def test_leftover_staging_directories_are_cleaned(tmp_path: Path) -> None:
     (tmp_path / ".incoming-dead").mkdir()
     assert registry.remove_incomplete() == [".incoming-dead"]
     assert registry.names() == []
+
+
+# -- unreadable entries (issue 17, finding 3) ---------------------------------------------------
+
+
+def _with_history(tmp_path: Path) -> Registry:
+    """v0001 served, then v0002; v0003 is a candidate."""
+    registry = Registry(tmp_path)
+    for _ in range(3):
+        registry.create_version(write_file, record(), by="alice")
+    for name in ("v0001", "v0002"):
+        registry.approve(name, by="alice")
+        registry.promote(name, by="alice")
+    return registry
+
+
+def test_an_empty_version_json_is_skipped_listed_as_a_problem_and_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from insightloop.deploy import ProblemKind, UnreadableVersionError
+
+    registry = _with_history(tmp_path)
+    (tmp_path / "v0099").mkdir()
+    (tmp_path / "v0099" / "version.json").write_text("", encoding="utf-8")  # a power loss before the fsync
+    with caplog.at_level("ERROR", logger="insightloop.deploy.registry"):
+        for _ in range(5):  # every request of the approvals page lists the registry
+            assert [r.version for r in registry.records()] == ["v0001", "v0002", "v0003"]
+            assert [r.version for r in registry.pending_candidates()] == ["v0003"]
+    assert len([r for r in caplog.records if "v0099/version.json" in r.getMessage()]) == 1, "logged once per change"
+    (problem,) = registry.problems()
+    assert (problem.kind, problem.path, problem.version) == (ProblemKind.VERSION, "v0099/version.json", "v0099")
+    assert problem.error
+    with pytest.raises(UnreadableVersionError):
+        registry.get("v0099")
+    assert isinstance(UnreadableVersionError("x"), RegistryError)
+    # A new version is still numbered after the broken one, and the broken one fixed disappears from the problems.
+    assert registry.create_version(write_file, record(), by="alice").version == "v0100"
+    (tmp_path / "v0099").joinpath("version.json").write_text(
+        record().model_copy(update={"version": "v0099"}).model_dump_json(), encoding="utf-8"
+    )
+    assert registry.problems() == [] and "v0099" in [r.version for r in registry.records()]
+
+
+def test_a_version_with_a_garbled_status_file_is_skipped(tmp_path: Path) -> None:
+    registry = _with_history(tmp_path)
+    (tmp_path / "v0003" / "status").write_text("candid\n", encoding="utf-8")
+    assert [r.version for r in registry.records()] == ["v0001", "v0002"]
+    assert [p.version for p in registry.problems()] == ["v0003"]
+
+
+def test_a_torn_audit_line_is_skipped_and_the_next_entry_starts_a_new_line(tmp_path: Path) -> None:
+    from insightloop.deploy import ProblemKind
+
+    registry = _with_history(tmp_path)
+    audit = tmp_path / "audit.jsonl"
+    whole = audit.read_text(encoding="utf-8").splitlines()
+    with open(audit, "a", encoding="utf-8") as handle:
+        handle.write(whole[-1][: len(whole[-1]) // 2])  # torn: half a line, no newline
+    entries = registry.audit_log()
+    assert len(entries) == len(whole)
+    assert registry.previous_production() == "v0001", "the default rollback target still found"
+    (problem,) = registry.problems()
+    assert (problem.kind, problem.path, problem.line) == (ProblemKind.AUDIT, "audit.jsonl", len(whole) + 1)
+    registry.reject("v0003", by="bob", note="after the tear")
+    entries = registry.audit_log()
+    assert entries[-1].action == "reject" and entries[-1].version == "v0003", "the new entry is readable"
+    assert [p.line for p in registry.problems()] == [len(whole) + 1]
+    registry.rollback(by="bob")
+    assert registry.production() == "v0001"
+
+
+def test_versions_and_audit_lines_are_fsynced_before_they_are_visible(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from insightloop.deploy import registry as registry_module
+
+    events: list[str] = []
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd: int) -> None:
+        events.append("fsync:" + os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    def rename(src: str | Path, dst: str | Path) -> None:
+        events.append(f"rename:{dst}")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(registry_module.os, "fsync", fsync)
+    monkeypatch.setattr(registry_module.os, "rename", rename)
+    Registry(tmp_path).create_version(write_file, record(), by="alice")
+    at = events.index(f"rename:{tmp_path / 'v0001'}")
+    before, after = events[:at], events[at + 1 :]
+    staged = [e for e in before if "/.incoming-" in e]
+    for name in ("weights.bin", "version.json", "status"):
+        assert any(e.endswith("/" + name) for e in staged), f"{name} not fsynced before the rename"
+    assert any(e.rsplit("/", 1)[-1].startswith(".incoming-") for e in staged), "the staging folder itself"
+    assert f"fsync:{tmp_path}" in after, "the registry folder after the rename"
+    assert f"fsync:{tmp_path / 'audit.jsonl'}" in after, "the audit line"
