@@ -7,9 +7,11 @@ creates a ``batch/v1`` Job from a template. The controller only talks to the ``R
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -63,9 +65,64 @@ class Runner(Protocol):
 
 LOG_TAIL_BYTES = 4000
 
+#: Variables a local job inherits from the daemon, by exact name. A job reads everything it needs from its
+#: spec file (paths, settings, the champion); the daemon's own settings, and with them its secrets (the
+#: approval token, the SASL password, a tokens file's path), stay with the daemon.
+JOB_ENV_NAMES = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TERM",
+        "TMPDIR",
+        "TEMP",
+        "TMP",
+        "PYTHONPATH",
+        "PYTHONHASHSEED",
+        "PYTHONUNBUFFERED",
+        "PYTHONDONTWRITEBYTECODE",
+        "PYTHONWARNINGS",
+        "VIRTUAL_ENV",
+        "DO_NOT_TRACK",
+        "TOKENIZERS_PARALLELISM",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "XDG_CACHE_HOME",
+        "LD_LIBRARY_PATH",
+    }
+)
+#: ...and by prefix: locale, the model libraries' caches and switches, thread pools, GPUs.
+JOB_ENV_PREFIXES = ("LC_", "HF_", "TRANSFORMERS_", "TORCH_", "OMP_", "MKL_", "KMP_", "OPENBLAS_", "CUDA_", "NVIDIA_")
+#: A prefixed variable whose name says it is a credential is left out all the same (``HF_TOKEN``).
+_SECRET_NAME = re.compile(r"TOKEN|PASSWORD|PASSWD|SECRET|CREDENTIAL|API_?KEY|PRIVATE", re.IGNORECASE)
+
+
+def job_environment(parent: Mapping[str, str], extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a local job: the allow-listed variables of ``parent``, then ``extra`` (given on purpose).
+
+    >>> job_environment({"PATH": "/bin", "INSIGHTLOOP_API__APPROVAL_TOKEN": "t", "HF_TOKEN": "h", "HF_HOME": "/h"})
+    {'PATH': '/bin', 'HF_HOME': '/h'}
+    """
+    env = {
+        name: value
+        for name, value in parent.items()
+        if name in JOB_ENV_NAMES or (name.startswith(JOB_ENV_PREFIXES) and not _SECRET_NAME.search(name))
+    }
+    env.update(extra or {})
+    return env
+
 
 class LocalRunner:
-    """Runs each job as a subprocess of this process, logging to ``<log_dir>/<job id>.log``."""
+    """Runs each job as a subprocess of this process, logging to ``<log_dir>/<job id>.log``.
+
+    The job gets an allow-listed environment (:func:`job_environment`), not the daemon's: the daemon's
+    approval token and Kafka password never reach training code. ``env`` adds variables on purpose.
+    """
 
     def __init__(self, log_dir: Path, python: str = sys.executable, env: dict[str, str] | None = None) -> None:
         self.log_dir = Path(log_dir)
@@ -83,7 +140,7 @@ class LocalRunner:
                 [self.python, "-m", "insightloop.daemon", "retrain", "--spec", str(spec_path)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, **(self.env or {})},
+                env=job_environment(os.environ, self.env),
                 start_new_session=True,  # a Ctrl-C to the daemon does not kill a job mid-write
             )
         with self._lock:
