@@ -172,7 +172,7 @@ def main() -> None:
             replayed = time.monotonic()
             while registry.production() == v1 and time.monotonic() < replayed + 3600:
                 jobs = app.store.jobs(5)
-                if jobs and jobs[0]["state"] in ("succeeded", "failed") and not jobs[0].get("gate_passed"):
+                if jobs and jobs[0].state in ("succeeded", "failed") and not jobs[0].gate_passed:
                     print(f"the loop's job ended without a promotion: {jobs[0]}", flush=True)
                     break
                 if not jobs and time.monotonic() > replayed + 180:

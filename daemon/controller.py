@@ -27,7 +27,7 @@ from insightloop.daemon.config import Config
 from insightloop.daemon.errors import ConfigError
 from insightloop.daemon.jobs import new_job_id, result_path, write_spec
 from insightloop.daemon.kafka import make_consumer
-from insightloop.daemon.metrics import Metrics
+from insightloop.daemon.metrics import Metrics, observers_of
 from insightloop.daemon.policy import (
     Follow,
     Launch,
@@ -39,7 +39,7 @@ from insightloop.daemon.policy import (
     priority,
 )
 from insightloop.daemon.promotion import ModelRefusedError, ModelService
-from insightloop.daemon.state import StateStore
+from insightloop.daemon.state import JobRecord, StateStore
 from insightloop.deploy import Registry, RegistryError
 from insightloop.detectors import Insight
 from insightloop.retrain import (
@@ -106,14 +106,13 @@ class Controller:
         self.models = models
         self.registry: Registry = models.registry
         self.metrics = metrics
+        self.observer = observers_of(metrics)  # a failing exporter is logged, never fatal
         self.runner = runner or make_runner(config)
         # On the registry volume: a Kubernetes Job's pod mounts it, not the daemon's state directory.
         self.jobs_dir = config.registry.path.resolve() / "jobs"
         self._running: dict[str, TrackedJob] = {}
         self._last_wait = ""
         self._ready = threading.Event()
-        for state in ("pending", "running", "succeeded", "failed"):
-            metrics.retrain_jobs.labels(state=state)  # start every series at 0 so alerts see the first failure
 
     @property
     def ready(self) -> bool:
@@ -152,7 +151,9 @@ class Controller:
                 # Jobs keep running and are followed again after a restart.
                 for job in list(self._running.values()):
                     self.runner.cleanup(job.handle)
-                    self._failed(job, "stopped with the daemon", retry=job.attempt <= self.policy.max_retries)
+                    # Not the job's fault: its attempt is given back, so a rolling restart never uses up retries.
+                    self.store.count_attempt(job.insight_id, delta=-1)
+                    self._failed(job, "stopped with the daemon", retry=True)
 
     # -- insights in ----------------------------------------------------------------------
     def _receive(self, value: bytes | None) -> None:
@@ -213,7 +214,7 @@ class Controller:
         except (RetrainError, OSError) as exc:  # a runner error must not kill the controller
             log.error("could not submit %s: %s", job_id, exc)
             self._record(job_id, "failed", chosen, error=f"submit failed: {exc}", attempt=attempt)
-            self.metrics.retrain_jobs.labels(state="failed").inc()
+            self.observer.on_job("failed")
             if attempt > self.policy.max_retries:
                 self.store.drop_pending_insight(chosen.id)
             return
@@ -231,19 +232,14 @@ class Controller:
             runner=self.policy.runner,
             started_at=now,
         )
-        self.metrics.retrain_jobs.labels(state="running").inc()
+        self.observer.on_job("running")
         log.info("launched %s (%s) for %s: %s", job_id, spec.plan.action, decision.reason, chosen.summary)
 
-    def _record(self, job_id: str, state: str, insight: Insight | None, **extra: Any) -> None:
-        payload = {
-            "insight_id": insight.id if insight else extra.pop("insight_id", None),
-            "insight_summary": insight.summary if insight else extra.pop("insight_summary", None),
-            **extra,
-        }
-        previous = self.store.job(job_id) or {}
-        merged = {k: v for k, v in previous.items() if k not in ("id", "state", "created_at", "updated_at")}
-        merged.update({k: v for k, v in payload.items() if v is not None})
-        self.store.upsert_job(job_id, state, merged)
+    def _record(self, job_id: str, state: str, insight: Insight | None, **changes: object) -> None:
+        previous = self.store.job(job_id) or JobRecord(id=job_id, state=state)
+        if insight is not None:
+            changes.update(insight_id=insight.id, insight_summary=insight.summary)
+        self.store.save_job(previous.changed(state, **changes))
 
     # -- following ------------------------------------------------------------------------
     def _follow_jobs(self) -> None:
@@ -269,8 +265,7 @@ class Controller:
             else:
                 self._failed(job, outcome.error, outcome.retry, status)
             self.runner.cleanup(job.handle)  # stops a job that timed out; releases what a finished one left
-        self.metrics.retrain_jobs_running.set(len(self._running))
-        self.metrics.retrain_oldest_running_seconds.set(oldest)
+        self.observer.on_jobs_running(len(self._running), oldest)
 
     def _candidate(self, job: TrackedJob, outcome: RecordCandidate) -> None:
         self._running.pop(job.job_id, None)
@@ -283,7 +278,7 @@ class Controller:
             gate_passed=outcome.gate_passed,
             gate_reasons=list(outcome.gate_reasons),
         )
-        self.metrics.retrain_jobs.labels(state="succeeded").inc()
+        self.observer.on_job("succeeded")
         log.info("job %s registered %s", job.job_id, outcome.reason)
         if outcome.gate_passed and self.policy.auto_approve:
             try:
@@ -295,7 +290,7 @@ class Controller:
         self._running.pop(job.job_id, None)
         log_tail = status.log_tail[-2000:] if status is not None and status.log_tail else None
         self._record(job.job_id, "failed", None, error=error, log_tail=log_tail)
-        self.metrics.retrain_jobs.labels(state="failed").inc()
+        self.observer.on_job("failed")
         log.error("job %s failed (%s)%s", job.job_id, error, "; will retry" if retry else "; giving up")
         if retry:
             now = time.time()
@@ -306,24 +301,22 @@ class Controller:
 
     def _export_candidate_metrics(self) -> None:
         pending = self.registry.pending_candidates()
-        self.metrics.candidates_pending.set(len(pending))
         now = datetime.now(UTC)
         oldest = max(((now - r.created_at).total_seconds() for r in pending), default=0.0)
-        self.metrics.candidate_oldest_pending_seconds.set(oldest)
+        self.observer.on_candidates_pending(len(pending), oldest)
 
     def _recover(self) -> None:
         """Follow again every job the store has as pending or running. One that ended while the daemon was down
         (the runner says so, or no longer knows it) is judged by its result file at once, as a normal finish."""
         for row in self.store.jobs(10_000, states=ACTIVE):
-            spec = row.get("spec_path")
-            started = row.get("started_at")
-            self._running[row["id"]] = TrackedJob(
-                row["id"],
-                row.get("insight_id") or "",
-                row.get("handle", row["id"]),
-                Path(spec) if spec else None,
-                float(started) if started is not None else (_epoch(row.get("created_at")) or time.time()),
-                int(row.get("attempt", 1)),
+            started = row.started_at if row.started_at is not None else (_epoch(row.created_at) or time.time())
+            self._running[row.id] = TrackedJob(
+                row.id,
+                row.insight_id or "",
+                row.handle or row.id,
+                Path(row.spec_path) if row.spec_path else None,
+                started,
+                row.attempt,
             )
         if self._running:
             log.info("following %d job(s) again after a restart: %s", len(self._running), sorted(self._running))

@@ -211,10 +211,10 @@ def _narrate(
                     say(f"  report: {insight['report']}")
                     story.reports.append(insight["report"])
         for job in app.store.jobs(20):
-            if story.jobs.get(job["id"]) != job["state"]:
-                story.jobs[job["id"]] = job["state"]
-                detail = job.get("error") or job.get("version") or job.get("plan_action") or ""
-                say(f"retraining job {job['id']}: {job['state']} {detail}")
+            if story.jobs.get(job.id) != job.state:
+                story.jobs[job.id] = job.state
+                detail = job.error or job.version or job.plan_action or ""
+                say(f"retraining job {job.id}: {job.state} {detail}")
         pending = registry.pending_candidates()
         if pending and story.candidate is None:
             story.candidate = pending[-1]

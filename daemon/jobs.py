@@ -1,8 +1,5 @@
 """A retraining job's files: its production data and its spec, in ``<registry>/jobs/<job id>/`` (the registry
 volume, which a Kubernetes Job's pod mounts; the daemon's state directory it does not).
-
-The two reads of a champion's version directory (:func:`reference_data`, :func:`champion_max_length`) are kept
-each in one function so they can follow the registry's typed records as those grow.
 """
 
 from __future__ import annotations
@@ -17,7 +14,7 @@ from insightloop.daemon.config import ControllerConfig
 from insightloop.daemon.state import StoredRecord
 from insightloop.deploy import Registry, RegistryError
 from insightloop.detectors import Insight
-from insightloop.retrain import TRAINING_DATA, GateSettings, HyperParameters, JobSpec, plan_from_insights
+from insightloop.retrain import GateSettings, HyperParameters, JobSpec, plan_from_insights
 
 
 def new_job_id(now: datetime | None = None) -> str:
@@ -34,19 +31,10 @@ def reference_data(policy: ControllerConfig, registry: Registry, champion: str) 
     """The labeled reference training data of a job: configured, else the champion's own training file."""
     if policy.reference_data is not None:
         return str(policy.reference_data)
-    stored = registry.path_of(champion) / TRAINING_DATA
-    if stored.is_file():
-        return str(stored)
-    record = registry.get(champion)
-    for key in ("reference_file", "train_file"):
-        if key in record.data:
-            return str(record.data[key])
-    raise RegistryError(f"{champion} records no training file; set controller.reference_data")
-
-
-def champion_max_length(champion_dir: Path) -> int:
-    """The token length the champion was trained with (its ``artifact.json``)."""
-    return int(json.loads((champion_dir / "artifact.json").read_text())["max_length"])
+    stored = registry.training_data_file(champion)
+    if stored is None:
+        raise RegistryError(f"{champion} records no training file; set controller.reference_data")
+    return str(stored)
 
 
 def write_production(path: Path, records: Sequence[StoredRecord]) -> None:
@@ -75,7 +63,7 @@ def write_spec(
     production = job_dir / "production.jsonl"
     write_production(production, labeled)
     champion_dir = registry.path_of(champion)
-    max_length = champion_max_length(champion_dir)
+    max_length = registry.artifact_settings(champion).max_length
     hyper = HyperParameters(
         epochs=policy.epochs, learning_rate=policy.learning_rate, batch_size=policy.batch_size, max_length=max_length
     )

@@ -220,6 +220,8 @@ class Metrics:
         self.retrain_jobs = Counter(
             "insightloop_retrain_jobs", "Retraining jobs by final or current state.", ["state"], registry=r
         )
+        for state in ("pending", "running", "succeeded", "failed"):
+            self.retrain_jobs.labels(state=state)  # every series starts at 0, so alerts see the first failure
         self.retrain_jobs_running = Gauge(
             "insightloop_retrain_jobs_running", "Retraining jobs running now.", registry=r
         )
@@ -286,12 +288,12 @@ class PrometheusObserver(ScorerObserver, MonitorObserver, ControllerObserver):
     def on_retry(self, operation: str) -> None:
         self.m.retries.labels(operation=operation).inc()
 
-    def on_check(self, seconds: float) -> None:
-        self.m.checks.inc()
     def on_registry_problems(self, counts: Mapping[str, int]) -> None:
         for kind, count in counts.items():
             self.m.registry_unreadable.labels(kind=kind).set(count)
 
+    def on_check(self, seconds: float) -> None:
+        self.m.checks.inc()
         self.m.check_seconds.observe(seconds)
 
     def on_detector(self, detector: str, statistic: float, drifted: bool) -> None:

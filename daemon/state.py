@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field
 
 from insightloop.detectors import Insight
 
@@ -147,6 +148,40 @@ class LabelRow:
     label: str
 
 
+class JobRecord(BaseModel):
+    """A retraining job as the controller records it; one row of the ``jobs`` table.
+
+    Rows written by an older release load too: unknown keys are ignored, missing ones take defaults.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str
+    state: str
+    created_at: str = ""
+    updated_at: str = ""
+    insight_id: str | None = None
+    insight_summary: str | None = None
+    attempt: int = 1
+    plan_action: str | None = None
+    labeled: int | None = None
+    champion: str | None = None
+    runner: str | None = None
+    handle: str | None = None
+    spec_path: str | None = None
+    started_at: float | None = None
+    version: str | None = None
+    gate_passed: bool | None = None
+    gate_reasons: list[str] = Field(default_factory=list)
+    error: str | None = None
+    log_tail: str | None = None
+
+    def changed(self, state: str, **changes: object) -> JobRecord:
+        """This job in ``state`` with ``changes`` (None values leave a field as it was), validated."""
+        kept = {k: v for k, v in changes.items() if v is not None}
+        return JobRecord.model_validate({**self.model_dump(), **kept, "state": state})
+
+
 @dataclass(frozen=True)
 class PendingInsight:
     """An insight the controller acts on: when its condition began and how often a job was tried for it."""
@@ -266,18 +301,19 @@ class StateStore:
         return changed > 0
 
     # -- jobs -----------------------------------------------------------------------------
-    def upsert_job(self, job_id: str, state: str, payload: dict[str, Any]) -> None:
-        """Insert a job or record its new state."""
+    def save_job(self, job: JobRecord) -> None:
+        """Insert a job or record its new state and fields."""
         now = _now()
+        payload = job.model_dump_json(exclude={"id", "state", "created_at", "updated_at"})
         with self.transaction() as conn:
             conn.execute(
                 """INSERT INTO jobs (id, created_at, updated_at, state, payload) VALUES (?, ?, ?, ?, ?)
                    ON CONFLICT(id) DO UPDATE SET updated_at=excluded.updated_at, state=excluded.state,
                        payload=excluded.payload""",
-                (job_id, now, now, state, json.dumps(payload)),
+                (job.id, now, now, job.state, payload),
             )
 
-    def jobs(self, limit: int = 100, states: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+    def jobs(self, limit: int = 100, states: tuple[str, ...] | None = None) -> list[JobRecord]:
         """The newest jobs first; with ``states``, only jobs in one of them."""
         where = f"WHERE state IN ({', '.join('?' * len(states))})" if states else ""
         with self._lock:
@@ -287,7 +323,7 @@ class StateStore:
             ).fetchall()
         return [_job(r) for r in rows]
 
-    def job(self, job_id: str) -> dict[str, Any] | None:
+    def job(self, job_id: str) -> JobRecord | None:
         """One job by id, or None."""
         with self._lock:
             row = self._conn.execute(
@@ -467,12 +503,13 @@ class StateStore:
             for r in rows
         ]
 
-    def count_attempt(self, insight_id: str) -> int:
-        """Count one more job attempt for an insight; return the new count (0 when it is not pending)."""
+    def count_attempt(self, insight_id: str, delta: int = 1) -> int:
+        """Count one more job attempt for an insight (``delta=-1`` gives one back); return the new count (0
+        when it is not pending)."""
         with self.transaction() as conn:
             conn.execute(
-                "UPDATE controller_insights SET attempts = attempts + 1, updated_at = ? WHERE id = ?",
-                (_now(), insight_id),
+                "UPDATE controller_insights SET attempts = MAX(attempts + ?, 0), updated_at = ? WHERE id = ?",
+                (delta, _now(), insight_id),
             )
             row = conn.execute("SELECT attempts FROM controller_insights WHERE id = ?", (insight_id,)).fetchone()
         return int(row["attempts"]) if row is not None else 0
@@ -544,14 +581,16 @@ class StateStore:
             )
 
 
-def _job(row: sqlite3.Row) -> dict[str, Any]:
-    return {
-        **json.loads(row["payload"]),
-        "id": row["id"],
-        "state": row["state"],
-        "created_at": row["created_at"],
-        "updated_at": row["updated_at"],
-    }
+def _job(row: sqlite3.Row) -> JobRecord:
+    return JobRecord.model_validate(
+        {
+            **json.loads(row["payload"]),
+            "id": row["id"],
+            "state": row["state"],
+            "created_at": row["created_at"],
+            "updated_at": row["updated_at"],
+        }
+    )
 
 
 def _join_waiting_labels(conn: sqlite3.Connection, ids: list[str]) -> None:

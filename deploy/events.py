@@ -131,19 +131,6 @@ class VersionRecord(BaseModel):
             converted.setdefault("training", training)
         return converted
 
-    @property
-    def data(self) -> dict[str, object]:
-        """Deprecated: the first release's ``data`` keys (``train_file``, ``reference_file``, …).
-
-        Use ``training`` and ``lineage``, or ``Registry.training_data_file``.
-        """
-        out: dict[str, object] = {}
-        if self.training is not None:
-            for source in self.training.sources:
-                out[f"{source.role}_file"] = source.path
-            out["label_counts"] = dict(self.training.label_counts)
-        return out
-
 
 class AuditEntry(BaseModel):
     """One line of the registry's append-only audit log."""

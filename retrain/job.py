@@ -92,19 +92,6 @@ class JobResult(BaseModel):
     finished_at: datetime = Field(default_factory=utc_now)
 
 
-def _slice_member(key: str, example: Example, n_tokens: int) -> bool:
-    field, _, value = key.partition("=")
-    if field == "length_tokens":
-        if value.endswith("+"):
-            return n_tokens >= int(value[:-1])
-        low, _, high = value.partition("-")
-        return int(low) <= n_tokens <= int(high)
-    if field.startswith("meta."):
-        raw = example.meta.get(field.removeprefix("meta."))
-        return raw is not None and str(raw).lower() == value.lower()
-    return False  # slices that need the reference vocabulary are evaluated by the monitor only
-
-
 def _token_counts(artifact: ModelArtifact, examples: Sequence[Example]) -> list[int]:
     """Untruncated token counts, so 'at or past the old max_length' stays recognisable."""
     encoded = artifact.tokenizer([e.text for e in examples], truncation=False)["input_ids"]
@@ -120,9 +107,9 @@ def weight_examples(
     weighted = [replace(e, weight=ref_weight * plan.class_weights.get(str(e.label), 1.0)) for e in reference]
     for example, n_tokens in zip(production, counts, strict=True):
         weight = prod_weight * plan.class_weights.get(str(example.label), 1.0)
-        matched = [w for key, w in plan.slice_weights.items() if _slice_member(key, example, n_tokens)]
-        if matched:
-            weight *= max(matched)
+        slice_weight = plan.slice_weight(meta=example.meta, n_tokens=n_tokens)
+        if slice_weight is not None:
+            weight *= slice_weight
         weighted.append(replace(example, weight=weight))
     return weighted
 
@@ -230,8 +217,10 @@ def evaluate_candidate(
     labels = list(champion.labels)
     sets: list[tuple[str, list[Example]]] = [(REFERENCE, list(data.ref_holdout)), (RECENT, list(data.prod_holdout))]
     holdout_counts = _token_counts(champion, data.prod_holdout)
-    for key in plan.slices_to_evaluate():
-        members = [e for e, n in zip(data.prod_holdout, holdout_counts, strict=True) if _slice_member(key, e, n)]
+    for key in plan.evaluation_slices():
+        members = [
+            e for e, n in zip(data.prod_holdout, holdout_counts, strict=True) if key.contains(meta=e.meta, n_tokens=n)
+        ]
         if members:
             sets.append((f"slice {key}", members))
     sections: list[EvaluationSection] = []

@@ -11,7 +11,7 @@ from insightloop.daemon.config import Config, load_config
 from insightloop.daemon.controller import Controller
 from insightloop.daemon.metrics import Metrics
 from insightloop.daemon.promotion import ModelService
-from insightloop.daemon.state import StateStore
+from insightloop.daemon.state import JobRecord, StateStore
 from insightloop.deploy import GateVerdict, Registry
 from insightloop.detectors import Adjustments, Insight, Recommendation, WindowSpan
 from insightloop.retrain import JobResult, LocalRunner
@@ -58,17 +58,17 @@ def test_active_jobs_are_followed_or_failed_after_a_restart(tmp_path: Path) -> N
         store.save_pending_insight(an_insight("i-2"), 2.0)
         store.count_attempt("i-2")
         # The oldest rows: one job whose process this runner still has, one it never heard of (lost in the restart).
-        store.upsert_job(
-            "job-alive", "running", {"handle": alive, "spec_path": str(spec), "insight_id": "i-1", "attempt": 1}
+        store.save_job(
+            JobRecord(id="job-alive", state="running", handle=alive, spec_path=str(spec), insight_id="i-1", attempt=1)
         )
-        store.upsert_job(
-            "job-lost",
-            "running",
-            {"handle": "job-lost", "spec_path": str(lost_spec), "insight_id": "i-2", "attempt": 1},
+        store.save_job(
+            JobRecord(
+                id="job-lost", state="running", handle="job-lost", spec_path=str(lost_spec), insight_id="i-2", attempt=1
+            )
         )
         # Then more finished jobs than one page of the job list holds.
         for n in range(600):
-            store.upsert_job(f"done-{n}", "succeeded", {"insight_id": f"d-{n}"})
+            store.save_job(JobRecord(id=f"done-{n}", state="succeeded", insight_id=f"d-{n}"))
 
         metrics = Metrics()
         controller = Controller(config, store, ModelService(Registry(config.registry.path)), metrics, runner=runner)
@@ -76,15 +76,15 @@ def test_active_jobs_are_followed_or_failed_after_a_restart(tmp_path: Path) -> N
 
         assert controller.status() == {"pending_insights": 2, "running_jobs": ["job-alive"]}
         lost = store.job("job-lost")
-        assert lost is not None and lost["state"] == "failed"
-        assert lost["error"].startswith("the runner does not know the job and it left no result"), lost["error"]
-        assert lost["insight_id"] == "i-2", "what the job was for is kept"
+        assert lost is not None and lost.state == "failed"
+        assert lost.error.startswith("the runner does not know the job and it left no result"), lost.error
+        assert lost.insight_id == "i-2", "what the job was for is kept"
         assert [(p.insight.id, p.attempts) for p in store.pending_insights()] == [("i-1", 0), ("i-2", 1)], (
             "max_retries 1: the lost job's insight stays for a second attempt"
         )
         assert store.controller_state("2000-01-01").last_launch is None, "a retry does not wait for the cooldown"
         assert metrics.registry.get_sample_value("insightloop_retrain_jobs_total", {"state": "failed"}) == 1.0
-        assert {j["state"] for j in store.jobs(1000) if j["id"].startswith("done-")} == {"succeeded"}
+        assert {j.state for j in store.jobs(1000) if j.id.startswith("done-")} == {"succeeded"}
     finally:
         runner.cleanup(alive)
         store.close()
@@ -104,15 +104,17 @@ def test_a_lost_job_whose_result_records_a_version_is_a_candidate(tmp_path: Path
     try:
         store.save_pending_insight(an_insight("i-1"), 1.0)
         store.count_attempt("i-1")
-        store.upsert_job("job-done", "running", {"handle": "job-done", "spec_path": str(spec), "insight_id": "i-1"})
+        store.save_job(
+            JobRecord(id="job-done", state="running", handle="job-done", spec_path=str(spec), insight_id="i-1")
+        )
         metrics = Metrics()
         runner = LocalRunner(tmp_path / "logs")  # a fresh process: it never heard of job-done
         controller = Controller(config, store, ModelService(Registry(config.registry.path)), metrics, runner=runner)
         controller._recover()
 
         done = store.job("job-done")
-        assert done is not None and done["state"] == "succeeded"
-        assert done["version"] == "v0002" and done["gate_passed"] is True and done["gate_reasons"] == ["better"]
+        assert done is not None and done.state == "succeeded"
+        assert done.version == "v0002" and done.gate_passed is True and done.gate_reasons == ["better"]
         assert store.pending_insights() == [], "the insight got its candidate"
         assert controller.status() == {"pending_insights": 0, "running_jobs": []}
         assert metrics.registry.get_sample_value("insightloop_retrain_jobs_total", {"state": "succeeded"}) == 1.0
@@ -127,13 +129,13 @@ def test_a_lost_job_on_its_last_attempt_gives_its_insight_up(tmp_path: Path) -> 
         store.save_pending_insight(an_insight("i-1"), 1.0)
         store.count_attempt("i-1")
         store.count_attempt("i-1")
-        store.upsert_job("job-2", "running", {"handle": "job-2", "insight_id": "i-1", "attempt": 2})
+        store.save_job(JobRecord(id="job-2", state="running", handle="job-2", insight_id="i-1", attempt=2))
         controller = Controller(
             config, store, ModelService(Registry(config.registry.path)), Metrics(), runner=LocalRunner(tmp_path)
         )
         controller._recover()
         job = store.job("job-2")
-        assert job is not None and job["state"] == "failed"
+        assert job is not None and job.state == "failed"
         assert store.pending_insights() == [], "max_retries 1: two attempts, then the insight is given up"
     finally:
         store.close()

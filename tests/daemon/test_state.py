@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from insightloop.daemon.state import ControllerState, PredictionRow, StateStore, TextRow
+from insightloop.daemon.state import ControllerState, JobRecord, PredictionRow, StateStore, TextRow
 from tests.synthetic import make_insight
 
 
@@ -25,12 +25,12 @@ def test_an_insight_state_changes_in_place_and_survives_a_reopen(tmp_path: Path)
 def test_a_job_is_read_by_id_among_many(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
     for n in range(600):
-        store.upsert_job(f"job-{n}", "running", {"insight_id": f"ins-{n}", "attempt": 1})
-    store.upsert_job("job-3", "succeeded", {"insight_id": "ins-3", "attempt": 1, "version": "v0002"})
+        store.save_job(JobRecord(id=f"job-{n}", state="running", insight_id=f"ins-{n}", attempt=1))
+    store.save_job(JobRecord(id="job-3", state="succeeded", insight_id="ins-3", attempt=1, version="v0002"))
 
     job = store.job("job-3")
     assert job is not None
-    assert (job["state"], job["version"], job["insight_id"]) == ("succeeded", "v0002", "ins-3")
+    assert (job.state, job.version, job.insight_id) == ("succeeded", "v0002", "ins-3")
     assert store.job("job-600") is None
     store.close()
 

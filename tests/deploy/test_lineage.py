@@ -81,11 +81,7 @@ def test_a_first_release_job_record_converts_to_typed_fields() -> None:
     reference, production = record.training.source("reference"), record.training.source("production")
     assert reference is not None and reference.path == "/registry/v0001/data/train.jsonl" and reference.rows == 400
     assert production is not None and (production.train_rows, production.holdout_rows) == (210, 90)
-    assert record.data == {
-        "reference_file": "/registry/v0001/data/train.jsonl",
-        "production_file": "/registry/jobs/retrain-1/production.jsonl",
-        "label_counts": {},
-    }, "the deprecated view still answers what the controller asks"
+    assert not hasattr(record, "data"), "the untyped dict is gone; lineage and training replace it"
 
 
 def _old_registry(root: Path, train_file: Path | None) -> Registry:

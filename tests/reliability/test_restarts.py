@@ -29,7 +29,7 @@ from insightloop.daemon.controller import Controller
 from insightloop.daemon.kafka import ensure_topics
 from insightloop.daemon.metrics import Metrics
 from insightloop.daemon.promotion import ModelService
-from insightloop.daemon.state import StateStore
+from insightloop.daemon.state import JobRecord, StateStore
 from insightloop.deploy import Registry
 from insightloop.retrain import KubernetesRunner, LocalRunner, Runner
 from tests.integration.daemon_process import wait_ready
@@ -112,10 +112,10 @@ def launched(launches: Path) -> list[str]:
     return launches.read_text().splitlines() if launches.is_file() else []
 
 
-def stored_jobs(config: Config) -> list[dict[str, Any]]:
+def stored_jobs(config: Config) -> list[JobRecord]:
     store = StateStore(config.state.dir)
     try:
-        return sorted(store.jobs(100), key=lambda j: (j.get("attempt", 0), j["created_at"]))
+        return sorted(store.jobs(100), key=lambda j: (j.attempt, j.created_at))
     finally:
         store.close()
 
@@ -140,11 +140,11 @@ def test_controller_stopped_while_waiting_for_labels_launches_once_they_arrive(
         wait_for(lambda: launched(launches), 30, "the job to launch")
         wait_for(lambda: "max concurrent jobs" in second._last_wait, 10, "more controller polls")
         (job,) = stored_jobs(config)
-        assert job["state"] == "running" and job["insight_id"] == "ins-kitchen" and job["attempt"] == 1
-        assert job["labeled"] == 80
-        assert launched(launches) == [job["spec_path"]], "launched exactly once"
+        assert job.state == "running" and job.insight_id == "ins-kitchen" and job.attempt == 1
+        assert job.labeled == 80
+        assert launched(launches) == [job.spec_path], "launched exactly once"
     (job,) = stored_jobs(config)
-    assert job["state"] == "failed" and job["error"] == "stopped with the daemon"
+    assert job.state == "failed" and job.error == "stopped with the daemon"
 
 
 def controller_process(config: Config, workdir: Path, name: str, port: int) -> tuple[subprocess.Popen[bytes], Path]:
@@ -194,7 +194,7 @@ def test_kill_9_during_a_local_job_then_restart_retries_it(
         if first.poll() is None:
             first.kill()
             first.wait(10)
-    assert [j["state"] for j in stored_jobs(config)] == ["running"], "the store still says running"
+    assert [j.state for j in stored_jobs(config)] == ["running"], "the store still says running"
 
     second, second_log = controller_process(config, tmp_path, "second", port)
     try:
@@ -212,9 +212,9 @@ def test_kill_9_during_a_local_job_then_restart_retries_it(
             second.kill()
             second.wait(10)
     final = stored_jobs(config)
-    assert [(j["attempt"], j["state"]) for j in final] == [(1, "failed"), (2, "failed")], final
-    assert final[1]["error"] == "stopped with the daemon"
-    assert job_pid(final[1]["spec_path"]) is None, "the stopped daemon left its job running"
+    assert [(j.attempt, j.state) for j in final] == [(1, "failed"), (2, "failed")], final
+    assert final[1].error == "stopped with the daemon"
+    assert job_pid(final[1].spec_path or "") is None, "the stopped daemon left its job running"
 
 
 # -- Kubernetes ----------------------------------------------------------------------------------------
@@ -234,8 +234,8 @@ def launch_on_kubernetes(config: Config, api: k8s.ApiClient) -> dict[str, Any]:
         store_production(config.state.dir, 80, labels=True)
         wait_for(lambda: controller.status()["running_jobs"], 30, "the Job to be created")
     (job,) = stored_jobs(config)
-    assert job["state"] == "running", "a Kubernetes Job is not stopped with the daemon"
-    k8s.BatchV1Api(api).read_namespaced_job(job["handle"], NAMESPACE)  # it exists
+    assert job.state == "running", "a Kubernetes Job is not stopped with the daemon"
+    k8s.BatchV1Api(api).read_namespaced_job(job.handle, NAMESPACE)  # it exists
     return job
 
 
@@ -249,7 +249,7 @@ def test_kubernetes_job_completed_while_down_has_its_candidate_recorded_at_start
         job = launch_on_kubernetes(config, api)
         # While the daemon is down the pod runs `insightloop retrain --spec` on the registry volume...
         done = subprocess.run(
-            [sys.executable, "-m", "insightloop.daemon", "retrain", "--spec", job["spec_path"]],
+            [sys.executable, "-m", "insightloop.daemon", "retrain", "--spec", job.spec_path],
             capture_output=True,
             timeout=400,
         )
@@ -257,7 +257,7 @@ def test_kubernetes_job_completed_while_down_has_its_candidate_recorded_at_start
         # ...and the Job controller marks the Job complete.
         set_job_status(
             api,
-            job["handle"],
+            job.handle,
             active=0,
             succeeded=1,
             completionTime="2025-01-01T01:00:00Z",
@@ -270,11 +270,11 @@ def test_kubernetes_job_completed_while_down_has_its_candidate_recorded_at_start
             (recorded,) = stored_jobs(config)
             assert controller.status() == {"pending_insights": 0, "running_jobs": []}
         with pytest.raises(k8s.ApiException) as gone:
-            k8s.BatchV1Api(api).read_namespaced_job(job["handle"], NAMESPACE)
+            k8s.BatchV1Api(api).read_namespaced_job(job.handle, NAMESPACE)
         assert gone.value.status == 404, "the finished Job is cleaned up"
-    assert recorded["id"] == job["id"] and recorded["state"] == "succeeded", recorded
-    assert recorded["version"] == version
-    assert isinstance(recorded["gate_passed"], bool) and recorded["gate_reasons"]
+    assert recorded.id == job.id and recorded.state == "succeeded", recorded
+    assert recorded.version == version
+    assert isinstance(recorded.gate_passed, bool) and recorded.gate_reasons
     assert Registry(registry_copy).get(version).version == version
     assert registry.production() == before[-1], "no auto-approve configured"
 
@@ -285,13 +285,13 @@ def test_kubernetes_job_deleted_while_down_is_gone_failed_and_retried(
     config = controller_config(make_config, registry_copy, tmp_path, unique, runner="kubernetes")
     with Cluster() as cluster, cluster.api_client() as api:
         job = launch_on_kubernetes(config, api)
-        k8s.BatchV1Api(api).delete_namespaced_job(job["handle"], NAMESPACE)  # a person, or the TTL controller
+        k8s.BatchV1Api(api).delete_namespaced_job(job.handle, NAMESPACE)  # a person, or the TTL controller
         with running_controller(config, kubernetes_runner(api)) as controller:
             wait_for(lambda: len(controller.status()["running_jobs"]) == 1, 30, "the retry")
             lost, retry = stored_jobs(config)
             assert controller.status()["pending_insights"] == 1
         names = [j.metadata.name for j in k8s.BatchV1Api(api).list_namespaced_job(NAMESPACE).items if j.metadata]
-    assert lost["id"] == job["id"] and lost["state"] == "failed", lost
-    assert lost["error"].startswith("the job is gone and left no result: Job ml/"), lost["error"]
-    assert retry["state"] == "running" and retry["attempt"] == 2 and retry["insight_id"] == "ins-kitchen"
-    assert names == [retry["handle"]], "the retry is a new Job; the deleted one is not recreated"
+    assert lost.id == job.id and lost.state == "failed", lost
+    assert lost.error.startswith("the job is gone and left no result: Job ml/"), lost.error
+    assert retry.state == "running" and retry.attempt == 2 and retry.insight_id == "ins-kitchen"
+    assert names == [retry.handle], "the retry is a new Job; the deleted one is not recreated"
