@@ -10,6 +10,7 @@ pool of workers, with a socket timeout, so idle or slow clients cannot grow the 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import re
@@ -60,6 +61,8 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 MAX_PATH_BYTES = 2048
+# A request head (request line and headers) longer than this goes to a worker unfinished (which answers 431).
+MAX_HEAD_BYTES = 256 * 1024
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,200}"
@@ -433,12 +436,30 @@ def _parse(model: type[BodyT], body: bytes) -> BodyT:
 # -- the server -------------------------------------------------------------------------------------
 
 
-class _PooledHTTPServer(HTTPServer):
-    """Accepts connections in one thread, holds them in a selector until their request arrives, and answers
-    them on a bounded pool. A connection idle longer than the socket timeout is closed; beyond
-    ``max_connections`` waiting, the oldest is closed."""
+class _PrefixedSocketIO(io.RawIOBase):
+    """A connection's bytes: what the selector thread already read (the request head), then the socket."""
 
-    daemon_threads = True
+    def __init__(self, prefix: bytes, conn: socket.socket) -> None:
+        self._prefix = memoryview(prefix)
+        self._conn = conn
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._prefix:
+            n = min(len(buffer), len(self._prefix))
+            buffer[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        return self._conn.recv_into(buffer)
+
+
+class _PooledHTTPServer(HTTPServer):
+    """Accepts connections in one thread and reads their request heads there, without blocking; a connection
+    whose head is complete is answered on a bounded pool. A connection that has not sent its whole head within
+    the socket timeout is closed (a slow client holds no thread); beyond ``max_connections`` waiting, the
+    oldest is closed."""
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], settings: ApiConfig) -> None:
         self.request_queue_size = settings.listen_backlog
@@ -447,7 +468,8 @@ class _PooledHTTPServer(HTTPServer):
         self._pool = ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="api-http-worker")
         self._selector = selectors.DefaultSelector()
         self._selector.register(self.socket, selectors.EVENT_READ)
-        self._waiting: OrderedDict[socket.socket, tuple[Any, float]] = OrderedDict()
+        self._waiting: OrderedDict[socket.socket, tuple[Any, float, bytearray]] = OrderedDict()
+        self._heads: dict[socket.socket, bytes] = {}
         self._busy: set[socket.socket] = set()
         self._busy_lock = threading.Lock()
 
@@ -459,7 +481,7 @@ class _PooledHTTPServer(HTTPServer):
                     if key.fileobj is self.socket:
                         self._accept()
                     else:
-                        self._dispatch(key.fileobj)  # type: ignore[arg-type]
+                        self._read_head(key.fileobj)  # type: ignore[arg-type]
                 self._expire()
         finally:
             for conn in list(self._waiting):
@@ -471,6 +493,11 @@ class _PooledHTTPServer(HTTPServer):
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._selector.close()
 
+    def take_head(self, conn: socket.socket) -> bytes:
+        """What was read of ``conn`` before it was handed to a worker."""
+        with self._busy_lock:
+            return self._heads.pop(conn, b"")
+
     def _accept(self) -> None:
         try:
             conn, address = self.socket.accept()
@@ -478,31 +505,50 @@ class _PooledHTTPServer(HTTPServer):
             return
         while len(self._waiting) >= self._settings.max_connections:
             self._drop(next(iter(self._waiting)))
-        self._waiting[conn] = (address, time.monotonic() + self._settings.socket_timeout_s)
+        conn.setblocking(False)
+        self._waiting[conn] = (address, time.monotonic() + self._settings.socket_timeout_s, bytearray())
         self._selector.register(conn, selectors.EVENT_READ)
 
-    def _dispatch(self, conn: socket.socket) -> None:
-        address, _ = self._waiting.pop(conn)
+    def _read_head(self, conn: socket.socket) -> None:
+        address, _, head = self._waiting[conn]
+        try:
+            data = conn.recv(65_536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(conn)  # gone before it asked anything
+            return
+        head += data
+        if b"\r\n\r\n" in head or b"\n\n" in head or len(head) > MAX_HEAD_BYTES:
+            self._dispatch(conn, address, bytes(head))
+
+    def _dispatch(self, conn: socket.socket, address: Any, head: bytes) -> None:
+        del self._waiting[conn]
         self._selector.unregister(conn)
+        conn.setblocking(True)
+        conn.settimeout(self._settings.socket_timeout_s)
         with self._busy_lock:
             self._busy.add(conn)
+            self._heads[conn] = head
         self._pool.submit(self._answer, conn, address)
 
     def _answer(self, conn: socket.socket, address: Any) -> None:
         try:
-            conn.settimeout(self._settings.socket_timeout_s)
             self.finish_request(conn, address)
         except Exception:
             log.debug("connection from %s ended with an error", address, exc_info=True)
         finally:
             with self._busy_lock:
                 self._busy.discard(conn)
+                self._heads.pop(conn, None)
             self.shutdown_request(conn)
 
     def _expire(self) -> None:
         now = time.monotonic()
         while self._waiting:
-            conn, (_, deadline) = next(iter(self._waiting.items()))
+            conn, (_, deadline, _) = next(iter(self._waiting.items()))
             if deadline > now:
                 break
             self._drop(conn)
@@ -564,10 +610,17 @@ class ApiServer:
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         ctx = self.context
+        api = self
 
         class RequestHandler(BaseHTTPRequestHandler):
             server_version = "insightloop"
             sys_version = ""
+            timeout = ctx.settings.socket_timeout_s
+
+            def setup(self) -> None:
+                super().setup()
+                head = api._server.take_head(self.connection)
+                self.rfile = io.BufferedReader(_PrefixedSocketIO(head, self.connection))  # type: ignore[assignment]
 
             def log_message(self, format: str, *args: Any) -> None:
                 log.debug("http %s", format % args)

@@ -1,6 +1,9 @@
 """No one let in: approvals refuse missing, wrong and expired tokens over HTTP; tokens never reach logs,
 audit or answers; token checks do not exit early; Kafka security settings reach the client.
 
+A tokens file that stops parsing fails closed and is re-read by content (issue 17). Reading texts, the Host
+check, sandboxed reports and the HTTP limits: tests/reliability/test_privacy.py.
+
 Covered elsewhere: body size limits and the page's escaping (tests/integration/test_approvals_page.py), the
 chart's non-root, read-only root filesystem (tests/helm/test_chart.py).
 """
@@ -9,6 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -201,3 +207,72 @@ def test_sasl_password_from_the_environment_reaches_the_client() -> None:
     settings = common_settings(config.kafka)
     assert settings["sasl_plain_password"] == "from-a-secret"
     assert "from-a-secret" not in repr(config), "the password must not show in the config's repr"
+
+
+# -- the tokens file fails closed (issue 17, finding 4) -------------------------------------------
+
+KEPT = "kept-secret-token-1f9a3c5e7b"
+REVOKED = "revoked-secret-token-2b8d4f6a"
+
+
+def test_a_token_removed_in_a_broken_edit_no_longer_authenticates(
+    make_config, registry_copy: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The issue's repro: the tokens file got a YAML error in the same edit that removed a token; the removed
+    token kept working, and every request with a Bearer header logged a full traceback."""
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(
+        f"- {{name: kept, token: {KEPT}, rights: [read]}}\n- {{name: revoked, token: {REVOKED}, rights: [read]}}\n",
+        encoding="utf-8",
+    )
+    config = make_config(
+        registry={"path": str(registry_copy)}, api={"approval_token": OPERATOR, "tokens_file": str(tokens)}
+    )
+    with InProcessDaemon(config, role="api") as daemon:
+        url = f"{daemon.url}/api/links?path=/reports/x.html"
+        assert _get_status(url, REVOKED) == 200  # authenticated: a link is signed
+        # One edit: the revoked entry removed, and a YAML error (an unclosed flow mapping).
+        tokens.write_text(f"- {{name: kept, token: {KEPT}, rights: [read]\n", encoding="utf-8")
+        caplog.clear()
+        caplog.set_level(logging.INFO)
+        for _ in range(20):
+            assert _get_status(url, REVOKED) == 401, "a token removed in the broken edit still authenticates"
+            assert _get_status(url, KEPT) == 401, "no token of a file that does not parse authenticates"
+        assert _get_status(url, OPERATOR) == 200, "api.approval_token still works"
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR and "tokens_file" in r.getMessage()]
+        assert len(errors) == 1, f"the error must be logged once per change, not per request: {len(errors)}"
+        assert not any(r.exc_info for r in caplog.records), "no traceback per request"
+        assert (
+            "ParserError at line" in errors[0].getMessage() and KEPT not in caplog.text and REVOKED not in caplog.text
+        )
+        # Fixed: the file's tokens work again, the removed one does not.
+        tokens.write_text(f"- {{name: kept, token: {KEPT}, rights: [read]}}\n", encoding="utf-8")
+        assert _get_status(url, KEPT) == 200
+        assert _get_status(url, REVOKED) == 401
+
+
+def test_a_tokens_file_change_that_keeps_the_mtime_is_seen(tmp_path: Path) -> None:
+    """The issue's repro: a change that kept the file's mtime (a restored backup, a Secret written twice within
+    the file system's timestamp resolution) was ignored; the revoked token kept working."""
+    path = tmp_path / "tokens.yaml"
+    path.write_text(f"- {{name: old, token: {REVOKED}, rights: [approve]}}\n", encoding="utf-8")
+    store = TokenStore(None, path)
+    assert store.check(f"Bearer {REVOKED}", Right.APPROVE)[0] is AuthResult.OK
+    before = path.stat()
+    # Same length and same mtime, other content.
+    path.write_text(
+        f"- {{name: neu, token: {REVOKED.replace('revoked', 'renewed')}, rights: [approve]}}\n", encoding="utf-8"
+    )
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_mtime_ns == before.st_mtime_ns and path.stat().st_size == before.st_size
+    assert store.check(f"Bearer {REVOKED}", Right.APPROVE)[0] is AuthResult.INVALID
+    assert store.check(f"Bearer {REVOKED.replace('revoked', 'renewed')}", Right.APPROVE)[0] is AuthResult.OK
+
+
+def _get_status(url: str, token: str) -> int:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
