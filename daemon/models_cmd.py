@@ -43,10 +43,16 @@ def add_models_parser(commands: Any, add_common: Any) -> None:
         parser.add_argument("--note", default="", help="why, recorded in the audit log")
         parser.add_argument("--api-url", help="go through the daemon's API (e.g. http://localhost:8080)")
         parser.add_argument("--token", help="bearer token for --api-url (default: api.approval_token)")
+    from insightloop.daemon.import_cmd import add_import_parser, run_import
+
+    add_import_parser(actions, add_common)
+    actions.choices["import"].set_defaults(run_action=run_import)
 
 
 def run_models(args: argparse.Namespace, config: Config) -> int:
     """Carry out one `models` action."""
+    if getattr(args, "run_action", None) is not None:  # actions that bring their own runner (`import`)
+        return int(args.run_action(args, config))
     registry = Registry(config.registry.path)
     if args.action == "list":
         print_table(registry)

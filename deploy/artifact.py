@@ -1,7 +1,9 @@
 """The model artifact: a sequence classifier, its tokenizer, label set and embedding projection.
 
-One forward pass gives both the class probabilities and a pooled embedding (mean of the last
-hidden layer over real tokens), so scoring and drift monitoring never pay for the model twice.
+One forward pass gives both the class probabilities and a pooled embedding (from the last hidden
+layer, pooled as the encoder family wants), so scoring and drift monitoring never pay for the model
+twice. The encoder families (BERT, DistilBERT, RoBERTa, XLM-R, DeBERTa-v2) differ in how many
+positions they can take and how their sentence vector is pooled: :func:`family_of` knows each.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -220,6 +222,69 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
 
+def first_token_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The vector of each row's first real token (``[CLS]``/``<s>``), wherever left padding put it."""
+    first = attention_mask.to(torch.int64).argmax(dim=1)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), first]
+
+
+Pooling = Literal["mean", "first"]
+POOLERS = {"mean": mean_pool, "first": first_token_pool}
+#: What a tokenizer reports as ``model_max_length`` when it was saved without one (transformers' VERY_LARGE_INTEGER).
+UNSET_MODEL_MAX_LENGTH = 1_000_000
+
+
+@dataclass(frozen=True)
+class Family:
+    """How one encoder family pools a sentence vector and where its position limit comes from.
+
+    ``position_offset``: positions a family reserves before the first token. RoBERTa and XLM-R number
+    positions from ``padding_idx + 1``, so of ``max_position_embeddings`` (514) only 512 hold tokens.
+    ``relative``: DeBERTa-v2 without ``position_biased_input`` has no absolute position table; its
+    attention uses relative buckets, and the length it was trained for is ``max_position_embeddings``.
+    """
+
+    name: str
+    pooling: Pooling = "mean"
+    position_offset: Literal["none", "padding_idx"] = "none"
+    relative: bool = False
+
+    def position_limit(self, config: Any) -> int:
+        """Most tokens one text may have, from a model's config."""
+        positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 512
+        limit = int(positions)
+        if self.position_offset == "padding_idx":
+            limit -= int(getattr(config, "pad_token_id", None) or 1) + 1
+        return max(1, limit)
+
+
+# Mean pooling over real tokens for every family: the first-token vector of RoBERTa/DeBERTa is trained
+# only through their head's dense layer and summarises a text's content worse for drift than the mean.
+FAMILIES: dict[str, Family] = {
+    "bert": Family("bert"),
+    "distilbert": Family("distilbert"),
+    "roberta": Family("roberta", position_offset="padding_idx"),
+    "xlm-roberta": Family("xlm-roberta", position_offset="padding_idx"),
+    "camembert": Family("camembert", position_offset="padding_idx"),
+    "deberta-v2": Family("deberta-v2", relative=True),
+}
+
+
+def family_of(config: Any) -> Family:
+    """The family of a transformers config (by ``model_type``); unknown types pool by mean, limit by their table."""
+    model_type = str(getattr(config, "model_type", "") or "")
+    return FAMILIES.get(model_type, Family(model_type or "unknown"))
+
+
+def position_limit(config: Any, tokenizer: Any = None) -> int:
+    """Most tokens per text a model takes: its family's limit, lowered by the tokenizer's ``model_max_length``."""
+    limit = family_of(config).position_limit(config)
+    declared = getattr(tokenizer, "model_max_length", None)
+    if isinstance(declared, int) and 0 < declared < UNSET_MODEL_MAX_LENGTH:
+        limit = min(limit, declared)
+    return limit
+
+
 class ModelArtifact:
     """A loaded classifier ready to score, or freshly trained and ready to save."""
 
@@ -240,9 +305,15 @@ class ModelArtifact:
         self.tokenizer = tokenizer
         self.labels = tuple(labels)
         self.projection = projection
-        self.max_length = max_length
+        self.family = family_of(model.config)
+        limit = position_limit(model.config, tokenizer)
+        if max_length > limit:
+            log.warning("max_length %d exceeds what this %s model takes; using %d", max_length, self.family.name, limit)
+        self.max_length = min(max_length, limit)
         self.device = device or next(model.parameters()).device
         self.info = dict(info or {})
+        saved_pooling = self.info.get("pooling")  # a saved version keeps the pooling its profile was built with
+        self.pooling: Pooling = saved_pooling if saved_pooling in POOLERS else self.family.pooling
         # Padded tokens per forward pass: on CPU, narrow chunks of long texts waste less on padding;
         # a GPU wants wide batches, so there only ``batch_size`` limits a chunk.
         self.max_tokens_per_pass: int | None = CPU_TOKENS_PER_PASS if self.device.type == "cpu" else None
@@ -346,6 +417,8 @@ class ModelArtifact:
             "max_length": self.max_length,
             "hidden_size": int(self.model.config.hidden_size),
             "embedding_dim": self.embedding_dim,
+            "family": self.family.name,
+            "pooling": self.pooling,
         }
         (root / ARTIFACT_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
@@ -363,10 +436,10 @@ class ModelArtifact:
         return [list(ids) for ids in encoded["input_ids"]]
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and mean-pooled last hidden state from one forward pass."""
+        """Logits and the pooled last hidden state (pooled as :attr:`family` wants) from one forward pass."""
         with attention_kernels(self.device):
             outputs = self.model(**batch, output_hidden_states=True)
-        pooled = mean_pool(outputs.hidden_states[-1], batch["attention_mask"])
+        pooled = POOLERS[self.pooling](outputs.hidden_states[-1], batch["attention_mask"])
         return outputs.logits, pooled
 
     def predict(self, texts: Sequence[str], batch_size: int = 32, max_tokens: int | None = None) -> PredictionBatch:

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from insightloop.deploy import ARTIFACT_FILE, MODEL_DIR, ModelArtifact, Projection, pick_device
 from insightloop.retrain.data import Example
+from insightloop.retrain.errors import RetrainPermanentError
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,53 @@ def resolve_base(base: str | Path) -> str:
     return str(base)
 
 
+class LabelSetError(RetrainPermanentError):
+    """Training data names labels that the base classifier does not have."""
+
+
+def is_default_label_name(index: int, name: str) -> bool:
+    """True for the ``LABEL_<i>`` names transformers gives a head nobody named."""
+    return name == f"LABEL_{index}"
+
+
+def base_label_set(base_path: str) -> list[str] | None:
+    """The label names of a base that is already a sequence classifier, in its head's order; None otherwise.
+
+    A plain encoder (``BertModel``, the packaged MiniLM) or a classifier whose labels were never named
+    (``LABEL_0``, ``LABEL_1``…) has no label set of its own: training gives it the data's.
+    """
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(base_path)
+    if not any(str(a).endswith("ForSequenceClassification") for a in (config.architectures or [])):
+        return None
+    id2label = {int(k): str(v) for k, v in (config.id2label or {}).items()}
+    names = [id2label.get(i, f"LABEL_{i}") for i in range(int(config.num_labels))]
+    if all(is_default_label_name(i, name) for i, name in enumerate(names)):
+        return None
+    return names
+
+
+def training_labels(examples: Sequence[Example], base_path: str) -> list[str]:
+    """The label set a fine-tune trains: the base classifier's own (order kept), else the data's, sorted.
+
+    Keeping the base's set is what lets a retraining job start from an imported or earlier champion and
+    produce a candidate with the same classes in the same head rows; a label the base lacks is refused
+    rather than silently becoming a new class.
+    """
+    found = sorted({str(e.label) for e in examples if e.label is not None})
+    own = base_label_set(base_path)
+    if own is None:
+        return found
+    unknown = [label for label in found if label not in own]
+    if unknown:
+        raise LabelSetError(
+            f"training data has labels {unknown} that the base model's label set {own} lacks; "
+            "a fine-tune keeps the base's classes (train a new head from a plain encoder instead)"
+        )
+    return own
+
+
 def default_base_model() -> str:
     """Directory of the packaged all-MiniLM-L6-v2 model (works offline)."""
     import importlib.resources
@@ -165,12 +213,13 @@ def fine_tune(
         get_linear_schedule_with_warmup,
     )
 
-    labels = sorted({str(e.label) for e in examples if e.label is not None})
-    if len(labels) < 2:
-        raise ValueError(f"training data needs at least two labels, found {labels}")
+    found = sorted({str(e.label) for e in examples if e.label is not None})
+    if len(found) < 2:
+        raise ValueError(f"training data needs at least two labels, found {found}")
     seed_everything(settings.seed)
     device = pick_device(settings.device)
     base_path = resolve_base(base)
+    labels = training_labels(examples, base_path)
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     model = AutoModelForSequenceClassification.from_pretrained(
         base_path,

@@ -54,9 +54,9 @@ def test_bad_paths_are_refused(path: str) -> None:
 
 
 def test_bad_paths_in_the_config_name_the_key() -> None:
-    with pytest.raises(ConfigError, match="input.meta"):
+    with pytest.raises(ConfigError, match=r"input\.meta"):
         load_config(overrides={"input": {"meta": ["ctx..shop"]}})
-    with pytest.raises(ConfigError, match="input.ts_format"):
+    with pytest.raises(ConfigError, match=r"input\.ts_format"):
         load_config(overrides={"input": {"ts_format": "yesterday"}})
 
 
@@ -141,7 +141,7 @@ def test_labels_under_another_shape() -> None:
     label = SHOP.parse_label(raw({"fb": {"ref": "7", "verdict": "neg"}}), None, 10_000)
     assert (label.id, label.label) == ("7", "neg")
     assert SHOP.parse_label(raw({"fb": {"verdict": "pos"}}), b"k", 10_000).id == "k"
-    with pytest.raises(RejectedMessage, match="input.label: path '/fb/verdict' not found"):
+    with pytest.raises(RejectedMessage, match=r"input\.label: path '/fb/verdict' not found"):
         SHOP.parse_label(raw({"fb": {"ref": "7"}}), None, 10_000)
     with pytest.raises(RejectedMessage, match="not_object"):
         SHOP.parse_label(b'"neg"', None, 10_000)
