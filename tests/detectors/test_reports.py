@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import doctest
 import importlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from insightloop.detectors import ReferenceProfile, build_reports, save_report, write_reports
@@ -48,3 +50,20 @@ def test_unlabeled_window_gets_only_the_drift_report(profile: ReferenceProfile, 
 def test_docstring_examples_run(module: str) -> None:
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
+
+
+def test_a_window_lacking_a_class_still_gets_its_reports(profile: ReferenceProfile, tmp_path: Path) -> None:
+    """The issue's repro: when a window's labels and predictions hold one class only, Evidently raised
+    "Cannot compute TPR", write_reports wrote nothing and the insight got ``report: null``."""
+    current = make_window(150, seed=63, prefix="cur")
+    probabilities = np.tile([0.9, 0.1], (len(current.ids), 1))  # every row predicted negative
+    current = dataclasses.replace(
+        current,
+        probabilities=probabilities,
+        labels=[None if label is None else current.class_names[0] for label in current.labels],
+    )
+    paths = write_reports(profile, current, tmp_path, "w", embedding_dims=0)
+    assert sorted(p.name for p in paths) == ["w-drift.html", "w-drift.json", "w-quality.html", "w-quality.json"]
+    html = (tmp_path / "w-quality.html").read_text()
+    assert "Classification metrics are left out" in html and "lack &#x27;positive&#x27;" in html
+    assert json.loads((tmp_path / "w-quality.json").read_text())["note"].startswith("Classification metrics")
