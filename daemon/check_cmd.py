@@ -11,11 +11,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from insightloop.daemon.config import StateConfig
+from insightloop.daemon.config import StateConfig, load_config
 from insightloop.daemon.errors import ExitCode
+from insightloop.daemon.mapping import MessageMapping
 from insightloop.deploy import ModelArtifact
 from insightloop.detectors import Insight, ReferenceProfile, check_all, vocabulary_from_texts, write_reports
-from insightloop.retrain import Example, load_profile, read_jsonl, scored_window
+from insightloop.retrain import Example, load_profile, scored_window
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +41,17 @@ def add_check_parser(commands: Any) -> None:
     check.add_argument("--limit", type=int, help="use at most this many rows of each file")
     check.add_argument("--seed", type=int, default=0)
     check.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None)
+    check.add_argument(
+        "--config", type=Path, help="YAML config whose input section maps the files' rows (default: text/label/id)"
+    )
 
 
 def run_check(args: argparse.Namespace) -> int:
     """Score both files, check, write reports, print, and set the exit code."""
+    mapping = MessageMapping.from_config(load_config(getattr(args, "config", None)).input)
     artifact = ModelArtifact.load(args.model)
-    reference = read_jsonl(args.reference, limit=args.limit)
-    current = read_jsonl(args.current, limit=args.limit)
+    reference = mapping.read_examples(args.reference, limit=args.limit)
+    current = mapping.read_examples(args.current, limit=args.limit)
     started = time.perf_counter()
     vocabulary, reference = _vocabulary_and_reference(args.model, reference)
     reference_window = scored_window(artifact, reference)

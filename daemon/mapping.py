@@ -269,6 +269,13 @@ class MessageMapping:
         _put(message, self.label, label)
         return json.dumps(message, ensure_ascii=False).encode("utf-8")
 
+    def with_id(self, row: Mapping[str, Any], text_id: str) -> dict[str, Any]:
+        """``row`` with ``text_id`` at the id path when it has none there (what ``replay`` sends)."""
+        message = json.loads(json.dumps(row))
+        if self.id is not None and self.id.find(message, None) is None:
+            _put(message, self.id, text_id)
+        return dict(message)
+
     # -- files --------------------------------------------------------------------------------
     def iter_examples(self, path: Path | str, require_label: bool = False) -> Iterator[tuple[Example, dict[str, Any]]]:
         """Examples of a JSON Lines file read through this mapping, each with its raw row.

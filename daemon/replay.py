@@ -1,7 +1,13 @@
-"""Replay a JSON Lines file into the texts topic, with its labels following N records later."""
+"""Replay a JSON Lines file into the texts topic, with its labels following N records later.
+
+Rows are read through the ``input`` mapping. With the default mapping each row becomes insightloop's own
+text event; with another, the row is sent in the user's own shape (the daemon maps it as it maps live
+traffic) and each label in the user's label shape.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import deque
@@ -15,7 +21,7 @@ from insightloop.daemon.config import Config
 from insightloop.daemon.errors import UsageError
 from insightloop.daemon.events import LabelEvent, TextEvent, utc_now
 from insightloop.daemon.kafka import make_producer
-from insightloop.retrain import iter_jsonl
+from insightloop.daemon.mapping import MessageMapping
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +50,25 @@ def replay(
     if labels_delay < 0:
         raise UsageError("labels_delay must be zero or more")
     producer = make_producer(config.kafka)
+    mapping = MessageMapping.from_config(config.input)
     pending_labels: deque[tuple[int, LabelEvent]] = deque()
     futures: list[Any] = []
     texts = labels = 0
     started = time.monotonic()
     bar = tqdm(desc="replay", unit="text", disable=not progress)
 
-    def send(topic: str, key: str, payload: str) -> None:
-        futures.append(producer.send(topic, key=key.encode(), value=payload.encode("utf-8")))
+    def send(topic: str, key: str, payload: str | bytes) -> None:
+        value = payload.encode("utf-8") if isinstance(payload, str) else payload
+        futures.append(producer.send(topic, key=key.encode(), value=value))
         if len(futures) >= 1000:
             _wait_for_acks(producer, futures)
 
+    def send_label(label: LabelEvent) -> None:
+        payload = label.model_dump_json() if mapping.identity else mapping.label_message(label.id, label.label)
+        send(config.topics.labels, label.id, payload)
+
     try:
-        for row, example in enumerate(iter_jsonl(path)):
+        for row, (example, raw) in enumerate(mapping.iter_examples(path)):
             if row < skip:
                 continue
             if limit is not None and texts >= limit:
@@ -67,24 +79,27 @@ def replay(
                 if pause > 0:
                     time.sleep(pause)
             text_id = example.id or f"{path.stem}-{row}"
-            event = TextEvent(
-                id=text_id,
-                text=example.text,
-                ts=utc_now(),
-                meta={k: v for k, v in example.meta.items() if not isinstance(v, dict | list)},
-            )
-            send(config.topics.texts, text_id, event.model_dump_json())
+            if mapping.identity:
+                event = TextEvent(
+                    id=text_id,
+                    text=example.text,
+                    ts=utc_now(),
+                    meta={k: v for k, v in example.meta.items() if not isinstance(v, dict | list)},
+                )
+                send(config.topics.texts, text_id, event.model_dump_json())
+            else:  # the user's own shape, keyed by its id (the key is the id where the row has none)
+                send(config.topics.texts, text_id, json.dumps(mapping.with_id(raw, text_id), ensure_ascii=False))
             texts += 1
             bar.update(1)
             if example.label is not None:
                 pending_labels.append((texts + labels_delay, LabelEvent(id=text_id, label=example.label)))
             while pending_labels and pending_labels[0][0] <= texts:
                 _, label = pending_labels.popleft()
-                send(config.topics.labels, label.id, label.model_dump_json())
+                send_label(label)
                 labels += 1
         while pending_labels:
             _, label = pending_labels.popleft()
-            send(config.topics.labels, label.id, label.model_dump_json())
+            send_label(label)
             labels += 1
         _wait_for_acks(producer, futures)
     finally:

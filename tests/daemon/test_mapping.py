@@ -166,3 +166,58 @@ def test_files_read_through_the_mapping(tmp_path: Path) -> None:
     path.write_text(json.dumps({"event": {"uid": "x"}}) + "\n", encoding="utf-8")
     with pytest.raises(DataFileError, match=r"rows.jsonl:1: input.text: path 'event.body' not found"):
         SHOP.read_examples(path)
+
+
+def shop_rows(n: int) -> list[dict[str, Any]]:
+    from tests.synthetic import sentiment_rows
+
+    return [
+        {"event": {"uid": r["id"], "body": r["text"]}, "ctx": {"shop": f"s{i % 2}"}, "fb": {"verdict": r["label"]}}
+        for i, r in enumerate(sentiment_rows(n, seed=11))
+    ]
+
+
+SHOP_INPUT = {"text": "event.body", "id": "event.uid", "meta_object": None, "meta": ["ctx.shop"]}
+SHOP_LABELS = {"label_id": "fb.ref", "label": "fb.verdict"}
+
+
+def test_check_reads_both_files_through_the_mapping(trained_registry: Path, tmp_path: Path, capsys: Any) -> None:
+    from insightloop.daemon.cli import main
+    from insightloop.deploy import Registry
+
+    config = tmp_path / "insightloop.yaml"
+    config.write_text(json.dumps({"input": {**SHOP_INPUT, "label": "fb.verdict"}}), encoding="utf-8")
+    rows = shop_rows(160)
+    for name, part in (("ref", rows[:80]), ("cur", rows[80:])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part), encoding="utf-8")
+    version = Registry(trained_registry).production()
+    assert version is not None
+    argv = ["check", "--reference", str(tmp_path / "ref.jsonl"), "--current", str(tmp_path / "cur.jsonl")]
+    argv += ["--model", str(trained_registry / version), "--json", "--rounds", "10", "--state-dir", str(tmp_path)]
+    assert main([*argv, "--config", str(config)]) == 0
+    assert set(json.loads(capsys.readouterr().out)) == {"insights", "reports"}
+    assert main(argv) != 0  # without the mapping the rows have no 'text'
+    assert "'text' must be a non-empty string" in capsys.readouterr().err
+
+
+def test_replay_sends_rows_in_the_users_shape_and_labels_in_theirs(make_config: Any, tmp_path: Path) -> None:
+    from insightloop.daemon.kafka import ensure_topics
+    from insightloop.daemon.replay import replay
+    from tests.kafka_helpers import read_topic
+
+    config = make_config(input={**SHOP_INPUT, **SHOP_LABELS})
+    ensure_topics(config.kafka, config.topics.all())
+    rows = shop_rows(6)
+    del rows[0]["event"]["uid"]  # no id: replay names it <stem>-<row> at the id path
+    path = tmp_path / "shop.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    result = replay(config, path, progress=False)
+    assert (result.texts, result.labels) == (6, 6)
+    mapping = MessageMapping.from_config(config.input)
+    texts = read_topic(config, config.topics.texts, lambda m: len(m) >= 6)
+    labels = read_topic(config, config.topics.labels, lambda m: len(m) >= 6)
+    events = {e.id: e for e in (mapping.parse_text(raw(m), None, 10_000) for m in texts)}
+    assert "shop-0" in events and events["shop-0"].meta == {"ctx.shop": "s0"}
+    assert all("event" in m for m in texts), "rows keep the user's shape"
+    parsed = {lab.id: lab.label for lab in (mapping.parse_label(raw(m), None, 10_000) for m in labels)}
+    assert parsed == {r["event"].get("uid", "shop-0"): r["fb"]["verdict"] for r in rows}
