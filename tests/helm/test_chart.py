@@ -385,6 +385,47 @@ def test_api_service_fronts_only_api_pods_and_metrics_service_every_pod(everythi
     assert backends == {"il"}
 
 
+def test_default_ingress_exposes_only_what_the_approvals_page_needs(tmp_path: Path) -> None:
+    """Issue 17: `Prefix /approvals` did not route /approvals.js or the report links, so behind the ingress the
+    page's buttons did nothing, while `Prefix /api` exposed every JSON endpoint."""
+    rendered = render(sets={"ingress.enabled": "true"})
+    (rule,) = rendered.one("Ingress")["spec"]["rules"]
+    paths = {(p["path"], p["pathType"]) for p in rule["http"]["paths"]}
+    assert paths == {
+        ("/approvals", "Exact"),
+        ("/approvals.js", "Exact"),
+        ("/api/models/", "Prefix"),
+        ("/api/links", "Exact"),
+        ("/files/", "Prefix"),
+    }
+
+    def routed(url: str) -> bool:
+        return any(url == p if kind == "Exact" else url.startswith(p) for p, kind in paths)
+
+    # What the page loads and calls (daemon/pages.py), and nothing that is not for people.
+    for url in (
+        "/approvals",
+        "/approvals.js",
+        "/api/models/v0002/approve",
+        "/api/models/v0002/reject",
+        "/api/links",
+        "/files/v0002/evaluation/recent_candidate.html",
+    ):
+        assert routed(url), url
+    for url in ("/metrics", "/healthz", "/readyz", "/api/insights", "/api/jobs", "/api/audit", "/reports/x.html"):
+        assert not routed(url), url
+    config = _config(rendered, tmp_path)
+    assert "insightloop.example.com" in config.api.allowed_hosts
+    assert {"insightloop", "localhost", ".svc.cluster.local"} <= set(config.api.allowed_hosts)
+    assert "insightloop.ml" in config.api.allowed_hosts  # <service>.<namespace>
+
+
+def test_ingress_paths_given_as_strings_are_prefixes() -> None:
+    rendered = render(sets={"ingress.enabled": "true", "ingress.paths[0]": "/api"})
+    (rule,) = rendered.one("Ingress")["spec"]["rules"]
+    assert [(p["path"], p["pathType"]) for p in rule["http"]["paths"]] == [("/api", "Prefix")]
+
+
 def test_no_api_service_without_an_api_role() -> None:
     rendered = render(sets={"roles[0].name": "scorer", "roles[0].role": "scorer", "roles[0].replicas": "2"})
     assert [s["metadata"]["name"] for s in rendered.of_kind("Service")] == ["insightloop-metrics"]

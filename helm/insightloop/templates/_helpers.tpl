@@ -128,6 +128,13 @@ app.kubernetes.io/part-of: insightloop
 {{- $url := printf "%s://%s" (ternary "https" "http" (not (empty .Values.ingress.tlsSecretName))) .Values.ingress.host }}
 {{- $_ := set $forced.api "url" $url }}
 {{- end }}
+{{- if not (hasKey ($cfg.api | default dict) "allowed_hosts") }}
+{{- /* The Host names people and pods use for the API (DNS rebinding is refused for any other). */}}
+{{- $svc := include "insightloop.fullname" . }}
+{{- $hosts := list "localhost" "127.0.0.1" "[::1]" $svc (printf "%s.%s" $svc .Release.Namespace) ".svc" ".svc.cluster.local" }}
+{{- if .Values.ingress.enabled }}{{ $hosts = append $hosts .Values.ingress.host }}{{ end }}
+{{- $_ := set $forced.api "allowed_hosts" $hosts }}
+{{- end }}
 {{- toYaml (mergeOverwrite $cfg $forced) }}
 {{- end }}
 
