@@ -333,6 +333,23 @@ class MessageMapping:
         return examples
 
 
+_BUILT: dict[int, tuple[InputConfig, MessageMapping]] = {}
+
+
+def mapping_for(section: InputConfig) -> MessageMapping:
+    """The mapping of an ``input`` section, built once per section object (configs are parsed once in ``main``).
+
+    What a worker calls where it parses a raw message::
+
+        event = mapping_for(config.input).parse_text(record.value, record.key, config.scorer.max_message_bytes)
+    """
+    built = _BUILT.get(id(section))
+    if built is None or built[0] is not section:
+        built = (section, MessageMapping.from_config(section))
+        _BUILT[id(section)] = built
+    return built[1]
+
+
 def _rejected(name: str, path: FieldPath, problem: str) -> RejectedMessage:
     return RejectedMessage(RejectReason.INVALID_FIELDS, f"{name}: path {path.raw!r} {problem}")
 

@@ -33,9 +33,9 @@ from insightloop.daemon.events import (
     TextEvent,
     dead_letter_of,
     encode_dead_letter,
-    parse_text_message,
 )
 from insightloop.daemon.kafka import make_consumer, make_producer
+from insightloop.daemon.mapping import mapping_for
 from insightloop.daemon.metrics import ObserverSet, ScorerObserver
 from insightloop.deploy import (
     ModelArtifact,
@@ -363,7 +363,10 @@ class Scorer:
         letters: list[tuple[Any, DeadLetter]] = []
         for record in records:
             try:
-                valid.append((record, parse_text_message(record.value, self.config.scorer.max_message_bytes)))
+                event = mapping_for(self.config.input).parse_text(
+                    record.value, record.key, self.config.scorer.max_message_bytes
+                )
+                valid.append((record, event))
             except RejectedMessage as rejected:
                 letters.append((record, dead_letter_of(record, rejected.reason, rejected.detail)))
         record_of = {id(event): record for record, event in valid}
