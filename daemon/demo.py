@@ -14,6 +14,7 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,35 @@ def say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+def bars() -> bool:
+    """Redrawn progress bars only on a terminal; a log or a CI job gets periodic lines instead."""
+    return sys.stdout.isatty()
+
+
+class Ticker:
+    """Says ``what()`` every ``every_s`` seconds until stopped: progress as lines, for output that is not a terminal."""
+
+    def __init__(self, what: Callable[[], str], every_s: float = 15.0) -> None:
+        self._what = what
+        self._every_s = every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-ticker", daemon=True)
+
+    def __enter__(self) -> Ticker:
+        if not bars():
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every_s):
+            say(self._what())
+
+
 @dataclass
 class Story:
     """What happened, for the summary."""
@@ -80,7 +110,9 @@ def _first_model(args: argparse.Namespace, before: Path, workdir: Path) -> Path:
             learning_rate=5e-5 if args.base is None else 2e-3,
             seed=0,
         )
-        train_first_model(before, cached, base, settings, promote=True, progress=True, profile_rounds=100)
+        started = time.monotonic()
+        with Ticker(lambda: f"  still training the first model ({time.monotonic() - started:.0f} s) …", 30.0):
+            train_first_model(before, cached, base, settings, promote=True, progress=bars(), profile_rounds=100)
     else:
         say(f"using the cached first model ({cached})")
     run_registry = workdir / f"run-{time.strftime('%Y%m%d-%H%M%S')}" / "registry"
@@ -173,17 +205,19 @@ def run_demo(args: argparse.Namespace) -> int:
                 args=(config, stream),
                 name="demo-replay",
                 daemon=True,
-                kwargs={"rate": args.rate, "labels_delay": 30, "limit": pre, "progress": True},
+                kwargs={"rate": args.rate, "labels_delay": 30, "limit": pre, "progress": bars()},
             )
             say(f"replaying {pre} texts of the stream (labels arrive 30 texts late) …")
             feeder.start()
-            code = _narrate(args, app, registry, story, url, token, time.monotonic() + args.timeout)
+            with Ticker(lambda: f"  {_scored(app)} texts scored so far"):
+                code = _narrate(args, app, registry, story, url, token, time.monotonic() + args.timeout)
             feeder.join()
             if code != ExitCode.OK or story.promoted is None:
                 _summary(story, registry, app, None, None, stream_rows, pre)
                 return int(code)
             say(f"replaying the last {post} texts to the new model …")
-            replay(config, stream, rate=args.rate, labels_delay=30, skip=pre, progress=True)
+            with Ticker(lambda: f"  {_scored(app)} texts scored so far"):
+                replay(config, stream, rate=args.rate, labels_delay=30, skip=pre, progress=bars())
             late_ids = {e.id or f"{stream.stem}-{i}" for i, e in enumerate(stream_rows) if i >= pre}
             deadline = time.monotonic() + 120
             while _accuracy(app.store, story.promoted, late_ids)[1] < post * 0.9 and time.monotonic() < deadline:
@@ -192,6 +226,10 @@ def run_demo(args: argparse.Namespace) -> int:
             return int(ExitCode.OK)
         finally:
             app.stop()
+
+
+def _scored(app: Any) -> int:
+    return int(app.metrics.registry.get_sample_value("insightloop_texts_scored_total") or 0)
 
 
 def _narrate(
