@@ -44,8 +44,8 @@ class MonitorObserver:
     def on_check(self, seconds: float) -> None:
         """One check of the newest window took ``seconds``."""
 
-    def on_detector(self, detector: str, statistic: float, drifted: bool) -> None:
-        """``detector``'s latest statistic, and whether its condition is raised (with hysteresis)."""
+    def on_detector(self, detector: str, statistic: float, drifted: bool, threshold: float | None = None) -> None:
+        """``detector``'s latest statistic, whether its condition is raised (with hysteresis), and its threshold."""
 
     def on_accuracy(self, labeled: float | None, estimated: float | None) -> None:
         """Accuracy on the latest labeled window and the label-free estimate (None: not measured)."""
@@ -117,8 +117,8 @@ class ObserverSet(ScorerObserver, MonitorObserver, ControllerObserver):
     def on_check(self, seconds: float) -> None:
         self._each("on_check", seconds)
 
-    def on_detector(self, detector: str, statistic: float, drifted: bool) -> None:
-        self._each("on_detector", detector, statistic, drifted)
+    def on_detector(self, detector: str, statistic: float, drifted: bool, threshold: float | None = None) -> None:
+        self._each("on_detector", detector, statistic, drifted, threshold)
 
     def on_accuracy(self, labeled: float | None, estimated: float | None) -> None:
         self._each("on_accuracy", labeled, estimated)
@@ -201,6 +201,12 @@ class Metrics:
             ["detector"],
             registry=r,
         )
+        self.drift_threshold = Gauge(
+            "insightloop_drift_threshold",
+            "The statistic above which each detector finds drift (compare with insightloop_drift_statistic).",
+            ["detector"],
+            registry=r,
+        )
         self.insights = Counter("insightloop_insights", "Insights raised.", ["kind", "severity"], registry=r)
         self.labeled_accuracy = Gauge(
             "insightloop_labeled_accuracy",
@@ -242,6 +248,12 @@ class Metrics:
         )
         self.promotions = Counter("insightloop_promotions", "Promotions of a model version.", registry=r)
         self.rollbacks = Counter("insightloop_rollbacks", "Rollbacks to an earlier version.", registry=r)
+        # MLflow registry bridge
+        self.mlflow_sync_failures = Counter(
+            "insightloop_mlflow_sync_failures",
+            "Reconciliations of the registry into MLflow that failed (retried with backoff).",
+            registry=r,
+        )
         # process
         self.worker_up = Gauge(
             "insightloop_worker_up", "1 while a named worker of the daemon runs.", ["worker"], registry=r
@@ -296,9 +308,11 @@ class PrometheusObserver(ScorerObserver, MonitorObserver, ControllerObserver):
         self.m.checks.inc()
         self.m.check_seconds.observe(seconds)
 
-    def on_detector(self, detector: str, statistic: float, drifted: bool) -> None:
+    def on_detector(self, detector: str, statistic: float, drifted: bool, threshold: float | None = None) -> None:
         self.m.drift_statistic.labels(detector=detector).set(statistic)
         self.m.drift_detected.labels(detector=detector).set(1 if drifted else 0)
+        if threshold is not None:
+            self.m.drift_threshold.labels(detector=detector).set(threshold)
 
     def on_accuracy(self, labeled: float | None, estimated: float | None) -> None:
         if labeled is not None:

@@ -208,8 +208,9 @@ class Monitor:
         window = window_from_records(records, profile.class_names)
         step = check_step(profile, window, version, self.tracker.state(), min_severity=self.policy.min_severity)
         self.last_check = step.result
+        thresholds = {r.detector: r.threshold for r in step.result.results}
         for gauge in step.gauges:
-            self.observer.on_detector(gauge.detector, gauge.statistic, gauge.drifted)
+            self.observer.on_detector(gauge.detector, gauge.statistic, gauge.drifted, thresholds.get(gauge.detector))
         self.observer.on_accuracy(step.labeled_accuracy, step.estimated_accuracy)
         to_send: list[Insight] = []
         if step.insight is not None:

@@ -33,6 +33,7 @@ HOOKS: list[tuple[str, tuple[object, ...], str, dict[str, str], float]] = [
     ("on_dead_letter", ("not_json",), "insightloop_dead_letters_total", {"reason": "not_json"}, 1.0),
     ("on_check", (0.5,), "insightloop_monitor_checks_total", {}, 1.0),
     ("on_detector", ("embeddings", 2.5, True), "insightloop_drift_detected", {"detector": "embeddings"}, 1.0),
+    ("on_detector", ("embeddings", 2.5, True, 1.5), "insightloop_drift_threshold", {"detector": "embeddings"}, 1.5),
     ("on_accuracy", (0.8, None), "insightloop_labeled_accuracy", {}, 0.8),
     (
         "on_insight_published",
