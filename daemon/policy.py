@@ -20,11 +20,8 @@ from dataclasses import dataclass
 
 from insightloop.daemon.config import ControllerConfig
 from insightloop.daemon.state import ControllerState, PendingInsight
-from insightloop.detectors import Insight
+from insightloop.detectors import LOSS_METRICS, Insight
 from insightloop.retrain import JobResult, JobState, JobStatus
-
-#: Evidence metrics that measure an accuracy loss, in the order they are preferred.
-LOSS_METRICS = ("accuracy_drop", "estimated_drop", "estimated_accuracy_drop", "macro_f1_drop")
 
 
 def priority(insight: Insight) -> float:
