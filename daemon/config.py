@@ -504,10 +504,10 @@ def starter_config() -> str:
         "",
     ]
     for name, section in _sections():
-        out.append(f"# {(section.__doc__ or '').strip()}")
+        out += [f"# {line.strip()}".rstrip() for line in (section.__doc__ or "").strip().splitlines()]
         out.append(f"{name}:")
         for key, field in section.model_fields.items():
-            out.append(f"  # {field.description}")
+            out += [f"  # {line.strip()}".rstrip() for line in (field.description or "").splitlines()]
             default = field.get_default(call_default_factory=True)
             out.append(f"  {key}: {_yaml_scalar(default)}")
         out.append("")
