@@ -78,8 +78,12 @@ class Ticker:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
+        last = ""
         while not self._stop.wait(self._every_s):
-            say(self._what())
+            line = self._what()
+            if line != last:  # nothing new, nothing said
+                say(line)
+                last = line
 
 
 @dataclass
