@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -32,11 +33,12 @@ from insightloop.daemon.kafka import make_consumer, make_producer
 from insightloop.daemon.metrics import Metrics, observers_of
 from insightloop.daemon.profiles import ProfileCache
 from insightloop.daemon.publisher import Publisher
-from insightloop.daemon.state import StateStore, StoredRecord
+from insightloop.daemon.state import CheckPoint, DetectorPoint, StateStore, StoredRecord
 from insightloop.deploy import Registry
 from insightloop.detectors import (
     CheckResult,
     ConditionTracker,
+    DetectorGauge,
     Insight,
     ReferenceProfile,
     TrackerState,
@@ -84,6 +86,7 @@ class Monitor:
         self.policy = config.monitor
         self.store = store
         self.observer = observers_of(metrics)
+        self._metrics = metrics
         self.registry = Registry(config.registry.path)
         self.reports_dir = config.state.dir / "reports"
         self.profiles = ProfileCache(self.registry, config.state.dir / "profiles")
@@ -96,6 +99,8 @@ class Monitor:
         self._scheduler: Any = None
         self._check_lock = threading.Lock()
         self._since_check = 0
+        # Where the previous check left the counts the history reports as deltas (scored-at time, dead letters).
+        self._history_mark: tuple[float, float] = (time.time(), self._dead_letters_so_far())
         self._ready = threading.Event()
         self.last_check: CheckResult | None = None
         saved = store.conditions().get(TRACKER_KEY)
@@ -212,6 +217,7 @@ class Monitor:
         for gauge in step.gauges:
             self.observer.on_detector(gauge.detector, gauge.statistic, gauge.drifted, thresholds.get(gauge.detector))
         self.observer.on_accuracy(step.labeled_accuracy, step.estimated_accuracy)
+        self._record_history(version, step.labeled_accuracy, step.estimated_accuracy, step.gauges, thresholds)
         to_send: list[Insight] = []
         if step.insight is not None:
             paths = self._write_reports(profile, window)
@@ -232,6 +238,40 @@ class Monitor:
         self.store.save_condition_and_outbox(TRACKER_KEY, json.loads(step.tracker.model_dump_json()), to_send)
         self.tracker = ConditionTracker.from_state(step.tracker)
         return bool(to_send)
+
+    def _dead_letters_so_far(self) -> float:
+        """Dead letters this process has sent (the scorer's and the monitor's, all reasons)."""
+        return sum(
+            s.value for m in self._metrics.dead_letters.collect() for s in m.samples if s.name.endswith("_total")
+        )
+
+    def _record_history(
+        self,
+        version: str,
+        labeled: float | None,
+        estimated: float | None,
+        gauges: Sequence[DetectorGauge],
+        thresholds: Mapping[str, float | None],
+    ) -> None:
+        """One row of the per-check history (the console's trends), pruned with the records' retention age."""
+        now, dead = time.time(), self._dead_letters_so_far()
+        since, dead_before = self._history_mark
+        point = CheckPoint(
+            at=now,
+            model_version=version,
+            labeled_accuracy=labeled,
+            estimated_accuracy=estimated,
+            detectors=[
+                DetectorPoint(
+                    detector=g.detector, statistic=g.statistic, threshold=thresholds.get(g.detector), drifted=g.drifted
+                )
+                for g in gauges
+            ],
+            texts_scored=self.store.count_scored_since(since),
+            dead_letters=max(0, int(dead - dead_before)),
+        )
+        self.store.add_check_history(point, max_age_s=self.policy.retention_max_age_s)
+        self._history_mark = (now, dead)
 
     def _one_precision(self, version: str, records: list[StoredRecord]) -> tuple[str | None, list[StoredRecord]]:
         """The records of the numerics most of the window was scored with (ties: the newest)."""

@@ -111,6 +111,17 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX waiting_labels_by_time ON waiting_labels (label_at);
     """,
+    # 6: one row per monitor check (accuracy, each detector against its threshold, texts scored, dead letters),
+    # for the console's trends; pruned with the records' retention age.
+    """
+    CREATE TABLE check_history (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        model_version TEXT NOT NULL,
+        payload TEXT NOT NULL
+    );
+    CREATE INDEX check_history_by_time ON check_history (at);
+    """,
 ]
 #: Default bounds of the waiting labels (the monitor passes its ``waiting_labels_*`` settings).
 WAITING_LABELS_MAX_ROWS = 10_000
@@ -216,6 +227,34 @@ class StoredRecord:
     scored_at: float
     label: str | None
     precision: str | None = None
+
+
+class DetectorPoint(BaseModel):
+    """One detector's statistic against its threshold at one check."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    detector: str
+    statistic: float
+    threshold: float | None = None
+    drifted: bool = False
+
+
+class CheckPoint(BaseModel):
+    """One monitor check, as the console's trends draw it; one row of the ``check_history`` table.
+
+    ``texts_scored`` and ``dead_letters`` count what happened since the previous check of this monitor.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    at: float  # epoch seconds
+    model_version: str
+    labeled_accuracy: float | None = None
+    estimated_accuracy: float | None = None
+    detectors: list[DetectorPoint] = Field(default_factory=list)
+    texts_scored: int = 0
+    dead_letters: int = 0
 
 
 def _now() -> str:
@@ -462,6 +501,36 @@ class StateStore:
                     (now - max_age_s / 2,),
                 )
         return int(removed)
+
+    # -- per-check history (the console's trends) ------------------------------------------
+    def add_check_history(self, point: CheckPoint, max_age_s: float | None = None) -> None:
+        """Record one check; with ``max_age_s``, drop the points older than that (in the same transaction)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO check_history (at, model_version, payload) VALUES (?, ?, ?)",
+                (point.at, point.model_version, point.model_dump_json()),
+            )
+            if max_age_s is not None:
+                conn.execute("DELETE FROM check_history WHERE at < ?", (point.at - max_age_s,))
+
+    def check_history(self, since: float = 0.0, version: str | None = None, limit: int = 5000) -> list[CheckPoint]:
+        """The checks at or after ``since`` (of ``version`` only, if given), oldest first, at most the newest
+        ``limit``."""
+        where, args = "WHERE at >= ?", [since]
+        if version is not None:
+            where, args = where + " AND model_version = ?", [since, version]  # type: ignore[list-item]
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT payload FROM (SELECT seq, payload FROM check_history {where} ORDER BY seq DESC LIMIT ?) "
+                "ORDER BY seq",
+                (*args, limit),
+            ).fetchall()
+        return [CheckPoint.model_validate_json(r["payload"]) for r in rows]
+
+    def prune_check_history(self, older_than: float) -> int:
+        """Drop the checks before ``older_than`` (epoch seconds); return how many."""
+        with self.transaction() as conn:
+            return int(conn.execute("DELETE FROM check_history WHERE at < ?", (older_than,)).rowcount)
 
     # -- detector conditions (hysteresis state) -------------------------------------------
     def save_condition(self, name: str, payload: dict[str, Any]) -> None:
