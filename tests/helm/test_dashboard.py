@@ -100,7 +100,7 @@ def test_panels_have_unique_ids_and_sit_on_the_grid() -> None:
     assert len(ids) == len(set(ids))
     for panel in panels:
         grid = panel["gridPos"]
-        assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24, panel["title"]
+        assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24, panel["title"]
 
 
 def test_every_expression_passes_promtool(tmp_path: Path) -> None:
