@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from types import TracebackType
 
 from insightloop.daemon.errors import BrokerUnreachableError, InsightloopError, UsageError
@@ -30,13 +33,26 @@ def port_open(host: str, port: int) -> bool:
 
 
 class EmbeddedBroker:
-    """A memory-only Kafka-protocol broker on loopback; a context manager that stops it on exit."""
+    """A Kafka-protocol broker on loopback; a context manager that stops it on exit.
 
-    def __init__(self, port: int = 9092, host: str = "127.0.0.1") -> None:
+    Its storage is memory unless ``storage_engine`` names another (``s3://BUCKET/`` against an S3 endpoint
+    given in ``env`` as ``AWS_ENDPOINT``, ``AWS_ALLOW_HTTP``, keys and region): then topics, records and
+    committed offsets outlive a restart of the broker.
+    """
+
+    def __init__(
+        self,
+        port: int = 9092,
+        host: str = "127.0.0.1",
+        storage_engine: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         if not 0 < port < 65536:
             raise UsageError("port must be between 1 and 65535")
         self.host = host
         self.port = port
+        self.storage_engine = storage_engine
+        self.env = dict(env or {})
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -55,10 +71,14 @@ class EmbeddedBroker:
         except TansuBinaryNotFound as exc:
             raise InsightloopError(f"the embedded broker binary is missing: {exc}") from exc
         url = f"tcp://{self.host}:{self.port}"
+        command = [binary, "broker", "--listener-url", url, "--advertised-listener-url", url, "--silent"]
+        if self.storage_engine:
+            command += ["--storage-engine", self.storage_engine]
         self._process = subprocess.Popen(
-            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url, "--silent"],
+            command,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            env={**os.environ, **self.env} if self.env else None,
         )
         deadline = time.monotonic() + timeout_s
         while not port_open(self.host, self.port):
@@ -82,6 +102,17 @@ class EmbeddedBroker:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        if process.stderr:
+            process.stderr.close()
+
+    def kill(self) -> None:
+        """Kill the broker at once (SIGKILL, as a crash or an OOM kill would), without a clean shutdown."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+        process.wait()
         if process.stderr:
             process.stderr.close()
 
