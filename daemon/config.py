@@ -304,10 +304,29 @@ class InputConfig(_Section):
         return check_ts_format(value)
 
 
+class MlflowConfig(_Section):
+    """Mirror the registry into an MLflow model registry (needs the [mlflow] extra). Approval stays insightloop's."""
+
+    tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking server, e.g. http://mlflow:5000; null turns the bridge off. Every version "
+        "becomes a version of the registered model, @champion follows production, @challenger the waiting candidate.",
+    )
+    model_name: str = Field("insightloop", min_length=1, description="Name of the MLflow registered model.")
+    sync_interval_s: float = Field(30.0, gt=0, description="Seconds between reconciliations of the registry.")
+    retry_max_s: float = Field(
+        300.0, gt=0, description="Longest wait between retries while MLflow cannot be reached (backoff doubles)."
+    )
+    request_timeout_s: float = Field(
+        10.0, gt=0, description="Timeout of one request to MLflow (sets MLFLOW_HTTP_REQUEST_TIMEOUT unless set)."
+    )
+
+
 class RegistryConfig(_Section):
     """Where model versions live (a local path or a mounted PVC)."""
 
     path: Path = Field(Path("insightloop-registry"), description="Registry directory.")
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig, description="The MLflow registry bridge.")  # type: ignore[arg-type]
 
 
 class StateConfig(_Section):
@@ -486,6 +505,10 @@ def _yaml_scalar(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...").strip()
 
 
+def _is_section(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
 def _sections() -> list[tuple[str, type[BaseModel]]]:
     sections = []
     for name, field in Config.model_fields.items():
@@ -508,6 +531,12 @@ def starter_config() -> str:
         out.append(f"{name}:")
         for key, field in section.model_fields.items():
             out += [f"  # {line.strip()}".rstrip() for line in (field.description or "").splitlines()]
+            if _is_section(field.annotation):
+                out.append(f"  {key}:")
+                for sub, subfield in field.annotation.model_fields.items():  # type: ignore[union-attr]
+                    out += [f"    # {line.strip()}".rstrip() for line in (subfield.description or "").splitlines()]
+                    out.append(f"    {sub}: {_yaml_scalar(subfield.get_default(call_default_factory=True))}")
+                continue
             default = field.get_default(call_default_factory=True)
             out.append(f"  {key}: {_yaml_scalar(default)}")
         out.append("")
@@ -526,6 +555,12 @@ def config_reference_markdown() -> str:
         out += [f"## `{name}`", "", (section.__doc__ or "").strip(), ""]
         out += ["| key | default | environment variable | meaning |", "|---|---|---|---|"]
         for key, field in section.model_fields.items():
+            if _is_section(field.annotation):  # a nested section: one row per key, e.g. registry.mlflow.tracking_uri
+                for sub, subfield in field.annotation.model_fields.items():  # type: ignore[union-attr]
+                    default = _yaml_scalar(subfield.get_default(call_default_factory=True))
+                    env = ENV_PREFIX + ENV_NESTING.join(p.upper() for p in (name, key, sub))
+                    out.append(f"| `{name}.{key}.{sub}` | `{default}` | `{env}` | {subfield.description} |")
+                continue
             default = _yaml_scalar(field.get_default(call_default_factory=True))
             env = f"{ENV_PREFIX}{name.upper()}{ENV_NESTING}{key.upper()}"
             out.append(f"| `{name}.{key}` | `{default}` | `{env}` | {field.description} |")
