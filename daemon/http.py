@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from insightloop.daemon.auth import AuthResult, Principal, Right, TokenStore
 from insightloop.daemon.config import ApiConfig
+from insightloop.daemon.console import gather, render_console
 from insightloop.daemon.pages import SCRIPT, render_approvals
 from insightloop.daemon.promotion import ModelRefusedError, ModelService
 from insightloop.daemon.state import StateStore
@@ -190,6 +191,12 @@ def _approvals(ctx: ApiContext, request: Request) -> Answer:
     return Answer(200, render_approvals(ctx.registry).encode(), "text/html; charset=utf-8")
 
 
+def _console(ctx: ApiContext, request: Request) -> Answer:
+    """The console, for everyone; example texts only for a token with ``read`` (as in /api/insights)."""
+    data = gather(ctx.registry, ctx.store, _may(ctx, request, Right.READ), time.time())
+    return Answer(200, render_console(data).encode(), "text/html; charset=utf-8")
+
+
 def _approvals_js(ctx: ApiContext, request: Request) -> Answer:
     return Answer(200, SCRIPT.encode(), "text/javascript; charset=utf-8")
 
@@ -300,6 +307,7 @@ def _rollback(ctx: ApiContext, request: Request) -> Answer:
 ROUTES: list[Route] = [
     Route("GET", r"/metrics", _metrics, any_host=True),
     Route("GET", r"/healthz|/readyz", _probe, any_host=True),
+    Route("GET", r"/", _console),
     Route("GET", r"/approvals", _approvals),
     Route("GET", r"/approvals\.js", _approvals_js),
     Route("GET", r"/api/models", _models),

@@ -160,6 +160,7 @@ def render_approvals(registry: Registry) -> str:
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>insightloop approvals</title>"
         f"<style>{STYLE}</style></head><body>"
+        "<p><a href='/'>← console</a></p>"
         f"<h1>insightloop — candidates waiting for approval</h1><p>Serving now: <b>{serving}</b>.</p>"
         "<p><label>Your name <input id='by' autocomplete='username'></label> "
         "<label>Token <input id='token' type='password' autocomplete='current-password'></label></p>"
