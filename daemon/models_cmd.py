@@ -1,5 +1,6 @@
-"""`insightloop models list | show | approve | reject | rollback` — locally on the registry directory,
-or through the daemon's authenticated HTTP API with ``--api-url`` and a token."""
+"""`insightloop models list | show | approve | reject | rollback | purge-texts` — locally on the registry
+directory, or (approve, reject, rollback) through the daemon's authenticated HTTP API with ``--api-url`` and a
+token."""
 
 from __future__ import annotations
 
@@ -36,7 +37,14 @@ def add_models_parser(commands: Any, add_common: Any) -> None:
     reject.add_argument("version")
     rollback = actions.add_parser("rollback", help="return production to the previous (or named) version")
     rollback.add_argument("version", nargs="?")
-    for parser in (listing, show, approve, reject, rollback):
+    purge = actions.add_parser(
+        "purge-texts",
+        help="remove the texts a version directory keeps (its training data copy, its reference rows' texts)",
+    )
+    purge.add_argument("version")
+    purge.add_argument("--by", required=True, help="your name, recorded in the audit log")
+    purge.add_argument("--note", default="", help="why, recorded in the audit log")
+    for parser in (listing, show, approve, reject, rollback, purge):
         add_common(parser, kafka=True, state=True)
     for parser in (approve, reject, rollback):
         parser.add_argument("--by", required=True, help="your name, recorded in the audit log")
@@ -61,6 +69,13 @@ def run_models(args: argparse.Namespace, config: Config) -> int:
         record = _get(registry, args.version)
         audit = [e.model_dump(mode="json") for e in registry.audit_log() if e.version == args.version]
         print(json.dumps({**record.model_dump(mode="json"), "audit": audit}, indent=2))
+        return int(ExitCode.OK)
+    if args.action == "purge-texts":
+        try:
+            changed = registry.purge_texts(args.version, by=args.by, reason=args.note)
+        except RegistryError as exc:
+            raise CommandRefused(str(exc)) from exc
+        print(f"purged the texts of {args.version}: {', '.join(changed) or 'none were left'}")
         return int(ExitCode.OK)
     api_url = args.api_url or config.api.url
     if api_url and args.api_url:
@@ -129,6 +144,8 @@ def print_table(registry: Registry) -> None:
             f"{record.version:<8} {record.status.value:<10} {record.created_at:%Y-%m-%d %H:%M} "
             f"{(record.parent or 'base'):<10} {'' if accuracy is None else f'{accuracy:.4f}':>9}  {gate}{marker}"
         )
+    for problem in registry.problems():
+        print(f"unreadable, skipped: {problem.describe()}")
 
 
 def _through_api(args: argparse.Namespace, api_url: str, token: str | None) -> int:

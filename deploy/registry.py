@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import re
@@ -44,6 +45,7 @@ from insightloop.deploy.layout import (
     INCOMING_PREFIX,
     LOCK_FILE,
     POINTER_FILE,
+    PROFILE_DIR,
     RECORD_FILE,
     STATUS_FILE,
     TRAINING_DATA,
@@ -479,6 +481,45 @@ class Registry:
     def remove_incomplete(self) -> list[str]:
         """Delete every staging directory now, whatever its age (nothing may be writing); return their names."""
         return self.clean_incoming(older_than_s=float("-inf"))
+
+    def purge_texts(self, version: str, by: str, reason: str = "") -> list[str]:
+        """Remove the texts a version directory keeps; return the files changed (relative to the version).
+
+        ``data/train.jsonl`` (the copy of the training examples) is deleted, and the texts of the reference
+        rows (``reference/rows.json``) are blanked; their ids, labels, meta, timestamps and every array the
+        detectors compare stay. The version keeps serving; what needs the texts degrades: a retraining job
+        from it finds no reference data in the version, and re-scoring its reference rows with other
+        numerics would score empty texts. Audited as ``purge-texts``.
+        """
+        changed: list[str] = []
+        with self._locked():
+            record = self.get(version)
+            path = self.path_of(version)
+            training = path / (record.training.file if record.training and record.training.file else TRAINING_DATA)
+            if training.is_file():
+                training.unlink()
+                _fsync_dir(training.parent)
+                changed.append(str(training.relative_to(path)))
+            rows_path = path / PROFILE_DIR / "rows.json"
+            if rows_path.is_file():
+                rows = json.loads(rows_path.read_text(encoding="utf-8"))
+                texts = rows.get("texts") or []
+                if any(texts):
+                    rows["texts"] = ["" for _ in texts]
+                    _write_atomically(rows_path, json.dumps(rows, ensure_ascii=False))
+                    changed.append(str(rows_path.relative_to(path)))
+            self._append_audit(
+                AuditEntry(
+                    version=version,
+                    action="purge-texts",
+                    from_status=record.status,
+                    to_status=record.status,
+                    by=by,
+                    reason=reason or f"removed the texts of {', '.join(changed) or 'nothing (none were left)'}",
+                )
+            )
+        log.info("purged the texts of %s: %s", version, changed or "none were left")
+        return changed
 
     # -- typed views of a version's files -------------------------------------------------------
     def artifact_settings(self, version: str) -> ArtifactSettings:

@@ -91,3 +91,57 @@ def test_a_restart_on_the_broken_registry_starts(broker, registry_copy: Path, tm
             time.sleep(6 * CONTROLLER_POLL_S)
             restarts = dict(daemon.daemon.restarts)
         assert daemon.exit_code == 0 and not restarts
+
+
+def test_purge_texts_removes_a_versions_texts_and_audits_it(registry_copy: Path) -> None:
+    """Issue 17, finding 2 (the part outside HTTP): version directories kept data/train.jsonl and the reference
+    rows' texts for ever; `insightloop models purge-texts` removes them, and the version still serves."""
+    from insightloop.deploy import ModelArtifact
+    from insightloop.detectors import ReferenceProfile
+    from tests.daemon.test_cli import cli
+
+    registry = Registry(registry_copy)
+    version = registry.production() or ""
+    folder = registry.path_of(version)
+    rows_before = json.loads((folder / "reference" / "rows.json").read_text())
+    assert (folder / "data" / "train.jsonl").is_file() and any(rows_before["texts"])
+
+    done = cli(
+        "models",
+        "purge-texts",
+        version,
+        "--by",
+        "dpo",
+        "--note",
+        "erasure request 17",
+        "--registry",
+        str(registry_copy),
+        env_extra={"INSIGHTLOOP_KAFKA__BOOTSTRAP_SERVERS": ""},
+    )
+    assert done.returncode == 0, done.stderr
+    assert not (folder / "data" / "train.jsonl").exists()
+    rows = json.loads((folder / "reference" / "rows.json").read_text())
+    assert set(rows["texts"]) == {""} and rows["ids"] == rows_before["ids"] and rows["labels"] == rows_before["labels"]
+    entry = registry.audit_log()[-1]
+    assert (entry.action, entry.version, entry.by, entry.reason) == (
+        "purge-texts",
+        version,
+        "dpo",
+        "erasure request 17",
+    )
+    assert registry.training_data_file(version) is None or "data/train.jsonl" not in str(
+        registry.training_data_file(version)
+    )
+    ModelArtifact.load(folder).smoke_test()  # still serves
+    assert len(ReferenceProfile.load(folder / "reference").window) == len(rows["ids"])  # the profile still loads
+    again = cli(
+        "models",
+        "purge-texts",
+        version,
+        "--by",
+        "dpo",
+        "--registry",
+        str(registry_copy),
+        env_extra={"INSIGHTLOOP_KAFKA__BOOTSTRAP_SERVERS": ""},
+    )
+    assert again.returncode == 0 and "none were left" in again.stdout
