@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from insightloop.daemon.events import LabelEvent, RejectedMessage, RejectReason, TextEvent, parse_text_message
 from insightloop.retrain import DataFileError, Example, iter_jsonl
 
@@ -242,14 +244,23 @@ class MessageMapping:
 
     # -- labels -------------------------------------------------------------------------------
     def parse_label(self, value: bytes | None, key: bytes | None, max_bytes: int) -> LabelEvent:
-        """The label event of one raw labels-topic message, or RejectedMessage with the reason and failed path."""
+        """The label event of one raw labels-topic message, or RejectedMessage naming the failed path.
+
+        Every unusable label is ``invalid_fields`` (labels have always had one reason); the detail says why.
+        With the identity mapping the message is validated as the label event itself.
+        """
         if value is None:
-            raise RejectedMessage(RejectReason.NOT_JSON, "empty message (no value)")
+            raise RejectedMessage(RejectReason.INVALID_FIELDS, "empty message (no value)")
         if len(value) > max_bytes:
-            raise RejectedMessage(RejectReason.TOO_LARGE, f"{len(value)} bytes exceeds the limit of {max_bytes}")
+            raise RejectedMessage(RejectReason.INVALID_FIELDS, f"{len(value)} bytes exceeds the limit of {max_bytes}")
+        if self.identity:
+            try:
+                return LabelEvent.model_validate_json(value)
+            except ValidationError as exc:
+                raise RejectedMessage(RejectReason.INVALID_FIELDS, str(exc)[:500]) from exc
         payload = _json_object(value)
         if payload is None:
-            raise RejectedMessage(RejectReason.NOT_OBJECT, "a label message must be a JSON object")
+            raise RejectedMessage(RejectReason.INVALID_FIELDS, "a label message must be a JSON object")
         return self.label_event(payload, _key_text(key))
 
     def label_event(self, payload: Mapping[str, Any], key: str | None) -> LabelEvent:
