@@ -70,6 +70,10 @@ def build_app(config: Config, role: str = "all") -> App:
         from insightloop.daemon.controller import Controller
 
         workers.append(Controller(config, store, models, metrics))
+    if config.registry.mlflow.tracking_uri and role in ("all", "controller"):
+        from insightloop.daemon.mlflow_bridge import MlflowBridge
+
+        workers.append(MlflowBridge(config.registry.mlflow, registry, metrics, config.api.url))
     holder: list[Daemon] = []
 
     def close() -> None:
