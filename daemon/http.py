@@ -308,6 +308,8 @@ ROUTES: list[Route] = [
     Route("GET", r"/metrics", _metrics, any_host=True),
     Route("GET", r"/healthz|/readyz", _probe, any_host=True),
     Route("GET", r"/", _console),
+    # Browsers ask for an icon; an empty answer keeps their consoles free of a 404.
+    Route("GET", r"/favicon\.ico", lambda ctx, request: Answer(204, b"", "image/x-icon")),
     Route("GET", r"/approvals", _approvals),
     Route("GET", r"/approvals\.js", _approvals_js),
     Route("GET", r"/api/models", _models),
