@@ -78,12 +78,13 @@ class Ticker:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        last = ""
+        last, quiet = "", 0
         while not self._stop.wait(self._every_s):
             line = self._what()
-            if line != last:  # nothing new, nothing said
+            quiet += 1
+            if line != last or quiet >= 4:  # news at once; otherwise a sign of life now and then
                 say(line)
-                last = line
+                last, quiet = line, 0
 
 
 @dataclass
