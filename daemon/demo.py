@@ -293,6 +293,9 @@ def _summary(
 ) -> None:
     print("\n== summary ==", flush=True)
     print(f"insights raised: {len(story.insights)}; retraining jobs: {len(story.jobs)}", flush=True)
+    first = registry.get(v1).metrics.get("validation_accuracy") if v1 else None
+    if first is not None:
+        print(f"first model {v1}: validation accuracy {first:.3f} (held-out training-domain texts)", flush=True)
     if story.candidate is not None:
         recent = next(
             (
