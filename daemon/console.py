@@ -99,6 +99,8 @@ def gather(registry: Registry, store: StateStore | None, may_read: bool, now: fl
             except ValidationError:
                 problems.append("the monitor's tracker state is unreadable")
         history = store.check_history(since=now - HISTORY_WINDOW_S)
+    # Skipped registry entries are shown, not hidden: a person has to fix or remove the file.
+    problems += [f"registry entry skipped, fix or remove it: {p.describe()}" for p in registry.problems()]
     return ConsoleData(
         production=registry.production(),
         versions=registry.records(),

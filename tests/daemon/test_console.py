@@ -127,3 +127,13 @@ def test_lineage_graph_indents_children() -> None:
     xs = [float(x) for x in re.findall(r'<rect class="node [^"]*" x="([\d.]+)"', svg)]
     assert xs[1] > xs[0] and 'href="/b#evaluation"' in svg
     assert "no data yet" in lineage_graph([], [])
+
+
+def test_a_broken_registry_entry_is_shown_and_the_rest_still_renders(tmp_path: Path) -> None:
+    registry, store = _world(tmp_path)
+    broken = registry.root / "v0099"
+    broken.mkdir()
+    (broken / "version.json").write_text("")  # what a power loss mid-write left
+    page = render_console(gather(registry, store, may_read=False, now=2000.0))
+    assert "registry entry skipped, fix or remove it: v0099/version.json" in page
+    assert "v0001" in page, "the readable versions are still listed"
