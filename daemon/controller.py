@@ -304,6 +304,8 @@ class Controller:
         now = datetime.now(UTC)
         oldest = max(((now - r.created_at).total_seconds() for r in pending), default=0.0)
         self.observer.on_candidates_pending(len(pending), oldest)
+        # Also here, so a deployment whose controller runs apart from the scorers still exports the count.
+        self.observer.on_registry_problems(self.registry.problem_counts())
 
     def _recover(self) -> None:
         """Follow again every job the store has as pending or running. One that ended while the daemon was down

@@ -40,7 +40,6 @@ from insightloop.daemon.metrics import ObserverSet, ScorerObserver
 from insightloop.deploy import (
     ModelArtifact,
     ModelLoadError,
-    ProblemKind,
     Registry,
     cpu_has_native_bf16,
     forward_batch_size,
@@ -294,13 +293,10 @@ class Scorer:
     def _report_registry_problems(self) -> None:
         """Unreadable registry entries, per kind, for ``insightloop_registry_unreadable_entries``."""
         try:
-            problems = self.registry.problems()
+            counts = self.registry.problem_counts()
         except OSError as exc:  # the volume is away: the pointer check says the same, nothing to count
             log.warning("cannot look for unreadable registry entries: %s", exc)
             return
-        counts = {kind.value: 0 for kind in ProblemKind}
-        for problem in problems:
-            counts[problem.kind.value] += 1
         self.observer.on_registry_problems(counts)
 
     def _load(self, version: str) -> None:

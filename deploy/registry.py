@@ -191,6 +191,14 @@ class Registry:
             found = [problem for _, (_, problems) in sorted(self._problems.items()) for problem in problems]
         return sorted(found, key=lambda p: (p.kind != ProblemKind.VERSION, p.path, p.line or 0))
 
+    def problem_counts(self) -> dict[str, int]:
+        """How many entries the listings skip, per kind (every kind present, 0 included): what
+        ``insightloop_registry_unreadable_entries`` exports."""
+        counts = {kind.value: 0 for kind in ProblemKind}
+        for problem in self.problems():
+            counts[problem.kind.value] += 1
+        return counts
+
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -139,3 +139,23 @@ def test_a_lost_job_on_its_last_attempt_gives_its_insight_up(tmp_path: Path) -> 
         assert store.pending_insights() == [], "max_retries 1: two attempts, then the insight is given up"
     finally:
         store.close()
+
+
+def test_a_controller_on_its_own_exports_the_unreadable_registry_entries(tmp_path: Path) -> None:
+    config = config_in(tmp_path)
+    broken = config.registry.path / "v0099"
+    broken.mkdir(parents=True)
+    (broken / "version.json").write_text("")
+    (config.registry.path / "audit.jsonl").write_text('{"torn": ')
+    store = StateStore(config.state.dir)
+    try:
+        metrics = Metrics()
+        controller = Controller(
+            config, store, ModelService(Registry(config.registry.path)), metrics, runner=LocalRunner(tmp_path)
+        )
+        controller._export_candidate_metrics()
+        for kind in ("version", "audit"):
+            sample = metrics.registry.get_sample_value("insightloop_registry_unreadable_entries", {"kind": kind})
+            assert sample == 1.0, kind
+    finally:
+        store.close()

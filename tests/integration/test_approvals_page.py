@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from insightloop.deploy import GateVerdict, InsightRef, Registry, VersionStatus
+from tests.integration.browser import CHROMEDRIVER, CHROMIUM, chrome
 from tests.integration.daemon_process import InProcessDaemon, http_get
 from tests.integration.test_promotion import TOKEN, post, register_copy
 
 pytestmark = pytest.mark.integration
 PAYLOAD = "<script>window.__pwned = 1</script>"
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
 @pytest.fixture
@@ -101,8 +101,6 @@ def test_api_errors_are_clear(make_config, registry_copy: Path, tmp_path: Path) 
 
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="Debian's chromium and chromium-driver are not installed")
 def test_a_person_approves_in_headless_chromium(make_config, registry_copy: Path, tmp_path: Path) -> None:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
@@ -111,23 +109,8 @@ def test_a_person_approves_in_headless_chromium(make_config, registry_copy: Path
     registry = Registry(registry_copy)
     candidate = register_copy(registry, registry.production() or "")
     add_insight(registry, candidate, "reviews of kitchen products doubled")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM or ""
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'chromium'}",
-    ):
-        options.add_argument(flag)
     with InProcessDaemon(config) as daemon:
-        driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+        driver = chrome(tmp_path / "chromium")
         try:
             driver.get(daemon.url + "/approvals")
             card = driver.find_element(By.CSS_SELECTOR, f'.card[data-version="{candidate}"]')

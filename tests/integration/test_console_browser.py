@@ -11,20 +11,18 @@ import pytest
 from insightloop.daemon.replay import replay
 from insightloop.daemon.state import JobRecord
 from insightloop.deploy import Registry
+from tests.integration.browser import CHROMEDRIVER, CHROMIUM, chrome
 from tests.integration.daemon_process import InProcessDaemon
 from tests.integration.test_loop import loop_registry, wait_for  # noqa: F401 - loop_registry is a fixture
 from tests.integration.test_promotion import TOKEN, register_copy
 from tests.synthetic import KITCHEN_NEGATIVE, KITCHEN_POSITIVE, domain_rows, sentiment_rows, write_jsonl
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "console.png"
 
 
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="Debian's chromium and chromium-driver are not installed")
 def test_console_renders_every_view_after_a_loop(make_config, loop_registry: Path, tmp_path: Path) -> None:  # noqa: F811
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
     registry_root = tmp_path / "registry"
@@ -39,23 +37,6 @@ def test_console_renders_every_view_after_a_loop(make_config, loop_registry: Pat
     )
     before = write_jsonl(tmp_path / "before.jsonl", sentiment_rows(300, seed=22, prefix="b"))
     after = write_jsonl(tmp_path / "after.jsonl", domain_rows(600, 23, "a", KITCHEN_POSITIVE, KITCHEN_NEGATIVE))
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM or ""
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1300,2400",
-        f"--user-data-dir={tmp_path / 'chromium'}",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     with InProcessDaemon(config) as daemon:
         store = daemon.app.store
         replay(config, before, labels_delay=20, progress=False)
@@ -70,7 +51,7 @@ def test_console_renders_every_view_after_a_loop(make_config, loop_registry: Pat
                 id="job-console", state="succeeded", insight_id=insight["id"], version=candidate, gate_passed=True
             )
         )
-        driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+        driver = chrome(tmp_path / "chromium", "--window-size=1300,2400")
         try:
             driver.get(daemon.url + "/")
             for section in ("now", "insights", "versions", "trends"):

@@ -13,11 +13,11 @@ import pytest
 
 from insightloop.deploy import Evaluation, EvaluationSection, Registry
 from insightloop.retrain.evaluate import evidently_classification_report
+from tests.integration.browser import CHROMEDRIVER, CHROMIUM, chrome
 from tests.integration.daemon_process import InProcessDaemon
 from tests.integration.test_promotion import TOKEN, register_copy
 
 pytestmark = pytest.mark.integration
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 LABELS = ["negative", "positive"]
 
 
@@ -55,7 +55,6 @@ def test_approvals_page_and_reports_render_in_headless_chromium(
     make_config, registry_copy: Path, tmp_path: Path
 ) -> None:
     from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -68,23 +67,6 @@ def test_approvals_page_and_reports_render_in_headless_chromium(
     report_path = attach_report(registry, candidate)
     evidently_classification_report(LABELS * 30, LABELS[::-1] * 30, LABELS, state / "reports" / "w1-quality.html")
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM or ""
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'chromium'}",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-
     def rendered(driver: webdriver.Chrome) -> str:
         """Wait until Evidently's scripts have drawn the report; return its text."""
         WebDriverWait(driver, 60).until(
@@ -94,7 +76,7 @@ def test_approvals_page_and_reports_render_in_headless_chromium(
         return str(driver.find_element(By.TAG_NAME, "body").text)
 
     with InProcessDaemon(config) as daemon:
-        driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+        driver = chrome(tmp_path / "chromium")
         try:
             driver.get(daemon.url + "/approvals")
             card = driver.find_element(By.CSS_SELECTOR, f'.card[data-version="{candidate}"]')
