@@ -42,7 +42,17 @@ class ProfileCache:
             log.error("version %s has no usable reference profile (%s); checks are off", version, exc)
             return None
         if precision and precision != profile.precision:
-            profile = self._rescored(version, profile, precision)
+            if any(not text for text in profile.window.texts):
+                # `models purge-texts` blanked the reference texts: re-scoring them would compare against
+                # empty strings, so the stored scores stay (a small precision mismatch, said once here).
+                log.warning(
+                    "the reference texts of %s were purged; checking against its %s scores, not re-scored at %s",
+                    version,
+                    profile.precision,
+                    precision,
+                )
+            else:
+                profile = self._rescored(version, profile, precision)
         self._profiles[key] = profile
         return profile
 

@@ -3,6 +3,7 @@ bf16, not against the float32 scores the profile was built with (which read as p
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -181,3 +182,23 @@ def test_predictions_with_a_malformed_precision_are_rejected_at_the_edge(precisi
     assert PredictionEvent(**fields, precision="cuda/bfloat16").precision == "cuda/bfloat16"
     with pytest.raises(ValidationError):
         PredictionEvent(**fields, precision=precision)
+
+
+def test_a_purged_reference_is_not_rescored_from_blank_texts(
+    trained_registry: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from insightloop.daemon.profiles import ProfileCache
+
+    root = tmp_path / "registry"
+    shutil.copytree(trained_registry, root)
+    registry = Registry(root)
+    version = registry.production() or ""
+    registry.purge_texts(version, by="dpo", reason="erasure request")
+    built = ProfileCache(registry, tmp_path / "profiles").get(version)
+    assert built is not None and not any(built.window.texts)
+    other = "cpu/int8" if built.precision != "cpu/int8" else "cpu/float32"
+    with caplog.at_level(logging.WARNING, logger="insightloop.daemon.profiles"):
+        served = ProfileCache(registry, tmp_path / "profiles").get(version, other)
+    assert served is not None and served.precision == built.precision, "blank texts were re-scored"
+    assert not (tmp_path / "profiles").exists() or not any((tmp_path / "profiles").iterdir())
+    assert any("were purged" in r.getMessage() for r in caplog.records)
