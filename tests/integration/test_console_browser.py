@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 
 from insightloop.daemon.replay import replay
-from insightloop.daemon.state import JobRecord
 from insightloop.deploy import Registry
 from tests.integration.browser import CHROMEDRIVER, CHROMIUM, chrome
 from tests.integration.daemon_process import InProcessDaemon
-from tests.integration.test_loop import loop_registry, wait_for  # noqa: F401 - loop_registry is a fixture
-from tests.integration.test_promotion import TOKEN, register_copy
+from tests.integration.test_loop import FAST_JOBS, loop_registry, wait_for  # noqa: F401 - loop_registry is a fixture
+from tests.integration.test_promotion import TOKEN
 from tests.synthetic import KITCHEN_NEGATIVE, KITCHEN_POSITIVE, domain_rows, sentiment_rows, write_jsonl
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -33,7 +32,7 @@ def test_console_renders_every_view_after_a_loop(make_config, loop_registry: Pat
         registry={"path": str(registry_root)},
         api={"approval_token": TOKEN},
         monitor={"window_size": 300, "min_window": 150, "check_every_records": 150, "check_interval_s": 3600},
-        controller={"min_new_labels": 1_000_000},  # a job would take minutes on two cores; one is recorded below
+        controller=FAST_JOBS,
     )
     before = write_jsonl(tmp_path / "before.jsonl", sentiment_rows(300, seed=22, prefix="b"))
     after = write_jsonl(tmp_path / "after.jsonl", domain_rows(600, 23, "a", KITCHEN_POSITIVE, KITCHEN_NEGATIVE))
@@ -44,13 +43,13 @@ def test_console_renders_every_view_after_a_loop(make_config, loop_registry: Pat
         replay(config, after, labels_delay=20, progress=False)
         insight = wait_for(lambda: next(iter(store.insights()), None), 240, "an insight on the shifted traffic")
         wait_for(lambda: len(store.check_history()) >= 3, 180, "three checks")
-        # The job the controller would run for it, with its candidate (training one takes minutes here).
-        candidate = register_copy(registry, v1)
-        store.save_job(
-            JobRecord(
-                id="job-console", state="succeeded", insight_id=insight["id"], version=candidate, gate_passed=True
-            )
+        # The controller's real job for the insight, and the candidate it registered.
+        job = wait_for(
+            lambda: next((j for j in store.jobs() if j.state == "succeeded" and j.version), None), 420, "the job"
         )
+        assert job.insight_id == insight["id"], "the job was launched for the insight on the page"
+        candidate = job.version or ""
+        assert registry.get(candidate).parent == v1
         driver = chrome(tmp_path / "chromium", "--window-size=1300,2400")
         try:
             driver.get(daemon.url + "/")
@@ -64,7 +63,7 @@ def test_console_renders_every_view_after_a_loop(make_config, loop_registry: Pat
             assert "examples hidden: needs the read right" in details.text or "No example texts" in details.text
             job_link = details.find_element(By.CSS_SELECTOR, "a.job-link")
             candidate_link = details.find_element(By.CSS_SELECTOR, "a.candidate-link")
-            assert job_link.get_attribute("href").endswith("/api/jobs#job-console")
+            assert job_link.get_attribute("href").endswith(f"/api/jobs#{job.id}")
             assert candidate_link.get_attribute("href").endswith(f"/api/models/{candidate}")
             trends = driver.find_element(By.ID, "trends")
             circles = trends.find_elements(By.CSS_SELECTOR, "svg.chart circle")

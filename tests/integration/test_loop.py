@@ -60,6 +60,21 @@ def detector_gauges(exposition: str) -> dict[str, dict[str, float]]:
     return found
 
 
+# A real retraining job of the tiny model that fits two CPU cores (the console's browser test uses it too).
+FAST_JOBS = {
+    "min_new_labels": 150,
+    "cooldown_s": 0,
+    "epochs": 4,
+    "learning_rate": 2e-3,
+    "batch_size": 32,
+    "profile_rounds": 30,
+    "projection_dims": 8,
+    "device": "cpu",
+    "poll_s": 1,
+    "gate_min_improvement": 0.05,
+}
+
+
 def test_drift_is_found_retrained_approved_and_swapped(make_config, loop_registry: Path, tmp_path: Path) -> None:
     registry_root = tmp_path / "registry"
     shutil.copytree(loop_registry, registry_root)
@@ -69,18 +84,7 @@ def test_drift_is_found_retrained_approved_and_swapped(make_config, loop_registr
         registry={"path": str(registry_root)},
         api={"approval_token": TOKEN},
         monitor={"window_size": 300, "min_window": 150, "check_every_records": 150, "check_interval_s": 3600},
-        controller={
-            "min_new_labels": 150,
-            "cooldown_s": 0,
-            "epochs": 4,
-            "learning_rate": 2e-3,
-            "batch_size": 32,
-            "profile_rounds": 30,
-            "projection_dims": 8,
-            "device": "cpu",
-            "poll_s": 1,
-            "gate_min_improvement": 0.05,
-        },
+        controller=FAST_JOBS,
     )
     before = write_jsonl(tmp_path / "before.jsonl", sentiment_rows(300, seed=22, prefix="b"))
     after_rows = domain_rows(600, 23, "a", KITCHEN_POSITIVE, KITCHEN_NEGATIVE)
