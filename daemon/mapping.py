@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from insightloop.daemon.events import LabelEvent, RejectedMessage, RejectReason, TextEvent, parse_text_message
-from insightloop.retrain import DataFileError, Example, iter_jsonl
+from insightloop.retrain import DataFileError, Example, iter_json_rows, iter_jsonl
 
 if TYPE_CHECKING:
     from insightloop.daemon.config import InputConfig
@@ -299,38 +299,27 @@ class MessageMapping:
             for example in iter_jsonl(path, require_label=require_label):
                 yield example, {}
             return
-        if not path.is_file():
-            raise DataFileError(f"{path}: no such file")
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataFileError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
-                if not isinstance(row, dict):
-                    raise DataFileError(f"{path}:{number}: expected a JSON object")
-                try:
-                    fields = self.text_fields(row, None, require_id=False)
-                    label = self.label.find(row, None)
-                    if label is not None and (isinstance(label, bool) or not isinstance(label, str | int)):
-                        raise _rejected("input.label", self.label, "must be a string")
-                except RejectedMessage as exc:
-                    raise DataFileError(f"{path}:{number}: {exc.detail}") from exc
-                if require_label and label is None:
-                    raise DataFileError(f"{path}:{number}: input.label: path {self.label.raw!r} not found")
-                if not fields["text"].strip():
-                    raise DataFileError(f"{path}:{number}: input.text: path {self.text.raw!r} is empty")
-                yield (
-                    Example(
-                        text=fields["text"],
-                        label=None if label is None else str(label),
-                        id=fields.get("id"),
-                        meta=fields["meta"],
-                    ),
-                    row,
-                )
+        for number, row in iter_json_rows(path):
+            try:
+                fields = self.text_fields(row, None, require_id=False)
+                label = self.label.find(row, None)
+                if label is not None and (isinstance(label, bool) or not isinstance(label, str | int)):
+                    raise _rejected("input.label", self.label, "must be a string")
+            except RejectedMessage as exc:
+                raise DataFileError(f"{path}:{number}: {exc.detail}") from exc
+            if require_label and label is None:
+                raise DataFileError(f"{path}:{number}: input.label: path {self.label.raw!r} not found")
+            if not fields["text"].strip():
+                raise DataFileError(f"{path}:{number}: input.text: path {self.text.raw!r} is empty")
+            yield (
+                Example(
+                    text=fields["text"],
+                    label=None if label is None else str(label),
+                    id=fields.get("id"),
+                    meta=fields["meta"],
+                ),
+                row,
+            )
 
     def read_examples(self, path: Path | str, require_label: bool = False, limit: int | None = None) -> list[Example]:
         """Every example of a file read through this mapping (at most ``limit``); DataFileError if none."""

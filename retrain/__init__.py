@@ -1,6 +1,6 @@
 """retrain: training data, the fine-tuning job (and, with the Retraining issue, plans and evaluation)."""
 
-from insightloop.retrain.data import DataFileError, Example, iter_jsonl, read_jsonl, write_jsonl
+from insightloop.retrain.data import DataFileError, Example, iter_json_rows, iter_jsonl, read_jsonl, write_jsonl
 from insightloop.retrain.errors import RetrainError, RetrainPermanentError, RetrainTemporaryError
 from insightloop.retrain.evaluate import RECENT, GateSettings
 from insightloop.retrain.finetune import (
@@ -51,6 +51,7 @@ __all__ = [
     "default_base_model",
     "fine_tune",
     "fit_projection",
+    "iter_json_rows",
     "iter_jsonl",
     "load_profile",
     "plan_from_insights",

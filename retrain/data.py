@@ -28,8 +28,9 @@ class Example:
     weight: float = 1.0  # how much this example counts in the training loss
 
 
-def iter_jsonl(path: Path | str, require_label: bool = False) -> Iterator[Example]:
-    """Yield examples from a JSON Lines file, raising DataFileError naming file and line on bad rows."""
+def iter_json_rows(path: Path | str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object) of a JSON Lines file, skipping blank lines; DataFileError names file and line
+    for a missing file, text that is not UTF-8, a line that is not JSON, or one that is not an object."""
     path = Path(path)
     if not path.is_file():
         raise DataFileError(f"{path}: no such file")
@@ -44,24 +45,30 @@ def iter_jsonl(path: Path | str, require_label: bool = False) -> Iterator[Exampl
                     raise DataFileError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
                 if not isinstance(row, dict):
                     raise DataFileError(f"{path}:{number}: expected a JSON object")
-                text = row.get("text")
-                if not isinstance(text, str) or not text.strip():
-                    raise DataFileError(f"{path}:{number}: 'text' must be a non-empty string")
-                label = row.get("label")
-                if label is not None and not isinstance(label, str | int | bool):
-                    raise DataFileError(f"{path}:{number}: 'label' must be a string")
-                if require_label and label is None:
-                    raise DataFileError(f"{path}:{number}: 'label' is missing (training data needs labels)")
-                raw_id = row.get("id")
-                meta = {k: v for k, v in row.items() if k not in ("text", "label", "id") and isinstance(v, SCALAR)}
-                yield Example(
-                    text=text,
-                    label=None if label is None else str(label),
-                    id=None if raw_id is None else str(raw_id),
-                    meta=meta,
-                )
+                yield number, row
         except UnicodeDecodeError as exc:
             raise DataFileError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+
+
+def iter_jsonl(path: Path | str, require_label: bool = False) -> Iterator[Example]:
+    """Yield examples from a JSON Lines file, raising DataFileError naming file and line on bad rows."""
+    for number, row in iter_json_rows(path):
+        text = row.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise DataFileError(f"{path}:{number}: 'text' must be a non-empty string")
+        label = row.get("label")
+        if label is not None and not isinstance(label, str | int | bool):
+            raise DataFileError(f"{path}:{number}: 'label' must be a string")
+        if require_label and label is None:
+            raise DataFileError(f"{path}:{number}: 'label' is missing (training data needs labels)")
+        raw_id = row.get("id")
+        meta = {k: v for k, v in row.items() if k not in ("text", "label", "id") and isinstance(v, SCALAR)}
+        yield Example(
+            text=text,
+            label=None if label is None else str(label),
+            id=None if raw_id is None else str(raw_id),
+            meta=meta,
+        )
 
 
 def write_jsonl(path: Path, examples: Sequence[Example]) -> Path:
