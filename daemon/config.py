@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from insightloop.daemon.errors import ConfigError
 
@@ -115,17 +115,34 @@ class ScorerConfig(_Section):
     torch_threads: int | None = Field(
         None, ge=1, description="CPU threads for inference; null means the CPUs this process may use."
     )
-    quantize: bool = Field(
-        False,
-        description="Dynamic int8 quantisation of the encoder on CPU (about 2x faster; costs accuracy: "
-        "measure with bench/scoring.py, see docs/benchmarks.md).",
+    quantize: bool | Literal["auto"] = Field(
+        "auto",
+        description="int8 scoring on CPU with ONNX Runtime (encoder matrices per channel, head in float32): true, "
+        "false, or 'auto' (a candidate measured at load, kept when it is fastest and its labels agree with "
+        "float32; docs/benchmarks.md). A model that cannot be exported scores with the torch paths.",
     )
     cpu_bf16: bool | Literal["auto"] = Field(
         "auto",
-        description="bf16 autocast on CPU: true, false, or 'auto' (on where the CPU has native bf16, AMX): about "
-        "2x faster with AMX, same accuracy (docs/benchmarks.md). Scores shift slightly; the monitor re-scores "
-        "a version's reference rows with the numerics that serve it, so checks compare like with like. CUDA "
-        "always uses bf16.",
+        description="bf16 autocast on CPU: true, false, or 'auto' (a candidate measured at load where the CPU has "
+        "native bf16, AMX or AVX-512 BF16). Scores shift slightly; the monitor re-scores a version's reference "
+        "rows with the numerics that serve it, so checks compare like with like. CUDA always uses bf16.",
+    )
+    numerics_trial_texts: int = Field(
+        128,
+        ge=8,
+        le=4096,
+        description="Reference texts of the version every CPU candidate (float32, bf16, int8) scores at load to "
+        "be timed and compared.",
+    )
+    numerics_min_agreement: float = Field(
+        0.98,
+        gt=0,
+        le=1,
+        description="A candidate is kept only when its labels agree with float32 on at least this share of the "
+        "trial texts.",
+    )
+    numerics_min_speedup: float = Field(
+        1.1, ge=1, description="…and when it is at least this many times as fast as float32 on them."
     )
     drain_timeout_s: float = Field(
         20.0, gt=0, description="On SIGTERM, how long the batch in flight may take to finish and commit."
@@ -163,12 +180,55 @@ class MonitorConfig(_Section):
     """The monitor role: joins texts, predictions and late labels; runs the detectors on a schedule."""
 
     group_id: str = Field("insightloop-monitor", description="The monitor's own consumer group.")
-    window_size: int = Field(1000, ge=50, description="Newest scored texts in the current window of a check.")
+    window_size: int = Field(
+        300,
+        ge=50,
+        description="Newest scored texts in the current window of a check (small enough that a change fills much of "
+        "it within a few hundred texts; the false-alarm budget holds at any size).",
+    )
     min_window: int = Field(200, ge=20, description="A check needs at least this many scored texts.")
     check_interval_s: float = Field(300.0, gt=0, description="Run a check at least this often (APScheduler).")
-    check_every_records: int = Field(500, ge=1, description="…and after this many newly scored texts.")
+    check_every_records: int = Field(
+        100, ge=1, description="…and after this many newly scored texts, once min_check_interval_s has passed."
+    )
+    min_check_interval_s: float = Field(
+        5.0,
+        ge=0,
+        description="A count-triggered check waits until this long after the previous check ended, so that at "
+        "high rates checks take a bounded share of the monitor's time (0: after every check_every_records).",
+    )
+    sample_rate: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Share of texts the monitor stores and checks, chosen by a stable hash of the text id (a "
+        "text, its prediction and its label are kept or dropped together). Below 1 a window spans "
+        "~1/sample_rate more texts, so detection takes ~1/sample_rate more texts; see docs/benchmarks.md.",
+    )
     min_severity: Literal["info", "warning", "critical"] = Field(
         "warning", description="Insights below this severity are stored but not published."
+    )
+    false_alarm_budget: int = Field(
+        1_000_000,
+        ge=1000,
+        description="Expected in-distribution texts between two false insights at warning or above, for the whole "
+        "monitor at its cadence (every detector, every check): each detector's threshold is set for "
+        "check_every_records / false_alarm_budget / detectors per check (Bonferroni; see docs/detectors.md).",
+    )
+    min_accuracy_cost: float = Field(
+        1.0,
+        ge=0,
+        le=100,
+        description="Accuracy points: a certain change whose expected accuracy cost (labeled, else estimated) is "
+        "below this is an info insight: stored and shown, never published at min_severity warning, paged or "
+        "retrained for.",
+    )
+    critical_accuracy_cost: float = Field(
+        5.0,
+        ge=0,
+        le=100,
+        description="Accuracy points: an insight whose expected cost reaches this, with its 95% interval above "
+        "min_accuracy_cost, is critical.",
     )
     retention_max_age_s: float = Field(7 * 86400.0, gt=0, description="Joined records older than this are deleted.")
     retention_max_rows: int = Field(200_000, ge=1000, description="At most this many joined records are kept.")
@@ -188,6 +248,14 @@ class MonitorConfig(_Section):
     waiting_labels_max_age_s: float = Field(
         86_400.0, gt=0, description="A label whose text has not arrived after this long is dropped."
     )
+
+    @field_validator("critical_accuracy_cost")
+    @classmethod
+    def _critical_not_below_min(cls, value: float, info: ValidationInfo) -> float:
+        low = info.data.get("min_accuracy_cost")
+        if low is not None and value < low:
+            raise ValueError(f"must be at least min_accuracy_cost ({low:g})")
+        return value
 
 
 class ControllerConfig(_Section):
@@ -330,9 +398,36 @@ class RegistryConfig(_Section):
 
 
 class StateConfig(_Section):
-    """Where the daemon keeps state that must survive a restart."""
+    """Where the daemon keeps state that must survive a restart: SQLite in ``dir`` unless ``url`` names PostgreSQL."""
 
-    dir: Path = Field(Path("insightloop-state"), description="State directory (SQLite store, reports).")
+    dir: Path = Field(
+        Path("insightloop-state"),
+        description="State directory: the SQLite store (unless url is set), Evidently reports, profile caches.",
+    )
+    url: str | None = Field(
+        None,
+        description="PostgreSQL database for the state store instead of SQLite, "
+        "postgresql://USER@HOST:PORT/DB (libpq parameters such as ?sslmode=require may follow). "
+        "Same schema and migrations as SQLite. Keep the password out of it: use state.password.",
+    )
+    password: str | None = Field(
+        None,
+        repr=False,
+        description="Password of the state.url user; prefer the environment variable from a Secret. "
+        "Given to the database driver only: never logged, never in a child process's environment.",
+    )
+    connect_timeout_s: float = Field(
+        10.0, gt=0, description="How long to wait for the PostgreSQL server when connecting (state.url only)."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL; leave it empty for SQLite in state.dir")
+        return value
 
 
 class ApiConfig(_Section):
@@ -449,7 +544,8 @@ def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
 
 
 # Keys whose values are secrets: a configuration error names them but never echoes what was given.
-SECRET_KEYS = frozenset({"api.approval_token", "kafka.sasl_password"})
+# state.url is among them because a URL may carry a password despite the advice.
+SECRET_KEYS = frozenset({"api.approval_token", "kafka.sasl_password", "state.password", "state.url"})
 
 
 def _format_validation_error(error: ValidationError, origin: str) -> str:

@@ -1,15 +1,20 @@
-"""The state store: one SQLite file (WAL) in the state directory, with versioned migrations.
+"""The state store: one SQLite file (WAL) in the state directory, or a PostgreSQL database (``state.url``),
+with one schema and one list of versioned migrations for both.
 
 Everything the daemon must remember across a restart that is not in Kafka or the registry lives
 here: insights, retraining jobs, monitor windows and detector conditions, the insights the controller
 acts on (with when each began and its attempts), the controller's budget and last launch, and the
 monitor's outbox of insights not yet published.
+
+The SQL below is written once, in the dialect SQLite and PostgreSQL share (``?`` placeholders,
+``ON CONFLICT … DO UPDATE``, ``CASE`` rather than SQLite's two-argument ``MIN``/``MAX``, an alias on every
+subquery in ``FROM``); :mod:`insightloop.daemon.state_backend` carries the few differences that remain.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,11 +27,16 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
+from insightloop.daemon.config import StateConfig
+from insightloop.daemon.state_backend import Connection, Row, open_backend
 from insightloop.detectors import Insight
+
+log = logging.getLogger(__name__)
 
 DB_FILE = "insightloop.sqlite3"
 
-# Each migration runs once, in order, inside a transaction; never edit one that has shipped.
+# Each migration runs once, in order, inside a transaction; never edit one that has shipped. They are written
+# with SQLite's type names; PostgreSQL gets its own names for the same types (state_backend.postgres_ddl).
 MIGRATIONS: list[str] = [
     """
     CREATE TABLE insights (
@@ -262,51 +272,60 @@ def _now() -> str:
 
 
 class StateStore:
-    """Thread-safe access to the SQLite state file."""
+    """Thread-safe access to the state database: SQLite in ``directory``, or PostgreSQL at ``url``.
 
-    def __init__(self, directory: Path | str) -> None:
+    With ``url`` (``postgresql://USER@HOST:PORT/DB``) the password comes from ``password`` (or the URL, or
+    libpq's own sources); it is passed to the driver only, never logged. Opening connects and migrates, so a
+    wrong password (:class:`~insightloop.daemon.state_backend.StateStoreAccessError`) or an unreachable server
+    (:class:`~insightloop.daemon.state_backend.StateStoreUnavailableError`) is seen at start-up.
+    """
+
+    def __init__(
+        self,
+        directory: Path | str,
+        url: str | None = None,
+        password: str | None = None,
+        connect_timeout_s: float = 10.0,
+    ) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.path = self.directory / DB_FILE
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute("PRAGMA foreign_keys=ON")
+        self._db = open_backend(self.directory, DB_FILE, url, password, connect_timeout_s)
+        #: ``sqlite`` or ``postgresql``.
+        self.backend: str = self._db.name
+        #: Where the state lives, safe to show (a file path, or the URL with its password masked).
+        self.location: str = self._db.location
+        #: The SQLite file (None with PostgreSQL).
+        self.path: Path | None = None if url else self.directory / DB_FILE
+        self._conn: Connection = self._db.conn
         self._migrate()
 
+    @classmethod
+    def from_config(cls, config: StateConfig) -> StateStore:
+        """The store ``config`` names (``state.url`` or else SQLite in ``state.dir``), opened and migrated."""
+        store = cls(config.dir, config.url, config.password, config.connect_timeout_s)
+        log.info("state store: %s at %s (schema version %d)", store.backend, store.location, store.schema_version)
+        return store
+
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[Connection]:
         """A write transaction: all of it or none of it lands."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        with self._lock, self._db.transaction() as conn:
+            yield conn
 
     def _migrate(self) -> None:
         with self._lock:
-            version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
-            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                with self.transaction() as conn:
-                    for statement in filter(str.strip, script.split(";")):
-                        conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version={number}")
+            self._db.migrate(MIGRATIONS)
 
     @property
     def schema_version(self) -> int:
         """The number of migrations applied."""
         with self._lock:
-            return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+            return self._db.schema_version()
 
     def close(self) -> None:
         """Close the connection."""
         with self._lock:
-            self._conn.close()
+            self._db.close()
 
     # -- insights -------------------------------------------------------------------------
     def upsert_insight(
@@ -443,6 +462,90 @@ class StateStore:
         with self._lock:
             return int(self._conn.execute("SELECT COUNT(*) FROM waiting_labels").fetchone()[0])
 
+    def add_polled(
+        self,
+        texts: list[TextRow],
+        predictions: list[PredictionRow],
+        labels: list[LabelRow],
+        now: float,
+        wait_max_rows: int = WAITING_LABELS_MAX_ROWS,
+        wait_max_age_s: float = WAITING_LABELS_MAX_AGE_S,
+    ) -> int:
+        """One poll of the monitor in one transaction; returns how many labels wait for their text.
+
+        The same outcome as :meth:`add_texts`, :meth:`add_predictions` and :meth:`add_labels` in that order,
+        at a fraction of the writes: a text and its prediction polled together become one row write, and the
+        labels join in one statement per kind instead of two per label.
+        """
+        by_text = {r.id: r for r in texts}
+        by_prediction = {r.id: r for r in predictions}
+
+        def scored(r: PredictionRow) -> tuple[Any, ...]:
+            embedding = np.asarray(r.embedding, dtype=np.float32).tobytes()
+            return (r.model_version, r.label, json.dumps(r.scores), embedding, r.n_tokens, now, r.precision)
+
+        both = [i for i in by_text if i in by_prediction]
+        waiting = 0
+        with self.transaction() as conn:
+            if both:
+                conn.executemany(
+                    """INSERT INTO records (id, received_at, ts, text, meta, model_version, predicted, scores,
+                           embedding, n_tokens, scored_at, precision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                       ON CONFLICT(id) DO UPDATE SET text=excluded.text, ts=excluded.ts, meta=excluded.meta,
+                           model_version=excluded.model_version, predicted=excluded.predicted,
+                           scores=excluded.scores, embedding=excluded.embedding, n_tokens=excluded.n_tokens,
+                           scored_at=excluded.scored_at, precision=excluded.precision""",
+                    [
+                        (i, now, by_text[i].ts, by_text[i].text, json.dumps(by_text[i].meta), *scored(by_prediction[i]))
+                        for i in both
+                    ],
+                )
+            text_only = [r for i, r in by_text.items() if i not in by_prediction]
+            if text_only:
+                conn.executemany(
+                    """INSERT INTO records (id, received_at, ts, text, meta) VALUES (?, ?, ?, ?, ?)
+                       ON CONFLICT(id) DO UPDATE SET text=excluded.text, ts=excluded.ts, meta=excluded.meta""",
+                    [(r.id, now, r.ts, r.text, json.dumps(r.meta)) for r in text_only],
+                )
+            prediction_only = [r for i, r in by_prediction.items() if i not in by_text]
+            if prediction_only:
+                conn.executemany(
+                    """INSERT INTO records (id, received_at, model_version, predicted, scores, embedding, n_tokens,
+                           scored_at, precision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                       ON CONFLICT(id) DO UPDATE SET model_version=excluded.model_version,
+                           predicted=excluded.predicted, scores=excluded.scores, embedding=excluded.embedding,
+                           n_tokens=excluded.n_tokens, scored_at=excluded.scored_at, precision=excluded.precision""",
+                    [(r.id, now, *scored(r)) for r in prediction_only],
+                )
+            _join_waiting_labels(conn, [*by_text, *(i for i in by_prediction if i not in by_text)])
+            if labels:
+                by_label = {r.id: r for r in labels}
+                ids = list(by_label)
+                present: set[str] = set()
+                for start in range(0, len(ids), 500):  # within every database's limit on bound parameters
+                    chunk = ids[start : start + 500]
+                    marks = ", ".join("?" * len(chunk))
+                    rows = conn.execute(f"SELECT id FROM records WHERE id IN ({marks})", chunk).fetchall()
+                    present.update(row[0] for row in rows)
+                joined = [r for r in by_label.values() if r.id in present]
+                if joined:
+                    conn.executemany(
+                        "UPDATE records SET label = ?, label_at = ? WHERE id = ?",
+                        [(r.label, now, r.id) for r in joined],
+                    )
+                    if conn.execute("SELECT 1 FROM waiting_labels LIMIT 1").fetchone() is not None:
+                        conn.executemany("DELETE FROM waiting_labels WHERE id = ?", [(r.id,) for r in joined])
+                unjoined = [r for r in by_label.values() if r.id not in present]
+                waiting = len(unjoined)
+                if unjoined:
+                    conn.executemany(
+                        """INSERT INTO waiting_labels (id, label, label_at) VALUES (?, ?, ?)
+                           ON CONFLICT(id) DO UPDATE SET label=excluded.label, label_at=excluded.label_at""",
+                        [(r.id, r.label, now) for r in unjoined],
+                    )
+                _bound_waiting_labels(conn, now, wait_max_rows, wait_max_age_s)
+        return waiting
+
     def recent_records(
         self, limit: int, since: float | None = None, model_version: str | None = None, labeled_only: bool = False
     ) -> list[StoredRecord]:
@@ -522,7 +625,7 @@ class StateStore:
         with self._lock:
             rows = self._conn.execute(
                 f"SELECT payload FROM (SELECT seq, payload FROM check_history {where} ORDER BY seq DESC LIMIT ?) "
-                "ORDER BY seq",
+                "AS newest ORDER BY seq",
                 (*args, limit),
             ).fetchall()
         return [CheckPoint.model_validate_json(r["payload"]) for r in rows]
@@ -557,7 +660,8 @@ class StateStore:
                 """INSERT INTO controller_insights (id, began_at, attempts, updated_at, payload)
                    VALUES (?, ?, 0, ?, ?)
                    ON CONFLICT(id) DO UPDATE SET updated_at=excluded.updated_at, payload=excluded.payload,
-                       began_at=MIN(began_at, excluded.began_at)""",
+                       began_at=CASE WHEN excluded.began_at < controller_insights.began_at
+                           THEN excluded.began_at ELSE controller_insights.began_at END""",
                 (insight.id, began_at, _now(), insight.model_dump_json()),
             )
 
@@ -577,8 +681,9 @@ class StateStore:
         when it is not pending)."""
         with self.transaction() as conn:
             conn.execute(
-                "UPDATE controller_insights SET attempts = MAX(attempts + ?, 0), updated_at = ? WHERE id = ?",
-                (delta, _now(), insight_id),
+                "UPDATE controller_insights SET attempts = CASE WHEN attempts + ? > 0 THEN attempts + ? ELSE 0 END, "
+                "updated_at = ? WHERE id = ?",
+                (delta, delta, _now(), insight_id),
             )
             row = conn.execute("SELECT attempts FROM controller_insights WHERE id = ?", (insight_id,)).fetchone()
         return int(row["attempts"]) if row is not None else 0
@@ -650,7 +755,7 @@ class StateStore:
             )
 
 
-def _job(row: sqlite3.Row) -> JobRecord:
+def _job(row: Row) -> JobRecord:
     return JobRecord.model_validate(
         {
             **json.loads(row["payload"]),
@@ -662,7 +767,7 @@ def _job(row: sqlite3.Row) -> JobRecord:
     )
 
 
-def _join_waiting_labels(conn: sqlite3.Connection, ids: list[str]) -> None:
+def _join_waiting_labels(conn: Connection, ids: list[str]) -> None:
     """Give records of ``ids`` the labels that waited for them, and stop keeping those labels."""
     if not ids or conn.execute("SELECT 1 FROM waiting_labels LIMIT 1").fetchone() is None:
         return
@@ -674,7 +779,7 @@ def _join_waiting_labels(conn: sqlite3.Connection, ids: list[str]) -> None:
     conn.executemany("DELETE FROM waiting_labels WHERE id = ?", [(i,) for i in ids])
 
 
-def _bound_waiting_labels(conn: sqlite3.Connection, now: float, max_rows: int, max_age_s: float) -> None:
+def _bound_waiting_labels(conn: Connection, now: float, max_rows: int, max_age_s: float) -> None:
     """Drop waiting labels older than ``max_age_s`` and beyond the newest ``max_rows``."""
     conn.execute("DELETE FROM waiting_labels WHERE label_at < ?", (now - max_age_s,))
     conn.execute(
@@ -684,7 +789,7 @@ def _bound_waiting_labels(conn: sqlite3.Connection, now: float, max_rows: int, m
     )
 
 
-def _record(row: sqlite3.Row) -> StoredRecord:
+def _record(row: Row) -> StoredRecord:
     return StoredRecord(
         id=row["id"],
         text=row["text"],

@@ -54,7 +54,7 @@ def build_app(config: Config, role: str = "all") -> App:
         ensure_topics(config.kafka, config.topics.all())
     tokens = TokenStore(config.api.approval_token, config.api.tokens_file)
     metrics = Metrics()
-    store = StateStore(config.state.dir)
+    store = StateStore.from_config(config.state)  # logs which backend, where (password masked)
     registry = Registry(config.registry.path)
     registry.clean_incoming()  # staging folders of version writes that died (a job killed mid-write)
     producer = make_producer(config.kafka)
@@ -83,6 +83,7 @@ def build_app(config: Config, role: str = "all") -> App:
 
     def readiness() -> tuple[bool, dict[str, Any]]:
         ready, detail = holder[0].readiness()
+        detail = {**detail, "state": {"backend": store.backend}}
         if probe is None:
             return ready, detail
         reachable = probe.reachable()

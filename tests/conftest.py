@@ -1,4 +1,5 @@
-"""Shared fixtures: one embedded broker per session, a tiny BERT, a trained registry, leak checks."""
+"""Shared fixtures: one embedded broker per session, a tiny BERT, a trained registry, leak checks, and the state
+store on both of its backends (SQLite, and a real PostgreSQL server started once per session)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -20,7 +22,14 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 from insightloop.daemon.broker import EmbeddedBroker, free_port
 from insightloop.daemon.config import Config, load_config
+from tests.postgres import PostgresServer, running_server
 from tests.synthetic import sentiment_rows, write_jsonl
+
+if TYPE_CHECKING:
+    from insightloop.daemon.state import StateStore
+
+#: The state store's backends; every test taking ``store_opener`` or ``state_store`` runs once on each.
+STATE_BACKENDS = ("sqlite", "postgresql")
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +63,55 @@ def trained_registry(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path, 
     settings = FineTuneSettings(epochs=4, learning_rate=2e-3, batch_size=16, max_length=32, projection_dims=8)
     train_first_model(train_file, registry, str(tiny_base), settings, promote=True, progress=False, profile_rounds=50)
     return registry
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server on 127.0.0.1 (initdb in a temporary folder), one per session.
+
+    Skips when the server binaries are missing, except in CI (``CI=true``), where it fails.
+    """
+    with running_server() as server:
+        yield server
+
+
+@dataclass
+class StoreOpener:
+    """Opens this test's state store on one backend; calling it again opens the same state (a restart)."""
+
+    backend: str
+    directory: Path
+    url: str | None = None
+    password: str | None = None
+
+    def __call__(self) -> StateStore:
+        from insightloop.daemon.state import StateStore
+
+        return StateStore(self.directory, self.url, self.password)
+
+    def state_config(self) -> dict[str, Any]:
+        """The ``state`` section of a config that names this store."""
+        return {"dir": str(self.directory), "url": self.url, "password": self.password}
+
+
+@pytest.fixture(params=STATE_BACKENDS)
+def store_opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreOpener]:
+    """The state store of this test, on SQLite (a file in ``tmp_path``) and on PostgreSQL (a fresh database)."""
+    directory = tmp_path / "state"
+    if request.param == "sqlite":
+        yield StoreOpener("sqlite", directory)
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    with server.fresh_database() as database:
+        yield StoreOpener("postgresql", directory, server.url(database), server.password)
+
+
+@pytest.fixture
+def state_store(store_opener: StoreOpener) -> Iterator[StateStore]:
+    """An opened, migrated, empty state store on each backend, closed afterwards."""
+    store = store_opener()
+    yield store
+    store.close()
 
 
 @pytest.fixture
