@@ -109,9 +109,21 @@ app.kubernetes.io/part-of: insightloop
 {{- if or (hasKey ($cfg.api | default dict) "approval_token") (hasKey ($cfg.api | default dict) "tokens_file") }}
 {{- fail "do not put tokens in config.api: name Secrets in auth.existingSecret or auth.tokensSecret" }}
 {{- end }}
+{{- if or (hasKey ($cfg.state | default dict) "url") (hasKey ($cfg.state | default dict) "password") }}
+{{- fail "do not set config.state.url or config.state.password: set stateStore.postgresql.* (the password from a Secret)" }}
+{{- end }}
+{{- $state := dict "dir" .Values.persistence.state.mountPath }}
+{{- with .Values.stateStore.postgresql }}
+{{- if .host }}
+{{- if not (or .existingSecret .password) }}
+{{- fail "stateStore.postgresql.host is set: name the Secret holding the password in stateStore.postgresql.existingSecret (or set stateStore.postgresql.password)" }}
+{{- end }}
+{{- $_ := set $state "url" (include "insightloop.postgresUrl" $) }}
+{{- end }}
+{{- end }}
 {{- $forced := dict
     "registry" (dict "path" .Values.persistence.registry.mountPath)
-    "state" (dict "dir" .Values.persistence.state.mountPath)
+    "state" $state
     "api" (dict "http_port" (.Values.httpPort | int)) }}
 {{- with .Values.kafkaTls }}
 {{- if .existingSecret }}
@@ -136,6 +148,18 @@ app.kubernetes.io/part-of: insightloop
 {{- $_ := set $forced.api "allowed_hosts" $hosts }}
 {{- end }}
 {{- toYaml (mergeOverwrite $cfg $forced) }}
+{{- end }}
+
+{{/* The state store's PostgreSQL URL, without the password (that comes from the Secret as an env var). */}}
+{{- define "insightloop.postgresUrl" -}}
+{{- with .Values.stateStore.postgresql -}}
+postgresql://{{ .user | urlquery }}@{{ .host }}:{{ .port | int }}/{{ .database | urlquery }}?sslmode={{ .sslmode }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret holding the state store's password: the named one, or the one the chart creates. */}}
+{{- define "insightloop.postgresSecret" -}}
+{{- default (printf "%s-postgresql" (include "insightloop.fullname" .)) .Values.stateStore.postgresql.existingSecret }}
 {{- end }}
 
 {{/* The role flags: which roles need the state store, the Kubernetes API, or serve the public API. */}}
