@@ -26,10 +26,9 @@ def scored(store: StateStore, ids: list[str], at: float) -> None:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Any:
-    opened = StateStore(tmp_path / "state")
-    yield opened
-    opened.close()
+def store(state_store: StateStore) -> StateStore:
+    """The store on each backend (SQLite, PostgreSQL): tests/conftest.py's state_store."""
+    return state_store
 
 
 def test_a_thousand_labels_for_unseen_ids_evict_no_scored_record(store: StateStore) -> None:
