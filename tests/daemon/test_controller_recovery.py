@@ -1,5 +1,5 @@
 """After a restart the controller picks up the jobs its store says were active, however old they are, and
-judges the ones its runner no longer knows by their result file."""
+judges the ones its runner no longer knows by their result file. Each runs on both state-store backends."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from insightloop.daemon.config import Config, load_config
 from insightloop.daemon.controller import Controller
 from insightloop.daemon.metrics import Metrics
 from insightloop.daemon.promotion import ModelService
-from insightloop.daemon.state import JobRecord, StateStore
+from insightloop.daemon.state import JobRecord
 from insightloop.deploy import GateVerdict, Registry
 from insightloop.detectors import Adjustments, Insight, Recommendation, WindowSpan
 from insightloop.retrain import JobResult, LocalRunner
+from tests.conftest import StoreOpener
 
 
 def an_insight(insight_id: str) -> Insight:
@@ -39,9 +40,9 @@ def config_in(tmp_path: Path) -> Config:
     )
 
 
-def test_active_jobs_are_followed_or_failed_after_a_restart(tmp_path: Path) -> None:
+def test_active_jobs_are_followed_or_failed_after_a_restart(tmp_path: Path, store_opener: StoreOpener) -> None:
     config = config_in(tmp_path)
-    store = StateStore(config.state.dir)
+    store = store_opener()  # SQLite and PostgreSQL
     # A stand-in for `insightloop retrain` that just keeps running: the runner starts it as a real process.
     job_command = tmp_path / "long-job"
     job_command.write_text("#!/bin/sh\nsleep 60\n")
@@ -90,9 +91,9 @@ def test_active_jobs_are_followed_or_failed_after_a_restart(tmp_path: Path) -> N
         store.close()
 
 
-def test_a_lost_job_whose_result_records_a_version_is_a_candidate(tmp_path: Path) -> None:
+def test_a_lost_job_whose_result_records_a_version_is_a_candidate(tmp_path: Path, store_opener: StoreOpener) -> None:
     config = config_in(tmp_path)
-    store = StateStore(config.state.dir)
+    store = store_opener()  # SQLite and PostgreSQL
     spec = tmp_path / "jobs" / "job-done" / "spec.json"
     spec.parent.mkdir(parents=True)
     spec.write_text("{}")
@@ -122,9 +123,9 @@ def test_a_lost_job_whose_result_records_a_version_is_a_candidate(tmp_path: Path
         store.close()
 
 
-def test_a_lost_job_on_its_last_attempt_gives_its_insight_up(tmp_path: Path) -> None:
+def test_a_lost_job_on_its_last_attempt_gives_its_insight_up(tmp_path: Path, store_opener: StoreOpener) -> None:
     config = config_in(tmp_path)
-    store = StateStore(config.state.dir)
+    store = store_opener()  # SQLite and PostgreSQL
     try:
         store.save_pending_insight(an_insight("i-1"), 1.0)
         store.count_attempt("i-1")
@@ -141,13 +142,15 @@ def test_a_lost_job_on_its_last_attempt_gives_its_insight_up(tmp_path: Path) -> 
         store.close()
 
 
-def test_a_controller_on_its_own_exports_the_unreadable_registry_entries(tmp_path: Path) -> None:
+def test_a_controller_on_its_own_exports_the_unreadable_registry_entries(
+    tmp_path: Path, store_opener: StoreOpener
+) -> None:
     config = config_in(tmp_path)
     broken = config.registry.path / "v0099"
     broken.mkdir(parents=True)
     (broken / "version.json").write_text("")
     (config.registry.path / "audit.jsonl").write_text('{"torn": ')
-    store = StateStore(config.state.dir)
+    store = store_opener()  # SQLite and PostgreSQL
     try:
         metrics = Metrics()
         controller = Controller(
