@@ -21,12 +21,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
 import pytest
 
 from insightloop.daemon.broker import free_port
+
+if TYPE_CHECKING:
+    import psycopg
 
 #: The superuser the fixture creates, with a password so that authentication is real (scram-sha-256).
 SUPERUSER = "insightloop_test"
@@ -110,6 +112,8 @@ class PostgresServer:
 
     def admin(self) -> psycopg.Connection[tuple[Any, ...]]:
         """An autocommit superuser connection to the ``postgres`` database."""
+        import psycopg
+
         return psycopg.connect(self.url(), password=self.password, autocommit=True, connect_timeout=10)
 
     @contextmanager
@@ -148,7 +152,8 @@ def running_server() -> Iterator[PostgresServer]:
     owner = _unprivileged_owner()
     if os.geteuid() == 0 and owner is None:
         missing_server("running as root and no unprivileged user (postgres, nobody) to run initdb as")
-    folder = Path(tempfile.mkdtemp(prefix="insightloop-pg-"))
+    # The cluster's owner must reach its folder: when we are root, not under a root-only TMPDIR.
+    folder = Path(tempfile.mkdtemp(prefix="insightloop-pg-", dir="/tmp" if owner is not None else None))
     password = uuid.uuid4().hex
     server = PostgresServer(bindir, folder, free_port(), password, owner)
     try:
