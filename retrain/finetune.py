@@ -1,7 +1,12 @@
-"""Fine-tune a sequence classifier: seeded, CUDA with bf16 autocast when present, early stopping."""
+"""Fine-tune a sequence classifier: seeded, CUDA with bf16 autocast when present, early stopping.
+
+Under torchrun the same loop trains data-parallel (retrain/distributed.py): each process trains its share of
+every global batch inside ``DistributedDataParallel``; rank 0 evaluates each epoch and tells the others.
+"""
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import random
@@ -17,6 +22,14 @@ from tqdm import tqdm
 
 from insightloop.deploy import ARTIFACT_FILE, MODEL_DIR, ModelArtifact, Projection, pick_device
 from insightloop.retrain.data import Example
+from insightloop.retrain.distributed import (
+    SINGLE_PROCESS,
+    Ranks,
+    broadcast_from_main,
+    data_parallel,
+    per_rank_batch,
+    shard_rows,
+)
 from insightloop.retrain.errors import RetrainPermanentError
 
 log = logging.getLogger(__name__)
@@ -205,14 +218,24 @@ def fine_tune(
     base: str | Path,
     settings: FineTuneSettings = FineTuneSettings(),
     progress: bool = True,
+    ranks: Ranks = SINGLE_PROCESS,
 ) -> FineTuneResult:
-    """Fine-tune ``base`` on labeled ``examples``; the best epoch on validation is kept."""
+    """Fine-tune ``base`` on labeled ``examples``; the best epoch on validation is kept.
+
+    With ``ranks`` of several processes (their process group joined, see
+    :func:`~insightloop.retrain.distributed.process_group`) every process calls this with the same examples
+    and settings and trains ``batch_size / world_size`` rows of each global batch of ``batch_size``; the
+    steps are those of one process up to float rounding (the gradients are summed in another order).
+    Dropout draws differ per rank (seeded ``seed + rank``). Only rank 0's result is complete: the other
+    ranks' artifacts have no embedding projection.
+    """
     from transformers import (
         AutoModelForSequenceClassification,
         AutoTokenizer,
         get_linear_schedule_with_warmup,
     )
 
+    per_rank_batch(settings.batch_size, ranks.world_size)  # refuses a batch that does not split evenly
     found = sorted({str(e.label) for e in examples if e.label is not None})
     if len(found) < 2:
         raise ValueError(f"training data needs at least two labels, found {found}")
@@ -247,7 +270,16 @@ def fine_tune(
         optimizer, int(total_steps * settings.warmup_share), total_steps
     )
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    # The shuffle: one generator, the same seed on every rank, so all ranks cut the same global batches.
     generator = torch.Generator().manual_seed(settings.seed)
+    trainer = artifact
+    if ranks.distributed:
+        trainer = copy.copy(artifact)  # the same artifact, whose forward passes go through DDP
+        trainer.model = data_parallel(model, device)
+        # Dropout: independent masks on each rank (one seed everywhere would repeat a mask across ranks).
+        torch.manual_seed(settings.seed + ranks.rank)
+    progress = progress and ranks.is_main
+    say = log.info if ranks.is_main else log.debug  # one copy of each line in the job's log
 
     best: tuple[float, dict[str, torch.Tensor]] | None = None
     best_metrics: dict[str, float] = {}
@@ -266,15 +298,24 @@ def fine_tune(
         )
         for start in range(0, len(order), settings.batch_size):
             rows = order[start : start + settings.batch_size]
-            padded = tokenizer.pad({"input_ids": [token_ids[i] for i in rows]}, return_tensors="pt")
+            batch_weight = torch.tensor([weights[i] for i in rows], device=device, dtype=torch.float32).sum()
+            mine, share = shard_rows(rows, ranks), 1.0  # all of them for a single process
+            if not mine:
+                # A final batch with fewer rows than ranks: this rank still runs a forward and backward pass
+                # (DDP's gradient all-reduce needs every rank), on one row that counts nothing.
+                mine, share = rows[:1], 0.0
+            padded = tokenizer.pad({"input_ids": [token_ids[i] for i in mine]}, return_tensors="pt")
             batch = {k: v.to(device) for k, v in padded.items()}
-            target = torch.tensor([targets[i] for i in rows], device=device)
-            weight = torch.tensor([weights[i] for i in rows], device=device, dtype=torch.float32)
+            target = torch.tensor([targets[i] for i in mine], device=device)
+            weight = torch.tensor([weights[i] for i in mine], device=device, dtype=torch.float32)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                logits, _ = artifact.forward(batch)
+                logits, _ = trainer.forward(batch)
             per_example = torch.nn.functional.cross_entropy(logits.float(), target, reduction="none")
-            # Weighted mean: slice, class and recency weights of the training plan act here.
-            loss = (per_example * weight).sum() / weight.sum().clamp(min=1e-8)
+            # Weighted mean over the global batch: slice, class and recency weights of the training plan act
+            # here. DDP averages the ranks' gradients, so each rank's share is scaled by the number of ranks.
+            loss = (per_example * weight).sum() / batch_weight.clamp(min=1e-8)
+            if ranks.distributed:
+                loss = loss * (ranks.world_size * share)
             loss.backward()  # type: ignore[no-untyped-call]
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -285,10 +326,14 @@ def fine_tune(
             bar.set_postfix(loss=f"{loss.item():.3f}")
         bar.close()
         model.eval()
-        metrics = _evaluate(artifact, validation, settings.batch_size * 2)
+        # Rank 0 evaluates, the others wait for its figures: every rank then takes the same early-stopping
+        # decision, and the figures are those one process computes (same rows, same batches).
+        metrics = broadcast_from_main(
+            _evaluate(artifact, validation, settings.batch_size * 2) if ranks.is_main else {}, ranks
+        )
         score = metrics.get("macro_f1", -float(epoch))
         elapsed = time.perf_counter() - started
-        log.info(
+        say(
             "epoch %d/%d: validation %s, %.1f texts/s",
             epoch + 1,
             settings.epochs,
@@ -302,20 +347,23 @@ def fine_tune(
         else:
             stale_epochs += 1
             if stale_epochs >= settings.early_stopping_patience:
-                log.info("early stop: no validation gain for %d epoch(s)", stale_epochs)
+                say("early stop: no validation gain for %d epoch(s)", stale_epochs)
                 break
     assert best is not None
     model.load_state_dict(best[1])
     model.eval()
     elapsed = time.perf_counter() - started
     reference_texts = [e.text for e in (validation if len(validation) >= 2 else train)]
-    artifact.projection = fit_projection(
-        artifact, reference_texts[:2000], settings.projection_dims, settings.batch_size * 2
-    )
+    if ranks.is_main:
+        artifact.projection = fit_projection(
+            artifact, reference_texts[:2000], settings.projection_dims, settings.batch_size * 2
+        )
     metrics = {
         **{f"validation_{k}": v for k, v in best_metrics.items()},
         "train_seconds": elapsed,
         "train_texts_per_second": seen / max(elapsed, 1e-9),
     }
     artifact.info.update({"device": device.type, "seed": settings.seed})
+    if ranks.distributed:
+        artifact.info["processes"] = ranks.world_size
     return FineTuneResult(artifact, metrics, len(train), validation, asdict(settings))

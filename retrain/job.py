@@ -3,6 +3,10 @@
 `insightloop retrain --spec SPEC.json` runs this, locally or in a Kubernetes Job's container. The job
 writes its result (or a readable error) to the spec's result path; a job that fails or is killed
 leaves no half-written version (the registry writes versions atomically).
+
+Launched by ``torchrun --nproc_per_node=N`` (``controller.gpus_per_job`` = N above 1), every process reads
+the data and trains its share data-parallel (retrain/distributed.py); then the group is left, and rank 0
+alone evaluates, registers the candidate and writes the result while the other ranks exit.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -38,6 +43,7 @@ from insightloop.deploy import (
     utc_now,
 )
 from insightloop.retrain.data import Example, read_jsonl, write_jsonl
+from insightloop.retrain.distributed import SINGLE_PROCESS, Ranks, process_group, training_device
 from insightloop.retrain.evaluate import (
     RECENT,
     REFERENCE,
@@ -88,6 +94,8 @@ class JobResult(BaseModel):
     gate: GateVerdict | None = None
     error: str | None = None
     device: str | None = None
+    #: Training processes (torchrun's world size); 1 for a job not launched by torchrun.
+    processes: int = 1
     seconds: float = 0.0
     finished_at: datetime = Field(default_factory=utc_now)
 
@@ -182,8 +190,14 @@ def load_data(plan: TrainingPlan) -> JobData:
     return data
 
 
-def train_candidate(spec: JobSpec, champion: ModelArtifact, data: JobData, device: str) -> TrainedCandidate:
-    """Fine-tune with the plan's weights, or recalibrate the champion's priors, into a candidate."""
+def train_candidate(
+    spec: JobSpec, champion: ModelArtifact, data: JobData, device: str, ranks: Ranks = SINGLE_PROCESS
+) -> TrainedCandidate:
+    """Fine-tune with the plan's weights, or recalibrate the champion's priors, into a candidate.
+
+    With several ``ranks`` the fine-tune is data-parallel (its process group joined); a recalibration is
+    not trained and runs the same on every rank.
+    """
     plan = spec.plan
     if plan.action == "fine_tune":
         counts = _token_counts(champion, data.prod_train)
@@ -198,7 +212,7 @@ def train_candidate(spec: JobSpec, champion: ModelArtifact, data: JobData, devic
             early_stopping_patience=plan.hyper.early_stopping_patience,
             projection_dims=spec.projection_dims,
         )
-        result = fine_tune(examples, plan.base_model, settings, progress=spec.progress)
+        result = fine_tune(examples, plan.base_model, settings, progress=spec.progress, ranks=ranks)
         trained = TrainedCandidate(result.artifact, list(examples), result.validation, dict(result.metrics))
     else:
         artifact = ModelArtifact.load(plan.base_model, device=device)
@@ -344,16 +358,37 @@ def write_candidate(
     return registry.write_version(draft, by=spec.by, reason=f"retraining job {spec.job_id} ({plan.action})")
 
 
-def run_job(spec: JobSpec) -> JobResult:
-    """Train (or recalibrate), evaluate against the champion, and register the candidate."""
+def run_job(spec: JobSpec, ranks: Ranks = SINGLE_PROCESS) -> JobResult:
+    """Train (or recalibrate), evaluate against the champion, and register the candidate.
+
+    With several ``ranks`` (launched by torchrun) every rank trains; a rank other than 0 returns once
+    training is done, with no version: rank 0's result is the job's.
+    """
     started = time.perf_counter()
     plan = spec.plan
     seed_everything(plan.hyper.seed)
-    device = pick_device(spec.device)
-    log.info("job %s: %s from %s on %s", spec.job_id, plan.action, plan.base_version or plan.base_model, device)
+    device = training_device(ranks, pick_device(spec.device))
+    if ranks.is_main:
+        log.info(
+            "job %s: %s from %s on %s%s",
+            spec.job_id,
+            plan.action,
+            plan.base_version or plan.base_model,
+            device,
+            f" ({ranks.world_size} processes)" if ranks.distributed else "",
+        )
     champion = ModelArtifact.load(plan.base_model, device=device.type)
     data = load_data(plan)
-    trained = train_candidate(spec, champion, data, device.type)
+    with process_group(ranks, device):
+        trained = train_candidate(spec, champion, data, device.type, ranks)
+    if not ranks.is_main:
+        return JobResult(
+            job_id=spec.job_id,
+            state="succeeded",
+            device=device.type,
+            processes=ranks.world_size,
+            seconds=time.perf_counter() - started,
+        )
     evaluation = evaluate_candidate(spec, champion, trained.artifact, data)
     created = write_candidate(spec, Registry(spec.registry), list(champion.labels), data, trained, evaluation)
     seconds = time.perf_counter() - started
@@ -364,27 +399,40 @@ def run_job(spec: JobSpec) -> JobResult:
         version=created.version,
         gate=evaluation.verdict,
         device=device.type,
+        processes=ranks.world_size,
         seconds=seconds,
     )
 
 
 def run_spec_file(spec_path: Path) -> JobResult:
-    """Run the job in ``spec_path``, always leaving a result file (with the error when it failed)."""
+    """Run the job in ``spec_path``, always leaving a result file (with the error when it failed).
+
+    Under torchrun, rank 0 writes the result; another rank writes one only when it fails itself (torchrun
+    then stops the rest), naming its rank, so the cause is not lost.
+    """
     started = time.perf_counter()
     spec = JobSpec.model_validate_json(spec_path.read_text(encoding="utf-8"))
     target = spec.resolved_result_path(spec_path)
+    ranks = SINGLE_PROCESS
     try:
-        result = run_job(spec)
+        ranks = Ranks.from_environment(os.environ)
+        if not ranks.is_main:
+            # One copy of the job's log lines: rank 0's (the other ranks still say what goes wrong).
+            logging.getLogger("insightloop").setLevel(logging.WARNING)
+        result = run_job(spec, ranks)
     except Exception as exc:
+        where = f"rank {ranks.rank} of {ranks.world_size}: " if ranks.distributed else ""
         result = JobResult(
             job_id=spec.job_id,
             state="failed",
-            error=f"{type(exc).__name__}: {exc}",
+            error=f"{where}{type(exc).__name__}: {exc}",
+            processes=ranks.world_size,
             seconds=time.perf_counter() - started,
         )
         target.write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
         raise
-    target.write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    if ranks.is_main:
+        target.write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
     return result
 
 

@@ -5,7 +5,9 @@ The Helm chart renders the template into a ConfigMap that the controller mounts 
 ``insightloop retrain --spec $(RETRAIN_SPEC)``, the ``nvidia.com/gpu`` limit, node selector, tolerations,
 the registry volume). For each job the runner names the Job after the job id, labels it, points
 ``RETRAIN_SPEC`` at the spec file, creates it with the official ``kubernetes`` client, polls its status and,
-when it fails, reads the failed container's log tail.
+when it fails, reads the failed container's log tail. Given ``gpus_per_job`` (``controller.gpus_per_job``),
+the training container asks for that many GPUs and, above one, its command runs under
+``torchrun --standalone --nnodes=1 --nproc_per_node=<gpus_per_job> --no-python``: one training process per GPU.
 
 Errors: a transient API failure (5xx, 429, connection refused or reset, timeout) never escapes ``status``,
 which answers the last known state with a note; ``submit`` raises :class:`KubernetesUnavailableError`
@@ -37,7 +39,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
 from insightloop.retrain.errors import RetrainError, RetrainPermanentError, RetrainTemporaryError
-from insightloop.retrain.runners import LOG_TAIL_BYTES, JobState, JobStatus
+from insightloop.retrain.runners import LOG_TAIL_BYTES, JobState, JobStatus, torchrun_arguments
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +180,38 @@ def _gpu_limit(container: Mapping[str, Any]) -> int:
         ) from exc
 
 
+def _launches_torchrun(words: list[Any]) -> bool:
+    return any(PurePosixPath(str(word)).name == "torchrun" or str(word) == "torch.distributed.run" for word in words)
+
+
+def _use_gpus(container: dict[str, Any], gpus: int) -> None:
+    """Give the training container ``gpus`` GPUs and, above one, one torchrun process per GPU."""
+    if gpus < 1:
+        raise KubernetesTemplateError(f"gpus_per_job must be at least 1 for a Kubernetes Job, not {gpus}")
+    resources = container.get("resources") or {}
+    container["resources"] = resources
+    for section in _QUANTITY_SECTIONS:  # an extended resource's request, where given, must equal its limit
+        values = resources.get(section) or {}
+        resources[section] = values
+        values[GPU_RESOURCE] = str(gpus)
+    if gpus == 1:
+        return
+    command = [str(word) for word in container.get("command") or []]
+    name = container.get("name")
+    if not command:
+        raise KubernetesTemplateError(
+            f"container {name!r} of the Job template has no command: with gpus_per_job {gpus} the runner starts it "
+            f"under torchrun, which needs it, e.g. command: [insightloop, retrain, --spec, $({SPEC_ENV})]"
+        )
+    if _launches_torchrun([*command, *(container.get("args") or [])]):
+        raise KubernetesTemplateError(
+            f"container {name!r} of the Job template launches torchrun itself: the runner does, with one process "
+            f"per GPU of gpus_per_job; give the template the plain command (insightloop retrain --spec $({SPEC_ENV}))"
+        )
+    # --no-python: the command is an executable (insightloop, or python -m ...), not a script for torchrun's python.
+    container["command"] = ["torchrun", *torchrun_arguments(gpus), "--no-python", *command]
+
+
 def _dropped_fields(given: Any, kept: Any, path: str = "") -> list[str]:
     """Keys of ``given`` that the client's models did not keep (misspelt or unknown fields)."""
     dropped: list[str] = []
@@ -196,8 +230,13 @@ def _dropped_fields(given: Any, kept: Any, path: str = "") -> list[str]:
     return dropped
 
 
-def _checked_body(template: Mapping[str, Any], allow_cpu: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A deep copy of ``template`` checked as a GPU training Job, and its training container."""
+def _checked_body(
+    template: Mapping[str, Any], allow_cpu: bool, gpus_per_job: int | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A deep copy of ``template`` checked as a GPU training Job, and its training container.
+
+    With ``gpus_per_job``, the container's GPUs (and, above one, its torchrun launch) come from it.
+    """
     if not isinstance(template, Mapping):
         raise KubernetesTemplateError(f"the Job template must be a mapping, not {type(template).__name__}")
     body: dict[str, Any] = copy.deepcopy(dict(template))
@@ -212,6 +251,8 @@ def _checked_body(template: Mapping[str, Any], allow_cpu: bool) -> tuple[dict[st
         raise KubernetesTemplateError("the Job template has no pod spec (spec.template.spec)")
     _normalise_quantities(pod_spec)
     container = _training_container(pod_spec)
+    if gpus_per_job is not None:
+        _use_gpus(container, gpus_per_job)
     gpus = _gpu_limit(container)
     if gpus < 1 and not allow_cpu:
         raise KubernetesTemplateError(
@@ -278,6 +319,7 @@ def build_job(
     backoff_limit: int | None = None,
     allow_cpu: bool = False,
     check_spec_mounted: bool = True,
+    gpus_per_job: int | None = None,
 ) -> k8s.V1Job:
     """The Job that runs ``job_id`` with the spec at ``spec_path``, as the official client's model.
 
@@ -285,7 +327,10 @@ def build_job(
     named by :func:`job_name` (``generateName`` is the prefix), labelled ``app.kubernetes.io/managed-by=
     insightloop`` and ``insightloop.io/job-id`` (Job and pod; ``labels`` too), and its training container
     gets ``RETRAIN_SPEC=<spec_path>``. ``ttl_seconds_after_finished``, ``active_deadline_seconds`` and
-    ``backoff_limit`` apply where the template sets none. ``spec_path`` must be absolute and, with
+    ``backoff_limit`` apply where the template sets none. ``gpus_per_job`` (None: the template's) sets the
+    container's ``nvidia.com/gpu`` limit and request and, above 1, wraps its command in ``torchrun
+    --nproc_per_node=<gpus_per_job>`` (data-parallel training, one process per GPU; the job's
+    ``batch_size`` must be a multiple of it). ``spec_path`` must be absolute and, with
     ``check_spec_mounted``, on a volume the container mounts that is not pod-local (not an emptyDir,
     ConfigMap, Secret…): the pod reads there what the daemon wrote, e.g. on the registry volume.
 
@@ -293,7 +338,7 @@ def build_job(
     ``nvidia.com/gpu`` limit (unless ``allow_cpu``), or no container that takes the spec, and for such a
     spec path.
     """
-    body, container = _checked_body(template, allow_cpu)
+    body, container = _checked_body(template, allow_cpu, gpus_per_job)
     spec_file = PurePosixPath(str(spec_path))
     if not spec_file.is_absolute():
         raise KubernetesTemplateError(
@@ -403,7 +448,8 @@ class KubernetesRunner:
     :func:`default_api_client` (closed by :meth:`close`; a given one stays the caller's). ``labels`` are
     added to every Job and its pods. ``ttl_seconds_after_finished``, ``active_deadline_seconds`` and
     ``backoff_limit`` apply where the template sets none. ``allow_cpu`` accepts a template without an
-    ``nvidia.com/gpu`` limit. ``log_tail_lines`` lines of a failed container's log end up in
+    ``nvidia.com/gpu`` limit. ``gpus_per_job`` (None: the template's GPUs) is what each Job gets, launched
+    with torchrun above one (see :func:`build_job`). ``log_tail_lines`` lines of a failed container's log end up in
     ``JobStatus.log_tail``; ``request_timeout`` bounds every API call (seconds).
 
     The template is checked here, so a broken one fails at start-up rather than at the first job.
@@ -423,8 +469,9 @@ class KubernetesRunner:
         check_spec_mounted: bool = True,
         log_tail_lines: int = 200,
         request_timeout: float = 30.0,
+        gpus_per_job: int | None = None,
     ) -> None:
-        body, container = _checked_body(template, allow_cpu)
+        body, container = _checked_body(template, allow_cpu, gpus_per_job)
         _to_model(body)  # unknown fields, wrong types
         self.template: dict[str, Any] = copy.deepcopy(dict(template))
         self.container_name = str(container.get("name") or "")
@@ -435,6 +482,7 @@ class KubernetesRunner:
         self.backoff_limit = backoff_limit
         self.allow_cpu = allow_cpu
         self.check_spec_mounted = check_spec_mounted
+        self.gpus_per_job = gpus_per_job
         self.log_tail_lines = log_tail_lines
         self.request_timeout = request_timeout
         self._owns_client = api_client is None
@@ -484,6 +532,7 @@ class KubernetesRunner:
             backoff_limit=self.backoff_limit,
             allow_cpu=self.allow_cpu,
             check_spec_mounted=self.check_spec_mounted,
+            gpus_per_job=self.gpus_per_job,
         )
 
     def submit(self, job_id: str, spec_path: Path) -> str:

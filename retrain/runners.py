@@ -1,7 +1,8 @@
 """Runners execute a retraining job (`insightloop retrain --spec SPEC.json`) somewhere and report on it.
 
 ``LocalRunner`` runs a subprocess on this machine; ``KubernetesRunner`` (retrain/kubernetes_runner.py)
-creates a ``batch/v1`` Job from a template. The controller only talks to the ``Runner`` interface.
+creates a ``batch/v1`` Job from a template. The controller only talks to the ``Runner`` interface. A job
+of several processes (``controller.gpus_per_job`` above 1) is launched by torchrun in both.
 """
 
 from __future__ import annotations
@@ -102,6 +103,34 @@ JOB_ENV_PREFIXES = ("LC_", "HF_", "TRANSFORMERS_", "TORCH_", "OMP_", "MKL_", "KM
 _SECRET_NAME = re.compile(r"TOKEN|PASSWORD|PASSWD|SECRET|CREDENTIAL|API_?KEY|PRIVATE", re.IGNORECASE)
 
 
+def torchrun_arguments(processes: int) -> list[str]:
+    """torchrun's options for a job of ``processes`` training processes on one node.
+
+    ``--standalone`` gives the job its own rendezvous on a free local port, so jobs never share one.
+
+    >>> torchrun_arguments(2)
+    ['--standalone', '--nnodes=1', '--nproc_per_node=2']
+    """
+    if processes < 2:
+        raise ValueError(f"torchrun launches jobs of at least two processes, not {processes}")
+    return ["--standalone", "--nnodes=1", f"--nproc_per_node={processes}"]
+
+
+def local_job_command(python: str, spec_path: Path, processes: int = 1) -> list[str]:
+    """The command line of a local job: ``insightloop retrain --spec``, under torchrun for several processes.
+
+    >>> local_job_command("python", Path("s.json"))
+    ['python', '-m', 'insightloop.daemon', 'retrain', '--spec', 's.json']
+    >>> local_job_command("python", Path("s.json"), 2)[:6]
+    ['python', '-m', 'torch.distributed.run', '--standalone', '--nnodes=1', '--nproc_per_node=2']
+    """
+    retrain = ["-m", "insightloop.daemon", "retrain", "--spec", str(spec_path)]
+    if processes <= 1:
+        return [python, *retrain]
+    # torch.distributed.run is torchrun's module: the same interpreter (and virtual environment) as the daemon.
+    return [python, "-m", "torch.distributed.run", *torchrun_arguments(processes), *retrain]
+
+
 def job_environment(parent: Mapping[str, str], extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of a local job: the allow-listed variables of ``parent``, then ``extra`` (given on purpose).
 
@@ -122,22 +151,29 @@ class LocalRunner:
 
     The job gets an allow-listed environment (:func:`job_environment`), not the daemon's: the daemon's
     approval token and Kafka password never reach training code. ``env`` adds variables on purpose.
+    With ``processes`` above 1 the job runs under torchrun, data-parallel (on CPU: gloo, one core each
+    unless ``OMP_NUM_THREADS`` says otherwise; on CUDA: one GPU per process, so this many must be visible).
     """
 
-    def __init__(self, log_dir: Path, python: str = sys.executable, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, log_dir: Path, python: str = sys.executable, env: dict[str, str] | None = None, processes: int = 1
+    ) -> None:
+        if processes < 1:
+            raise ValueError(f"a job runs in at least one process, not {processes}")
         self.log_dir = Path(log_dir)
         self.python = python
         self.env = env
+        self.processes = processes
         self._processes: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
         self._lock = threading.Lock()
 
     def submit(self, job_id: str, spec_path: Path) -> str:
-        """Start ``insightloop retrain --spec`` in a subprocess."""
+        """Start ``insightloop retrain --spec`` in a subprocess (torchrun's, for several processes)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{job_id}.log"
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
-                [self.python, "-m", "insightloop.daemon", "retrain", "--spec", str(spec_path)],
+                local_job_command(self.python, spec_path, self.processes),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=job_environment(os.environ, self.env),
@@ -163,7 +199,7 @@ class LocalRunner:
         return JobStatus(JobState.FAILED, f"exit code {code}", _tail(log_path))
 
     def cleanup(self, handle: str) -> None:
-        """Stop the job if it still runs and forget it."""
+        """Stop the job if it still runs and forget it (torchrun passes the SIGTERM on to its workers)."""
         with self._lock:
             entry = self._processes.pop(handle, None)
         if entry is None:
