@@ -44,6 +44,9 @@ class MonitorObserver:
     def on_check(self, seconds: float) -> None:
         """One check of the newest window took ``seconds``."""
 
+    def on_ingested(self, kind: str, stored: int, sampled_out: int) -> None:
+        """One poll stored ``stored`` records of ``kind`` (texts, predictions, labels) and sampled out the rest."""
+
     def on_detector(self, detector: str, statistic: float, drifted: bool, threshold: float | None = None) -> None:
         """``detector``'s latest statistic, whether its condition is raised (with hysteresis), and its threshold."""
 
@@ -116,6 +119,9 @@ class ObserverSet(ScorerObserver, MonitorObserver, ControllerObserver):
 
     def on_check(self, seconds: float) -> None:
         self._each("on_check", seconds)
+
+    def on_ingested(self, kind: str, stored: int, sampled_out: int) -> None:
+        self._each("on_ingested", kind, stored, sampled_out)
 
     def on_detector(self, detector: str, statistic: float, drifted: bool, threshold: float | None = None) -> None:
         self._each("on_detector", detector, statistic, drifted, threshold)
@@ -197,7 +203,8 @@ class Metrics:
         )
         self.drift_detected = Gauge(
             "insightloop_drift_detected",
-            "1 while a detector's condition is raised (with hysteresis).",
+            "1 while a detector's condition is raised (with hysteresis) and the change costs at least "
+            "monitor.min_accuracy_cost (its insight is at warning or above; an info change never sets it).",
             ["detector"],
             registry=r,
         )
@@ -219,6 +226,18 @@ class Metrics:
             registry=r,
         )
         self.checks = Counter("insightloop_monitor_checks", "Monitor checks run.", registry=r)
+        self.records_stored = Counter(
+            "insightloop_monitor_records_stored",
+            "Records the monitor stored, by kind (texts, predictions, labels).",
+            ["kind"],
+            registry=r,
+        )
+        self.records_sampled_out = Counter(
+            "insightloop_monitor_records_sampled_out",
+            "Records the monitor read and dropped by monitor.sample_rate, by kind (texts, predictions, labels).",
+            ["kind"],
+            registry=r,
+        )
         self.check_seconds = Histogram(
             "insightloop_monitor_check_seconds", "Duration of one monitor check.", registry=r
         )
@@ -307,6 +326,10 @@ class PrometheusObserver(ScorerObserver, MonitorObserver, ControllerObserver):
     def on_check(self, seconds: float) -> None:
         self.m.checks.inc()
         self.m.check_seconds.observe(seconds)
+
+    def on_ingested(self, kind: str, stored: int, sampled_out: int) -> None:
+        self.m.records_stored.labels(kind=kind).inc(stored)
+        self.m.records_sampled_out.labels(kind=kind).inc(sampled_out)
 
     def on_detector(self, detector: str, statistic: float, drifted: bool, threshold: float | None = None) -> None:
         self.m.drift_statistic.labels(detector=detector).set(statistic)

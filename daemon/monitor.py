@@ -5,12 +5,15 @@ A thin shell around four parts: :class:`~insightloop.daemon.ingest.Ingest` (topi
 numerics), the pure check step (:func:`insightloop.detectors.check_step`) and
 :class:`~insightloop.daemon.publisher.Publisher` (the outbox in the store to the insights topic).
 
-Records land in the state store before their offsets are committed. Checks run on an APScheduler
-interval and after every K newly scored texts; each check compares the newest window scored by the
-production version with that version's reference profile. Ongoing conditions are tracked with
-hysteresis, so one drift is one insight (updated in the store), not a page per check. A new insight is
-put in the outbox in the transaction that saves the tracker state counting it as raised, and leaves it
-when the broker acknowledges it: raised while Kafka is away, it still goes out after a restart.
+Records land in the state store before their offsets are committed, one transaction per poll. Checks run
+on an APScheduler interval and after every K newly stored predictions, but no sooner than
+``min_check_interval_s`` after the previous check ended (:func:`count_check_due`), so that at a scorer
+fleet's rate checks take a bounded share of the monitor's time instead of running back to back. Each check
+compares the newest window scored by the production version with that version's reference profile.
+Ongoing conditions are tracked with hysteresis, so one drift is one insight (updated in the store), not a
+page per check. A new insight is put in the outbox in the transaction that saves the tracker state counting
+it as raised, and leaves it when the broker acknowledges it: raised while Kafka is away, it still goes out
+after a restart.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -51,6 +55,44 @@ log = logging.getLogger(__name__)
 TRACKER_KEY = "tracker"
 #: The tracker of a first start: raise at the alarm level, clear below 0.8 of it twice in a row.
 INITIAL_TRACKER = TrackerState(raise_level=1.0, clear_level=0.8, clear_after=2)
+#: Records one consumer poll returns at most: one store transaction and one offset commit each.
+POLL_MAX_RECORDS = 2000
+
+
+@dataclass(frozen=True)
+class CheckDecision:
+    """Whether a count-triggered check starts now, and why (or why not)."""
+
+    run: bool
+    reason: str
+
+
+def count_check_due(
+    new_records: int,
+    seconds_since_check: float,
+    every_records: int,
+    min_interval_s: float,
+    check_running: bool = False,
+) -> CheckDecision:
+    """A count-triggered check is due once ``every_records`` new records arrived *and* ``min_interval_s``
+    passed since the previous check ended (and none is running).
+
+    The count alone would ask for a check every ``check_every_records`` (100 by default): 120 a second at
+    12,000 texts/s, so checks would run back to back and take the CPU the ingest needs. The interval bounds
+    their share; at low rates the count decides, as before.
+
+    >>> count_check_due(500, 60.0, 500, 5.0)
+    CheckDecision(run=True, reason='due')
+    >>> count_check_due(500, 1.0, 500, 5.0).reason
+    'waits 4.0 s more (min_check_interval_s)'
+    """
+    if new_records < every_records:
+        return CheckDecision(False, f"waits for {every_records - new_records} more records (check_every_records)")
+    if check_running:
+        return CheckDecision(False, "a check is running")
+    if seconds_since_check < min_interval_s:
+        return CheckDecision(False, f"waits {min_interval_s - seconds_since_check:.1f} s more (min_check_interval_s)")
+    return CheckDecision(True, "due")
 
 
 def window_from_records(records: list[StoredRecord], class_names: tuple[str, ...]) -> Window:
@@ -99,6 +141,7 @@ class Monitor:
         self._scheduler: Any = None
         self._check_lock = threading.Lock()
         self._since_check = 0
+        self._last_check_ended = float("-inf")  # monotonic seconds; none yet
         # Where the previous check left the counts the history reports as deltas (scored-at time, dead letters).
         self._history_mark: tuple[float, float] = (time.time(), self._dead_letters_so_far())
         self._ready = threading.Event()
@@ -158,11 +201,18 @@ class Monitor:
         self._ready.set()
         try:
             while not stop.is_set():
-                polled = consumer.poll(timeout_ms=500, max_records=2000)
+                polled = consumer.poll(timeout_ms=500, max_records=POLL_MAX_RECORDS)
                 if polled:
                     self._since_check += self.ingest([r for batch in polled.values() for r in batch])
                     consumer.commit()  # after the store transaction: nothing is lost on a crash
-                if self._since_check >= self.policy.check_every_records and not self._check_lock.locked():
+                due = count_check_due(
+                    self._since_check,
+                    time.monotonic() - self._last_check_ended,
+                    self.policy.check_every_records,
+                    self.policy.min_check_interval_s,
+                    self._check_lock.locked(),
+                )
+                if due.run:
                     self._since_check = 0
                     self._scheduler.add_job(
                         self.check, id="count-check", replace_existing=True, max_instances=1, coalesce=True
@@ -192,6 +242,7 @@ class Monitor:
                     published += self.publisher.flush()
                 return published
             finally:
+                self._last_check_ended = time.monotonic()
                 self.observer.on_check(time.perf_counter() - started)
 
     def _check(self) -> bool:

@@ -29,6 +29,11 @@ SCRIPTS = {
         [sys.executable, "bench/memory.py", "--smoke"],
         rf"memory: start_mb={NUMBER} end_mb={NUMBER} growth_mb={NUMBER}",
     ),
+    "monitor": (
+        [sys.executable, "bench/monitor.py", "--smoke"],
+        rf"monitor: records=\d+ records_per_s={NUMBER} checks=\d+ check_ms_p50={NUMBER} check_ms_p95={NUMBER} "
+        rf"sample_rate={NUMBER} texts_per_s={NUMBER} baseline_records_per_s={NUMBER} ratio={NUMBER}",
+    ),
     "gpu": (
         ["bash", "bench/gpu.sh", "--smoke"],
         rf"gpu: device=\S+ best_bf16_tps={NUMBER} best_batch=\d+ epoch_s={NUMBER} train_tps={NUMBER}",

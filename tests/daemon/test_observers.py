@@ -32,6 +32,8 @@ HOOKS: list[tuple[str, tuple[object, ...], str, dict[str, str], float]] = [
     ("on_batch", (16, 0.2), "insightloop_texts_scored_total", {}, 16.0),
     ("on_dead_letter", ("not_json",), "insightloop_dead_letters_total", {"reason": "not_json"}, 1.0),
     ("on_check", (0.5,), "insightloop_monitor_checks_total", {}, 1.0),
+    ("on_ingested", ("texts", 90, 10), "insightloop_monitor_records_sampled_out_total", {"kind": "texts"}, 10.0),
+    ("on_ingested", ("labels", 7, 0), "insightloop_monitor_records_stored_total", {"kind": "labels"}, 7.0),
     ("on_detector", ("embeddings", 2.5, True), "insightloop_drift_detected", {"detector": "embeddings"}, 1.0),
     ("on_detector", ("embeddings", 2.5, True, 1.5), "insightloop_drift_threshold", {"detector": "embeddings"}, 1.5),
     ("on_accuracy", (0.8, None), "insightloop_labeled_accuracy", {}, 0.8),
