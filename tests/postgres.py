@@ -87,16 +87,17 @@ class PostgresServer:
             argv, capture_output=True, text=True, timeout=timeout_s, check=False, cwd=self.folder, user=self.owner
         )
 
-    def start(self) -> None:
+    def start(self, fsync: bool = False) -> None:
+        """Start the server; ``fsync=False`` (the tests) trades durability for speed, True keeps it (benchmarks)."""
+        unsafe = [] if fsync else ["-c fsync=off", "-c full_page_writes=off"]
         options = " ".join(
             [
                 f"-p {self.port}",
                 "-c listen_addresses=127.0.0.1",
                 f"-c unix_socket_directories={self.folder}",
-                "-c fsync=off",
                 "-c synchronous_commit=off",
-                "-c full_page_writes=off",
                 "-c max_connections=200",
+                *unsafe,
             ]
         )
         log = self.folder / "server.log"
@@ -143,7 +144,7 @@ def _unprivileged_owner() -> str | None:
 
 
 @contextmanager
-def running_server() -> Iterator[PostgresServer]:
+def running_server(fsync: bool = False) -> Iterator[PostgresServer]:
     """initdb a temporary cluster, start it on a free port of 127.0.0.1, stop and delete it afterwards."""
     bindir = find_server_binaries()
     if bindir is None:
@@ -182,7 +183,7 @@ def running_server() -> Iterator[PostgresServer]:
         if init.returncode != 0:
             missing_server(f"initdb failed: {init.stderr.strip()[-500:]}")
         pwfile.unlink()
-        server.start()
+        server.start(fsync)
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:  # pg_ctl -w waited for the socket; the first connection proves the password works
             try:
