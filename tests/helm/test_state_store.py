@@ -83,6 +83,12 @@ def test_only_the_roles_that_use_the_store_get_the_password(postgres_values: Ren
     assert not [e for e in _env(scorer).values() if "secretKeyRef" in e.get("valueFrom", {})]
 
 
+def test_the_retraining_job_gets_neither_the_url_nor_the_password(postgres_values: Rendered) -> None:
+    """A job trains from files on the registry volume; it never opens the state store."""
+    job = str(postgres_values.job_template())
+    assert "INSIGHTLOOP_STATE__" not in job and "insightloop-postgres" not in job and "postgresql://" not in job
+
+
 def test_a_password_value_becomes_a_secret_of_the_chart(tmp_path: Path) -> None:
     rendered = render(sets={"stateStore.postgresql.host": "pg", "stateStore.postgresql.password": "hunter2-x"})
     secret = rendered.one("Secret")
