@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from insightloop.daemon.errors import ConfigError
 
@@ -213,7 +213,7 @@ class MonitorConfig(_Section):
         ge=1000,
         description="Expected in-distribution texts between two false insights at warning or above, for the whole "
         "monitor at its cadence (every detector, every check): each detector's threshold is set for "
-        "check_every_records / false_alarm_budget / detectors per check (Bonferroni; see docs/detectors.md).",
+        "check_every_records / false_alarm_budget / detectors per check (Bonferroni; see detectors/README.md).",
     )
     min_accuracy_cost: float = Field(
         1.0,
@@ -284,7 +284,12 @@ class ControllerConfig(_Section):
     )
     max_concurrent_jobs: int = Field(1, ge=1, description="Jobs running at once.")
     gpu_hours_per_day: float = Field(8.0, gt=0, description="Budget of GPU-hours (job wall time × GPUs) per day.")
-    gpus_per_job: int = Field(1, ge=0, description="GPUs one job uses (for the budget).")
+    gpus_per_job: int = Field(
+        1,
+        ge=0,
+        description="GPUs one job uses (counted in the budget); above 1 a job trains data-parallel, one process "
+        "per GPU launched by torchrun, keeping batch_size as the global batch.",
+    )
     max_retries: int = Field(1, ge=0, description="A failed job for the same insight is retried this many times.")
     poll_s: float = Field(5.0, gt=0, description="How often job states are polled.")
     job_timeout_s: float = Field(6 * 3600.0, gt=0, description="A job running longer is stopped and failed.")
@@ -311,6 +316,15 @@ class ControllerConfig(_Section):
         None, description="Kubernetes Job template (YAML) for the kubernetes runner (the chart mounts one)."
     )
     namespace: str | None = Field(None, description="Namespace of Kubernetes Jobs (default: the pod's own).")
+
+    @model_validator(mode="after")
+    def _batch_splits_across_gpus(self) -> ControllerConfig:
+        if self.gpus_per_job > 1 and self.batch_size % self.gpus_per_job:
+            raise ValueError(
+                f"batch_size {self.batch_size} must be a multiple of gpus_per_job {self.gpus_per_job}: "
+                f"each GPU trains batch_size / {self.gpus_per_job} rows of every batch"
+            )
+        return self
 
 
 class InputConfig(_Section):

@@ -29,8 +29,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import yaml
 from transformers import BertModel
 
+from insightloop.daemon.config import ConfigError, load_config
+from insightloop.daemon.controller import make_runner
 from insightloop.deploy import ModelArtifact, Registry
 from insightloop.detectors import Adjustments
 from insightloop.retrain import FineTuneSettings, default_base_model, fine_tune, read_result, stratified_split
@@ -131,6 +134,12 @@ def test_local_jobs_of_several_processes_run_under_torchrun() -> None:
 # --- the Kubernetes Job of a multi-GPU job ----------------------------------------------------------
 
 
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    with Cluster() as running:
+        yield running
+
+
 def test_a_two_gpu_job_runs_torchrun_with_two_processes_on_two_gpus() -> None:
     container = container_of(serialise(build_job(TEMPLATE, "retrain-1", SPEC, gpus_per_job=2)))
     assert container["command"] == [
@@ -175,10 +184,64 @@ def test_templates_a_multi_gpu_job_cannot_use_are_refused_at_start_up(edit: Any,
         KubernetesRunner(template, NAMESPACE, api_client=object(), gpus_per_job=gpus)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    with Cluster() as running:
-        yield running
+def test_the_chart_gives_the_controller_the_jobs_gpus_and_its_jobs_run_torchrun_on_them(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """values → the daemon's config → the controller's runner → the Job the API server receives."""
+    from kubernetes import client as k8s
+    from kubernetes.config import kube_config
+
+    from tests.helm.chart import render, template  # skips without helm (fails in CI)
+
+    rendered = render(sets={"retrain.job.gpus": "2"})
+    config = load_config(None, yaml.safe_load(rendered.config_yaml()), environ={})
+    assert config.controller.gpus_per_job == 2
+    job_template = tmp_path / "job.yaml"
+    job_template.write_text(yaml.safe_dump(rendered.job_template()), encoding="utf-8")
+    controller = config.controller.model_copy(update={"runner": "kubernetes", "job_template": job_template})
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "kmock", "cluster": {"server": cluster.url}}],
+        "users": [{"name": "daemon", "user": {"token": "t"}}],
+        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "daemon"}}],
+        "current-context": "kmock",
+    }
+    (tmp_path / "kubeconfig").write_text(yaml.safe_dump(kubeconfig), encoding="utf-8")
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(tmp_path / "kubeconfig"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("POD_NAMESPACE", NAMESPACE)
+    runner = make_runner(config.model_copy(update={"controller": controller}))
+    assert isinstance(runner, KubernetesRunner)
+    with runner, cluster.api_client() as api:
+        mount = next(m["mountPath"] for m in container_of(runner.template)["volumeMounts"] if m["name"] == "registry")
+        handle = runner.submit("retrain-1", Path(f"{mount}/jobs/retrain-1/spec.json"))
+        stored = k8s.BatchV1Api(api).read_namespaced_job(handle, NAMESPACE)
+        runner.cleanup(handle)
+    assert stored.spec and stored.spec.template.spec
+    (container,) = stored.spec.template.spec.containers
+    assert container.command == [
+        *("torchrun", "--standalone", "--nnodes=1", "--nproc_per_node=2", "--no-python"),
+        *("insightloop", "retrain", "--spec", "$(RETRAIN_SPEC)"),
+    ]
+    assert container.resources.limits[GPU_RESOURCE] == "2" and container.resources.requests[GPU_RESOURCE] == "2"
+
+    refused = template(sets={"retrain.job.gpus": "2", "config.controller.gpus_per_job": "1"})
+    assert refused.returncode != 0
+    assert "config.controller.gpus_per_job (1) differs from retrain.job.gpus (2)" in refused.stderr
+
+
+def test_the_controller_config_refuses_a_batch_its_gpus_cannot_split(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="batch_size 16 must be a multiple of gpus_per_job 3"):
+        load_config(None, {"controller": {"gpus_per_job": 3}}, environ={})
+    config = load_config(None, {"controller": {"gpus_per_job": 2}, "registry": {"path": str(tmp_path)}}, environ={})
+    runner = make_runner(config)
+    assert isinstance(runner, LocalRunner) and runner.processes == 2
+    assert local_job_command(runner.python, Path("s.json"), runner.processes)[2] == "torch.distributed.run"
+    for gpus, processes in ((0, 1), (1, 1)):
+        single = load_config(None, {"controller": {"gpus_per_job": gpus}, "registry": {"path": str(tmp_path)}}, {})
+        local = make_runner(single)
+        assert isinstance(local, LocalRunner) and local.processes == processes
 
 
 def test_the_job_created_for_two_gpus_asks_the_api_for_them(cluster: Cluster) -> None:

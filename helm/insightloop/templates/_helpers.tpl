@@ -125,6 +125,13 @@ app.kubernetes.io/part-of: insightloop
     "registry" (dict "path" .Values.persistence.registry.mountPath)
     "state" $state
     "api" (dict "http_port" (.Values.httpPort | int)) }}
+{{- /* One number for a job's GPUs: the Job template's limit, the runner's torchrun processes, the budget. */}}
+{{- $jobGpus := .Values.retrain.job.gpus | int }}
+{{- $controller := $cfg.controller | default dict }}
+{{- if and (hasKey $controller "gpus_per_job") (ne ($controller.gpus_per_job | int) $jobGpus) }}
+{{- fail (printf "config.controller.gpus_per_job (%d) differs from retrain.job.gpus (%d): set retrain.job.gpus only, the chart passes it on" ($controller.gpus_per_job | int) $jobGpus) }}
+{{- end }}
+{{- $_ := set $forced "controller" (dict "gpus_per_job" $jobGpus) }}
 {{- with .Values.kafkaTls }}
 {{- if .existingSecret }}
 {{- $tls := dict "ssl_cafile" (printf "%s/ca.crt" .mountPath) }}
