@@ -71,14 +71,17 @@ class TrackedJob:
 
 
 def make_runner(config: Config) -> Runner:
-    """The configured runner."""
+    """The configured runner; with ``gpus_per_job`` above 1 its jobs train in that many processes (torchrun)."""
+    gpus = config.controller.gpus_per_job
     if config.controller.runner == "kubernetes":
         if config.controller.job_template is None:
             raise ConfigError("controller.job_template is required for the kubernetes runner")
         return KubernetesRunner.from_template_file(
-            config.controller.job_template, namespace=config.controller.namespace
+            config.controller.job_template,
+            namespace=config.controller.namespace,
+            gpus_per_job=gpus or None,  # 0 (no GPU counted in the budget): the template's own GPUs
         )
-    return LocalRunner(config.registry.path / "jobs" / "logs")
+    return LocalRunner(config.registry.path / "jobs" / "logs", processes=max(1, gpus))
 
 
 def _today(now: float) -> str:
