@@ -66,11 +66,19 @@ import numpy as np
 import torch
 
 from insightloop.daemon.config import ScorerConfig
+from insightloop.daemon.scorer_numerics import CpuFeatures, Kind, build_candidate, load_serving_artifact
 from insightloop.deploy import ModelArtifact, Projection, set_cpu_threads
-from insightloop.deploy.artifact import cpu_has_native_bf16, quantize_int8
+from insightloop.deploy.artifact import quantize_int8
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "amazon_multidomain_sentiment" / "test.jsonl"
+AMAZON = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "amazon_multidomain_sentiment"
+DATA = AMAZON / "test.jsonl"
 PROJECTION_DIMS = 32
+#: Where the trained MiniLM lives between runs (trained once by `insightloop train`, about 3 minutes on 2 cores).
+CACHE = Path.home() / ".cache" / "insightloop-bench"
+TRAIN_ROWS = 1200
+#: Bench variant names and the scorer numerics they stand for ("int8-torch" is torch's dynamic int8 of every
+#: encoder linear layer, the earlier opt-in path, kept to compare with).
+KINDS: dict[str, Kind] = {"fp32": "float32", "bf16": "bfloat16", "int8": "int8"}
 
 
 # -- measuring ------------------------------------------------------------------------------------
@@ -178,12 +186,33 @@ def load_rows(path: Path, limit: int) -> tuple[list[dict[str, Any]], int]:
     return rows[:limit], distinct
 
 
-def build_artifact(args: argparse.Namespace, texts: list[str], workdir: Path) -> tuple[ModelArtifact, str]:
-    """The fp32 artifact both paths score with, and a description of it."""
-    if args.model is not None:
-        artifact = ModelArtifact.load(args.model, device="cpu")
+def trained_version(train_data: Path, cache: Path = CACHE) -> Path:
+    """A MiniLM fine-tuned by ``insightloop train`` on ``TRAIN_ROWS`` Amazon train reviews (shuffled with seed 0),
+    cached under ``cache``: 1 epoch, max_length 128, the packaged all-MiniLM-L6-v2 as base."""
+    import subprocess
+
+    registry = cache / "registry"
+    pointer = registry / "PRODUCTION"
+    if pointer.is_file():
+        return registry / pointer.read_text().strip()
+    cache.mkdir(parents=True, exist_ok=True)
+    rows, _ = load_rows(train_data, TRAIN_ROWS)
+    subset = cache / f"amazon_train{TRAIN_ROWS}.jsonl"
+    subset.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    print(f"training the bench model on {TRAIN_ROWS} reviews of {train_data} into {registry} (once)", flush=True)
+    command = [sys.executable, "-m", "insightloop.daemon.cli", "train", "--data", str(subset), "--registry"]
+    command += [str(registry), "--epochs", "1", "--max-length", "128", "--promote", "--no-progress"]
+    subprocess.run(command, check=True)
+    return registry / pointer.read_text().strip()
+
+
+def build_artifact(args: argparse.Namespace, texts: list[str], workdir: Path) -> tuple[ModelArtifact, Path, str]:
+    """The fp32 artifact both paths score with, its version directory, and a description of it."""
+    if args.model is not None or not (args.smoke or args.untrained):
+        version_dir = args.model or trained_version(args.train_data)
+        artifact = ModelArtifact.load(version_dir, device="cpu")
         artifact.max_length = args.max_length
-        return artifact, f"{args.model} (trained version, labels {list(artifact.labels)})"
+        return artifact, version_dir, f"{version_dir} (trained version, labels {list(artifact.labels)})"
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from insightloop.retrain import default_base_model, save_tiny_bert
@@ -199,8 +228,10 @@ def build_artifact(args: argparse.Namespace, texts: list[str], workdir: Path) ->
     # The scorer projects pooled embeddings with a PCA saved with the version: fit one the same way.
     pooled = artifact.predict(texts[:128], batch_size=32).embeddings
     artifact.projection = Projection.fit(pooled, PROJECTION_DIMS)
+    version_dir = workdir / "untrained"
+    artifact.save(version_dir)
     what = "tiny BERT (smoke)" if args.smoke else "packaged all-MiniLM-L6-v2"
-    return artifact, f"{what} as a sequence classifier with a fresh seeded head (untrained: accuracy is meaningless)"
+    return artifact, version_dir, f"{what} as a sequence classifier with a fresh seeded head (untrained)"
 
 
 # -- end to end through the embedded broker -------------------------------------------------------
@@ -332,25 +363,27 @@ def end_to_end(
 
 # -- main ---------------------------------------------------------------------------------------
 def variant(artifact: ModelArtifact, name: str) -> ModelArtifact:
-    """The artifact scored in ``name`` precision: fp32 as is, bf16 autocast, or dynamic int8 (a copy)."""
-    if name == "fp32":
-        return artifact
-    model = quantize_int8(copy.deepcopy(artifact.model)) if name == "int8" else artifact.model
-    return ModelArtifact(
-        model,
-        artifact.tokenizer,
-        artifact.labels,
-        artifact.projection,
-        artifact.max_length,
-        torch.device("cpu"),
-        bf16=name == "bf16",
-    )
+    """The artifact scored as ``name``: what the scorer builds for that numerics, or torch's dynamic int8."""
+    if name == "int8-torch":
+        model = quantize_int8(copy.deepcopy(artifact.model))
+        return ModelArtifact(
+            model, artifact.tokenizer, artifact.labels, artifact.projection, artifact.max_length, torch.device("cpu")
+        )
+    return build_candidate(artifact, KINDS[name])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DATA, help="JSON Lines with `text` (and `label`)")
-    parser.add_argument("--model", type=Path, help="a version directory from `insightloop train`")
+    parser.add_argument(
+        "--model", type=Path, help="a version directory from `insightloop train` (default: the cached bench model)"
+    )
+    parser.add_argument(
+        "--untrained", action="store_true", help="the packaged MiniLM with a fresh head instead of a trained model"
+    )
+    parser.add_argument(
+        "--train-data", type=Path, default=AMAZON / "train.jsonl", help="what the cached bench model is trained on"
+    )
     parser.add_argument("--texts", type=int, default=256, help="texts per round (and for the end-to-end run)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-length", type=int, default=256)
@@ -359,12 +392,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--variants",
         default="auto",
-        help="comma-separated insightloop variants among fp32,bf16,int8 (auto: fp32,int8 and bf16 on AMX CPUs)",
+        help="comma-separated insightloop variants among fp32,bf16,int8,int8-torch (auto: fp32,int8 and bf16 "
+        "where the CPU has native bf16)",
     )
     parser.add_argument(
         "--ours",
         choices=("fp32", "bf16", "int8"),
-        help="the variant reported as ours_tps on the last line (default: what ScorerConfig's defaults select)",
+        help="the variant reported as ours_tps on the last line (default: what the scorer chooses at load with "
+        "ScorerConfig's defaults, measured on this machine)",
     )
     parser.add_argument("--no-e2e", action="store_true", help="skip the end-to-end run through the broker")
     parser.add_argument("--pairs", type=int, default=3, help="end-to-end runs, each after a bare run of its texts")
@@ -375,22 +410,16 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data.is_file():
         print(f"no data: {args.data} is missing; pass --data FILE.jsonl", file=sys.stderr)
         return 2
-    if args.ours is None:
-        defaults = ScorerConfig()
-        if defaults.quantize:
-            args.ours = "int8"
-        elif defaults.cpu_bf16 is True or (defaults.cpu_bf16 == "auto" and cpu_has_native_bf16()):
-            args.ours = "bf16"
-        else:
-            args.ours = "fp32"
+    features = CpuFeatures.read()
     if args.variants == "auto":
-        names = ["fp32", "bf16", "int8"] if cpu_has_native_bf16() else ["fp32", "int8"]
+        names = ["fp32", "bf16", "int8"] if features.native_bf16 else ["fp32", "int8"]
     else:
         names = [x.strip() for x in args.variants.split(",") if x.strip()]
+    unknown = set(names) - {*KINDS, "int8-torch"}
+    if unknown:
+        parser.error(f"unknown variants: {', '.join(sorted(unknown))}")
     if "fp32" not in names:
         names.insert(0, "fp32")
-    if args.ours not in names:
-        names.append(args.ours)
     # The daemon scores in a worker thread; so does the benchmark (a thread that has done no other work
     # measures differently from the main thread that imported and loaded everything, by up to 2x here).
     outcome: list[int] = []
@@ -398,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def work() -> None:
         try:
-            outcome.append(measure(args, names))
+            outcome.append(measure(args, names, features))
         except BaseException as exc:
             failure.append(exc)
 
@@ -410,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     return outcome[0]
 
 
-def measure(args: argparse.Namespace, names: list[str]) -> int:
+def measure(args: argparse.Namespace, names: list[str], features: CpuFeatures) -> int:
     """Everything measured, run in one worker thread."""
     settings = ScorerConfig()
     threads = set_cpu_threads(settings.torch_threads)
@@ -430,7 +459,7 @@ def measure(args: argparse.Namespace, names: list[str]) -> int:
 
     with tempfile.TemporaryDirectory(prefix="insightloop-bench-") as tmp:
         workdir = Path(tmp)
-        artifact, model_desc = build_artifact(args, texts, workdir)
+        artifact, version_dir, model_desc = build_artifact(args, texts, workdir)
         tokens = np.array([len(ids) for ids in artifact.tokenize(texts)])
         print(
             f"data: {args.data.resolve()} (shuffled with seed 0): {args.texts} texts of its own for each of "
@@ -445,9 +474,18 @@ def measure(args: argparse.Namespace, names: list[str]) -> int:
         )
         print(
             f"machine: {os.cpu_count()} CPUs, {threads} torch threads (interop {torch.get_num_interop_threads()}), "
-            f"AMX bf16: {'yes' if cpu_has_native_bf16() else 'no'}, torch {torch.__version__}, "
-            f"load average {os.getloadavg()[0]:.1f} at start"
+            f"torch {torch.__version__}, load average {os.getloadavg()[0]:.1f} at start"
         )
+        print(f"CPU: {cpu_model()}; features: {features.describe()}")
+        if args.ours is None:
+            # What the scorer does at load with the defaults: measure its candidates on the version's reference
+            # texts (the same construction as the variants below).
+            chosen = load_serving_artifact(version_dir, ScorerConfig(device="cpu"), features)
+            args.ours = {kind: name for name, kind in KINDS.items()}[chosen.precision.split("/")[1]]
+            print(f"the scorer's choice at load with the defaults: {chosen.precision} ({args.ours})")
+            del chosen
+        if args.ours not in names:
+            names.append(args.ours)
         print(
             f"scorer settings: micro-batch {micro} texts, forward chunks of <= {inference} texts and "
             f"<= {artifact.max_tokens_per_pass} padded tokens"
@@ -457,9 +495,12 @@ def measure(args: argparse.Namespace, names: list[str]) -> int:
 
         pipe = pipeline("text-classification", model=artifact.model, tokenizer=artifact.tokenizer, device=-1)
 
-        def pipeline_scorer(batch_size: int) -> Callable[[list[str]], list[str]]:
+        def pipeline_scorer(
+            batch_size: int, runner: Any = pipe, bf16: bool = False
+        ) -> Callable[[list[str]], list[str]]:
             def score(chunk: list[str]) -> list[str]:
-                out = pipe(chunk, batch_size=batch_size, truncation=True, max_length=args.max_length)
+                with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=bf16):
+                    out = runner(chunk, batch_size=batch_size, truncation=True, max_length=args.max_length)
                 return [str(item["label"]) for item in out]
 
             return score
@@ -495,6 +536,16 @@ def measure(args: argparse.Namespace, names: list[str]) -> int:
 
         baseline = Method("pipeline (baseline)", str(best), pipeline_scorer(best))
         methods = [baseline]
+        # Like for like: the pipeline under the numerics ours uses, as torch gives them to a pipeline user
+        # (bf16 autocast; int8: torch's dynamic int8 of the encoder's linear layers), same batch size.
+        like = baseline
+        if args.ours != "fp32":
+            like_model = quantize_int8(copy.deepcopy(artifact.model)) if args.ours == "int8" else artifact.model
+            like_pipe = pipeline("text-classification", model=like_model, tokenizer=artifact.tokenizer, device=-1)
+            like_score = pipeline_scorer(best, like_pipe, bf16=args.ours == "bf16")
+            like_score(search_chunks[0][:8])
+            like = Method(f"pipeline {args.ours}", str(best), like_score)
+            methods.append(like)
         by_name: dict[str, Method] = {}
         arts: dict[str, ModelArtifact] = {}
         for name in names:
@@ -503,12 +554,14 @@ def measure(args: argparse.Namespace, names: list[str]) -> int:
             by_name[name] = Method(f"insightloop {name}", f"{micro}/{inference}", artifact_scorer(art, name))
             methods.append(by_name[name])
         ours, fp32 = by_name[args.ours], by_name["fp32"]
+        print(f"ours: insightloop {args.ours} ({arts[args.ours].precision}); like for like: {like.name}")
 
         # The scorer end to end runs the same variant that stands for ours.
         e2e_variant = args.ours
         e2e_overrides: dict[str, Any] = {
             "quantize": args.ours == "int8",
             "cpu_bf16": args.ours == "bf16",
+            "device": "cpu",
         }
         e2e: dict[str, list[float]] | None = None
         e2e_shares: list[float] = []
@@ -581,28 +634,49 @@ def measure(args: argparse.Namespace, names: list[str]) -> int:
         agree = np.mean([a == b for a, b in zip(baseline.all_labels(), fp32.all_labels(), strict=True)])
         print(f"label agreement pipeline vs insightloop fp32: {agree:.2%} (same model and weights)")
         labeled = [i for i, t in enumerate(truth) if t is not None and t in artifact.labels]
-        if labeled and args.model is not None:
-            acc = np.mean([fp32.all_labels()[i] == truth[i] for i in labeled])
-            print(f"accuracy fp32 on {len(labeled)} labeled texts: {acc:.4f}")
-        for name in names:
-            if name == "fp32":
-                continue
+
+        def accuracy(method: Method) -> float:
+            found = method.all_labels()
+            return float(np.mean([found[i] == truth[i] for i in labeled])) if labeled else float("nan")
+
+        trained = "" if args.model is not None or not (args.smoke or args.untrained) else " (untrained head)"
+        acc32 = accuracy(fp32)
+        print(f"accuracy fp32 on {len(labeled)} labeled texts: {acc32:.4f}{trained}")
+        for name in [n for n in names if n != "fp32"]:
             other = by_name[name]
             agree_v = np.mean([a == b for a, b in zip(fp32.all_labels(), other.all_labels(), strict=True)])
             line = f"{name} vs fp32: label agreement {agree_v:.2%} on {len(texts)} texts"
-            if labeled and args.model is not None:
-                acc_v = np.mean([other.all_labels()[i] == truth[i] for i in labeled])
-                acc32 = np.mean([fp32.all_labels()[i] == truth[i] for i in labeled])
-                line += f", accuracy {acc_v:.4f} ({(acc_v - acc32) * 100:+.2f} points)"
+            if labeled:
+                acc_v = accuracy(other)
+                line += f", accuracy {acc_v:.4f} ({(acc_v - acc32) * 100:+.2f} points{trained})"
             line += f"; speed {other.median_tps / fp32.median_tps:.2f}x fp32"
             print(line)
+        if like is not baseline:
+            like_delta = (accuracy(like) - accuracy(baseline)) * 100
+            print(
+                f"{like.name} vs fp32 pipeline: accuracy {accuracy(like):.4f} ({like_delta:+.2f} points); "
+                f"ours is {ours.median_tps / like.median_tps:.2f}x it"
+            )
         print(f"process peak RSS (ru_maxrss): {peak_rss_mb():.0f} MB; load average now {os.getloadavg()[0]:.1f}")
         share = statistics.median(e2e_shares) if e2e_shares else float("nan")
+        delta = (accuracy(ours) - acc32) * 100 if labeled else float("nan")
         print(
             f"scoring: baseline_tps={baseline.median_tps:.1f} ours_tps={ours.median_tps:.1f} "
-            f"ratio={ours.median_tps / baseline.median_tps:.2f} e2e_share={share:.2f}"
+            f"ratio={ours.median_tps / baseline.median_tps:.2f} e2e_share={share:.2f} "
+            f"ratio_like={ours.median_tps / like.median_tps:.2f} acc_delta_points={delta:.2f}"
         )
     return 0
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
 
 
 def peak_rss_mb() -> float:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from insightloop.deploy import ModelArtifact, ModelLoadError, Registry
+from insightloop.daemon.scorer_numerics import load_at_precision
+from insightloop.deploy import ModelLoadError, Registry
 from insightloop.detectors import ReferenceProfile
 from insightloop.retrain import load_profile, rescore_profile
 
@@ -70,9 +71,8 @@ class ProfileCache:
             pass
         started = time.perf_counter()
         try:
-            artifact = ModelArtifact.load(
-                self.registry.path_of(version), device=device, quantize=kind == "int8", bf16=kind == "bfloat16"
-            )
+            # The scorer's own construction of these numerics (int8 is ONNX Runtime's, bf16 autocast torch's).
+            artifact = load_at_precision(self.registry.path_of(version), device, kind)
             rescored = rescore_profile(profile, artifact)
         except (ModelLoadError, OSError, ValueError, RuntimeError) as exc:
             log.error(

@@ -23,7 +23,7 @@ from kafka.errors import (
     UnsupportedForMessageFormatError,
 )
 
-from insightloop.daemon.config import Config
+from insightloop.daemon.config import Config, ScorerConfig
 from insightloop.daemon.errors import NoModelError, TemporaryError
 from insightloop.daemon.events import (
     DeadLetter,
@@ -37,6 +37,7 @@ from insightloop.daemon.events import (
 from insightloop.daemon.kafka import make_consumer, make_producer
 from insightloop.daemon.mapping import mapping_for
 from insightloop.daemon.metrics import ObserverSet, ScorerObserver
+from insightloop.daemon.scorer_numerics import load_serving_artifact
 from insightloop.deploy import (
     ModelArtifact,
     ModelLoadError,
@@ -61,24 +62,28 @@ class ServingModel:
 
 
 def load_options(config: Config) -> dict[str, Any]:
-    """Keyword arguments of ``ModelArtifact.load`` from the scorer configuration.
+    """Keyword arguments of ``ModelArtifact.load`` for the torch paths alone (no measuring, no ONNX Runtime).
 
-    ``scorer.quantize`` (dynamic int8 on CPU) and ``scorer.cpu_bf16`` (bf16 autocast on CPU, fast on
-    CPUs with AMX) are optional faster CPU paths; their accuracy change is measured by
-    ``bench/scoring.py`` and reported in docs/benchmarks.md.
+    The scorer itself loads with :func:`load_serving_artifact`, which measures the CPU candidates; this
+    stays for callers that want a plain torch artifact close to it (bf16 where the CPU has AMX).
     """
     scorer = config.scorer
     wanted = scorer.cpu_bf16 is True or (scorer.cpu_bf16 == "auto" and cpu_has_native_bf16())
     return {
         "device": scorer.device,
-        "quantize": scorer.quantize,
+        "quantize": scorer.quantize is True,
         "bf16": True if wanted else None,
     }
 
 
-def load_production_model(
-    registry: Registry, device: str, quantize: bool = False, bf16: bool | None = None
-) -> ServingModel:
+def load_serving_artifact_of(registry: Registry, version: str, settings: ScorerConfig) -> ModelArtifact:
+    """``version`` loaded with the numerics the scorer serves with (measured at load on a CPU), smoke-tested."""
+    artifact = load_serving_artifact(registry.path_of(version), settings)
+    artifact.smoke_test()
+    return artifact
+
+
+def load_production_model(registry: Registry, settings: ScorerConfig) -> ServingModel:
     """Load and smoke-test the registry's production version."""
     version = registry.production()
     if version is None:
@@ -87,8 +92,7 @@ def load_production_model(
             "train one with `insightloop train --data TRAIN.jsonl --registry DIR --promote`"
         )
     try:
-        artifact = ModelArtifact.load(registry.path_of(version), device=device, quantize=quantize, bf16=bf16)
-        artifact.smoke_test()
+        artifact = load_serving_artifact_of(registry, version, settings)
     except ModelLoadError as exc:
         raise NoModelError(f"production version {version} cannot serve: {exc}") from exc
     return ServingModel(version, artifact)
@@ -207,7 +211,7 @@ class Scorer:
         cfg = self.config
         set_cpu_threads(cfg.scorer.torch_threads)
         if self.model is None:  # a re-run after a broker fault keeps the model it already serves
-            self.model = load_production_model(self.registry, **load_options(cfg))
+            self.model = load_production_model(self.registry, cfg.scorer)
             self.observer.on_model_loaded(self.model.version)
             log.info("scorer serving model %s", self.model.version)
 
@@ -301,8 +305,7 @@ class Scorer:
 
     def _load(self, version: str) -> None:
         try:
-            artifact = ModelArtifact.load(self.registry.path_of(version), **load_options(self.config))
-            artifact.smoke_test()
+            artifact = load_serving_artifact_of(self.registry, version, self.config.scorer)
         except Exception as exc:
             self._refused.add(version)
             self.observer.on_model_refused(version, str(exc))

@@ -23,7 +23,8 @@ pytestmark = [
 SCRIPTS = {
     "scoring": (
         [sys.executable, "bench/scoring.py", "--smoke"],
-        rf"scoring: baseline_tps={NUMBER} ours_tps={NUMBER} ratio={NUMBER} e2e_share={NUMBER}",
+        rf"scoring: baseline_tps={NUMBER} ours_tps={NUMBER} ratio={NUMBER} e2e_share={NUMBER} "
+        rf"ratio_like={NUMBER} acc_delta_points={NUMBER}",
     ),
     "memory": (
         [sys.executable, "bench/memory.py", "--smoke"],
