@@ -307,6 +307,8 @@ def torchrun(processes: int, *args: str) -> list[str]:
 
 
 @needs_amazon
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_two_gloo_processes_train_what_one_process_trains(tmp_path: Path) -> None:
     base = save_dropout_free_bert(tmp_path / "base")
     data = write_jsonl(tmp_path / "train.jsonl", review_rows())
