@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from insightloop.daemon.config import Config, load_config
+from insightloop.daemon.config import Config, ScorerConfig, load_config
 from insightloop.daemon.metrics import Metrics
 from insightloop.daemon.monitor import Monitor, window_from_records
+from insightloop.daemon.scorer_numerics import load_serving_artifact
 from insightloop.daemon.state import PredictionRow, StateStore, TextRow
 from insightloop.deploy import ModelArtifact, Registry
 from insightloop.detectors import check_all
@@ -64,19 +65,24 @@ def predictions_result(result: Any) -> Any:
     return next(r for r in result.results if r.detector == "predictions")
 
 
-def test_bf16_traffic_is_checked_against_a_bf16_reference(registry_2k: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["bfloat16", "int8"])
+def test_traffic_is_checked_against_a_reference_rescored_at_its_numerics(
+    registry_2k: Path, tmp_path: Path, kind: str
+) -> None:
+    """bf16 autocast and the scorer's int8 path (ONNX Runtime): references re-scored with the scorer's construction."""
     registry = Registry(registry_2k)
     version = registry.production()
     assert version is not None
     profile = load_profile(registry.path_of(version))
     assert profile.precision == "cpu/float32", "`train` on a CPU scores its reference in float32"
-    bf16 = ModelArtifact.load(registry.path_of(version), device="cpu", bf16=True)
-    assert bf16.precision == "cpu/bfloat16"
+    settings = ScorerConfig(device="cpu", cpu_bf16=kind == "bfloat16", quantize=kind == "int8")
+    bf16 = load_serving_artifact(registry.path_of(version), settings)  # what the scorer serves with
+    assert bf16.precision == f"cpu/{kind}"
 
     store = StateStore(tmp_path / "state")
     store_scored(store, bf16, version, sentiment_rows(1000, seed=7, prefix="live"))  # unchanged traffic
     records = store.recent_records(1000, model_version=version)
-    assert {r.precision for r in records} == {"cpu/bfloat16"}
+    assert {r.precision for r in records} == {f"cpu/{kind}"}
 
     # What the monitor did before: bf16 scores against float32 reference rows look like a shift.
     before = predictions_result(check_all(profile, window_from_records(records, profile.class_names), version))
@@ -87,12 +93,12 @@ def test_bf16_traffic_is_checked_against_a_bf16_reference(registry_2k: Path, tmp
     assert monitor.check() == [], "no insight on unchanged traffic"
     after = predictions_result(monitor.last_check)
     assert after.statistic < after.threshold / 2
-    cached = tmp_path / "state" / "profiles" / f"{version}--cpu-bfloat16"
+    cached = tmp_path / "state" / "profiles" / f"{version}--cpu-{kind}"
     assert (cached / "profile.json").is_file(), "the re-scored reference is kept for the next start"
 
     # The re-scored rows are those the serving numerics give: the cache reloads them on the next start.
     rescored = type(profile).load(cached)
-    assert rescored.precision == "cpu/bfloat16"
+    assert rescored.precision == f"cpu/{kind}"
     assert rescored.window.ids == profile.window.ids and rescored.thresholds == profile.thresholds
     expected = bf16.predict(profile.window.texts).probabilities
     np.testing.assert_allclose(rescored.window.probabilities, expected, atol=1e-6)

@@ -112,7 +112,9 @@ TEXTS = [r["text"] for r in sentiment_rows(96, seed=11, prefix="n")]
 
 def test_int8_graph_keeps_the_artifact_contract(version_dir: Path) -> None:
     fp32 = ModelArtifact.load(version_dir, device="cpu")
+    attention = fp32.model.config._attn_implementation
     int8 = onnx_int8_artifact(fp32)
+    assert fp32.model.config._attn_implementation == attention, "the export's eager attention is undone"
     assert isinstance(int8, OnnxArtifact) and int8.precision == "cpu/int8" and int8.quantized
     want, got = fp32.predict(TEXTS), int8.predict(TEXTS)
     assert got.labels == want.labels
