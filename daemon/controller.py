@@ -34,6 +34,7 @@ from insightloop.daemon.policy import (
     RecordCandidate,
     RunningJob,
     Wait,
+    admits,
     decide,
     follow_up,
     priority,
@@ -165,11 +166,9 @@ class Controller:
         except ValidationError as exc:
             log.warning("ignoring a malformed insight: %s", str(exc)[:300])
             return
-        if insight.recommendation.action == "none":
-            return
-        if not insight.at_least(self.policy.min_severity):
-            return
-        if insight.kind not in self.policy.kinds:
+        taken, why = admits(insight, self.policy)
+        if not taken:
+            log.debug("insight %s is not a reason for a job: %s", insight.id, why)
             return
         # An update of an ongoing insight replaces the stored copy and keeps when it began and its attempts.
         self.store.save_pending_insight(insight, insight.created_at.timestamp())

@@ -40,13 +40,16 @@ from insightloop.daemon.publisher import Publisher
 from insightloop.daemon.state import CheckPoint, DetectorPoint, StateStore, StoredRecord
 from insightloop.deploy import Registry
 from insightloop.detectors import (
+    AlarmBudget,
     CheckResult,
     ConditionTracker,
     DetectorGauge,
     Insight,
     ReferenceProfile,
+    SeverityRule,
     TrackerState,
     Window,
+    all_detectors,
     check_step,
     write_reports,
 )
@@ -146,6 +149,16 @@ class Monitor:
         self._history_mark: tuple[float, float] = (time.time(), self._dead_letters_so_far())
         self._ready = threading.Event()
         self.last_check: CheckResult | None = None
+        # The whole monitor's false-alarm budget, spent over its checks and detectors (see AlarmBudget), and
+        # the accuracy costs that make a certain change a warning or critical rather than info.
+        self.budget = AlarmBudget(
+            budget_texts=self.policy.false_alarm_budget,
+            check_every_records=self.policy.check_every_records,
+            detectors=len(all_detectors()),
+        )
+        self.severity_rule = SeverityRule(
+            min_accuracy_cost=self.policy.min_accuracy_cost, critical_accuracy_cost=self.policy.critical_accuracy_cost
+        )
         saved = store.conditions().get(TRACKER_KEY)
         self.tracker = ConditionTracker.from_state(TrackerState.model_validate(saved) if saved else INITIAL_TRACKER)
 
@@ -170,6 +183,19 @@ class Monitor:
             "active_conditions": sorted(self.tracker.active),
             "records": self.store.count_records(),
             "unpublished_insights": self.publisher.pending(),
+            "false_alarm_budget": {
+                "texts": self.budget.budget_texts,
+                "check_every_records": self.budget.check_every_records,
+                "detectors": self.budget.detectors,
+                "per_check_rate": self.budget.per_check_rate,
+                "per_detector_rate": self.budget.per_detector_rate,
+                "method": "Bonferroni over detectors; thresholds from reference-split nulls, never below the nominal "
+                "level; a false insight is one at warning or above",
+            },
+            "severity": {
+                "min_accuracy_cost_points": self.severity_rule.min_accuracy_cost,
+                "critical_accuracy_cost_points": self.severity_rule.critical_accuracy_cost,
+            },
         }
 
     def run(self, stop: threading.Event) -> None:
@@ -262,7 +288,15 @@ class Monitor:
         if profile is None or len(records) < self.policy.min_window:
             return False
         window = window_from_records(records, profile.class_names)
-        step = check_step(profile, window, version, self.tracker.state(), min_severity=self.policy.min_severity)
+        step = check_step(
+            profile,
+            window,
+            version,
+            self.tracker.state(),
+            min_severity=self.policy.min_severity,
+            budget=self.budget,
+            rule=self.severity_rule,
+        )
         self.last_check = step.result
         thresholds = {r.detector: r.threshold for r in step.result.results}
         for gauge in step.gauges:

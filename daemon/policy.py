@@ -34,6 +34,24 @@ def priority(insight: Insight) -> float:
     return float(loss * share + insight.severity_rank * 1e-6)
 
 
+def admits(insight: Insight, policy: ControllerConfig) -> tuple[bool, str]:
+    """Whether an insight from the insights topic may become a retraining job, and why (not).
+
+    An ``info`` insight never does, whatever ``controller.min_severity`` says: ``info`` means the change is
+    certain but costs less than ``monitor.min_accuracy_cost`` in accuracy, and a job for it would spend GPU
+    hours to win nothing measurable.
+    """
+    if insight.severity == "info":
+        return False, "info insight: its change costs less than monitor.min_accuracy_cost, never a job"
+    if insight.recommendation.action == "none":
+        return False, "its recommendation is no action"
+    if not insight.at_least(policy.min_severity):
+        return False, f"{insight.severity} is below controller.min_severity ({policy.min_severity})"
+    if insight.kind not in policy.kinds:
+        return False, f"kind {insight.kind} is not in controller.kinds"
+    return True, f"{insight.severity} {insight.kind} insight recommending {insight.recommendation.action}"
+
+
 # -- launching ----------------------------------------------------------------------------------------
 
 
@@ -100,6 +118,9 @@ def decide(
     free = [p for p in pending if p.insight.id not in busy]
     if not free:
         return Wait("every pending insight has a job running")
+    free = [p for p in free if admits(p.insight, policy)[0]]
+    if not free:
+        return Wait("no pending insight calls for a job (info, no action, or not a kind acted on)")
     candidates = [p for p in free if p.attempts <= policy.max_retries]
     if not candidates:
         return Wait(f"retries used up: {policy.max_retries + 1} attempt(s) each")
@@ -114,7 +135,9 @@ def decide(
     joins = tuple(
         p.insight
         for p in pending
-        if p.insight.id != chosen.insight.id and p.insight.model_version == chosen.insight.model_version
+        if p.insight.id != chosen.insight.id
+        and p.insight.model_version == chosen.insight.model_version
+        and admits(p.insight, policy)[0]
     )
     attempt = chosen.attempts + 1
     with_others = f", with {len(joins)} other insight(s)" if joins else ""

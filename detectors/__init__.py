@@ -7,12 +7,14 @@ checks into one ongoing condition; :func:`write_reports` writes the Evidently re
 """
 
 from insightloop.detectors.base import Detector, Measurement
-from insightloop.detectors.calibration import ConfidenceCalibrator, tail_threshold
+from insightloop.detectors.calibration import AlarmBudget, ConfidenceCalibrator, tail_threshold, threshold_at_rate
+from insightloop.detectors.cost import DEFAULT_SEVERITY_RULE, SeverityRule, accuracy_cost, severity_for_cost
 from insightloop.detectors.descriptors import DESCRIPTOR_NAMES, compute_descriptors, vocabulary_from_texts
 from insightloop.detectors.drift import DescriptorDrift, EmbeddingDrift, PredictionDrift
 from insightloop.detectors.errors import DetectorError, DetectorPermanentError, DetectorTemporaryError
 from insightloop.detectors.insight import (
     INSIGHT_SCHEMA_VERSION,
+    AccuracyCost,
     Adjustments,
     ClassShift,
     DescriptorShift,
@@ -39,11 +41,14 @@ from insightloop.detectors.tracker import Condition, ConditionTracker, TrackerSt
 from insightloop.detectors.window import Window
 
 __all__ = [
+    "DEFAULT_SEVERITY_RULE",
     "DESCRIPTOR_NAMES",
     "DETECTORS",
     "INSIGHT_SCHEMA_VERSION",
     "LOSS_METRICS",
+    "AccuracyCost",
     "Adjustments",
+    "AlarmBudget",
     "CalibratedThreshold",
     "CheckResult",
     "ClassShift",
@@ -70,6 +75,7 @@ __all__ = [
     "Recommendation",
     "ReferenceProfile",
     "Severity",
+    "SeverityRule",
     "SliceDegradation",
     "SliceFinding",
     "SliceKey",
@@ -80,6 +86,7 @@ __all__ = [
     "Transition",
     "Window",
     "WindowSpan",
+    "accuracy_cost",
     "all_detectors",
     "build_reports",
     "check_all",
@@ -93,8 +100,10 @@ __all__ = [
     "meta_value_str",
     "quality_report",
     "save_report",
+    "severity_for_cost",
     "severity_rank",
     "tail_threshold",
+    "threshold_at_rate",
     "traffic_key",
     "vocabulary_from_texts",
     "write_reports",

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from insightloop.detectors.calibration import reference_splits, tail_threshold
+from insightloop.detectors.calibration import reference_splits, tail_threshold, threshold_at_rate
+from insightloop.detectors.cost import DEFAULT_SEVERITY_RULE, SeverityRule, accuracy_cost, severity_for_cost
 from insightloop.detectors.insight import (
     Evidence,
     Insight,
@@ -81,13 +82,18 @@ class Detector(ABC):
       false-alarm rate (done once, when the profile is built);
     * :meth:`check` — pure: no I/O; returns the insights (none when nothing changed).
 
+    Whether a detector *fires* is statistics (its statistic against the threshold its share of the
+    false-alarm budget sets); how *severe* its insight is, is cost: the window's expected accuracy cost
+    decides ``info`` / ``warning`` / ``critical`` (:func:`~insightloop.detectors.cost.severity_for_cost`).
+
     Parameters
     ----------
     threshold : float, optional
         Fixed alarm level for the statistic; ``None`` (default) uses the level calibrated in the profile.
     critical_factor : float, default 2.0
-        An insight is ``critical`` when the statistic reaches ``critical_factor * threshold`` (on the
-        ``-log10`` scale, 2.0 means a p-value roughly the square of the alarm level's).
+        Formerly the multiple of the threshold from which an insight was ``critical``. Severity now follows
+        the accuracy cost (:class:`~insightloop.detectors.cost.SeverityRule`); the parameter is validated
+        and kept so that saved parameter sets and clones still load, and has no other effect.
     """
 
     name: ClassVar[str]
@@ -170,42 +176,74 @@ class Detector(ABC):
         return threshold_from_null(values, false_alarm_rate)
 
     # -- checking --------------------------------------------------------------------------------
-    def threshold_for(self, reference: ReferenceProfile) -> float:
-        """The alarm level: the configured ``threshold``, else the one calibrated in the profile."""
+    def threshold_for(self, reference: ReferenceProfile, false_alarm_rate: float | None = None) -> float:
+        """The alarm level: the configured ``threshold``, else the one calibrated in the profile.
+
+        With ``false_alarm_rate`` (this detector's share of a monitor's budget per check, see
+        :class:`~insightloop.detectors.calibration.AlarmBudget`) the level is derived for that rate from the
+        profile's null statistics, never below the nominal ``-log10(false_alarm_rate)``
+        (:func:`~insightloop.detectors.calibration.threshold_at_rate`).
+        """
         if self.threshold is not None:
             return self.threshold
-        return reference.threshold_for(self)
+        stored = reference.threshold_for(self)
+        if false_alarm_rate is None:
+            return stored
+        record = reference.thresholds[self.name]
+        return threshold_at_rate(
+            record.null_statistics,
+            false_alarm_rate,
+            stored_value=record.value,
+            stored_rate=record.false_alarm_rate,
+            floor=MIN_THRESHOLD,
+        )
 
     def fires(self, measurement: Measurement, threshold: float) -> bool:
         """Whether a measurement calls for an insight."""
         return measurement.applicable and measurement.material and measurement.statistic >= threshold
 
-    def severity(self, measurement: Measurement, threshold: float) -> Severity:
-        """``critical`` from ``critical_factor * threshold`` on, else ``warning``."""
-        return "critical" if measurement.statistic >= self.critical_factor * threshold else "warning"
-
-    def check(self, reference: ReferenceProfile, current: Window, model_version: str) -> list[Insight]:
+    def check(
+        self,
+        reference: ReferenceProfile,
+        current: Window,
+        model_version: str,
+        *,
+        false_alarm_rate: float | None = None,
+        rule: SeverityRule = DEFAULT_SEVERITY_RULE,
+    ) -> list[Insight]:
         """Insights about ``current`` against ``reference``; empty when nothing changed. Pure (no I/O)."""
         require_same_classes(reference.class_names, current.class_names)
         measurement = self.measure(reference, current)
-        return self.insights_for(reference, current, measurement, model_version)
+        threshold = self.threshold_for(reference, false_alarm_rate)
+        return self.insights_for(reference, current, measurement, model_version, threshold=threshold, rule=rule)
 
     def insights_for(
-        self, reference: ReferenceProfile, current: Window, measurement: Measurement, model_version: str
+        self,
+        reference: ReferenceProfile,
+        current: Window,
+        measurement: Measurement,
+        model_version: str,
+        *,
+        threshold: float | None = None,
+        rule: SeverityRule = DEFAULT_SEVERITY_RULE,
     ) -> list[Insight]:
-        """The insights a measurement (from :meth:`measure`) calls for."""
+        """The insights a measurement (from :meth:`measure`) calls for, at ``threshold`` (default: the
+        profile's), with the severity its accuracy cost calls for under ``rule``."""
         if not measurement.applicable:
             return []
-        threshold = self.threshold_for(reference)
+        threshold = self.threshold_for(reference) if threshold is None else threshold
         if not self.fires(measurement, threshold):
             return []
         evidence, summary, recommendation = self.explain(reference, current, measurement)
+        cost = accuracy_cost(reference, current, rule)
+        severity: Severity = severity_for_cost(cost, rule)
+        summary = _with_cost(summary, cost.describe() if cost else None, severity, rule)
         return [
             Insight(
                 id=insight_id(self.name, model_version, current.ids),
                 detector=self.name,
                 kind=self.kind,
-                severity=self.severity(measurement, threshold),
+                severity=severity,
                 window=current.span(),
                 statistic=round(measurement.statistic, 6),
                 threshold=round(threshold, 6),
@@ -213,6 +251,7 @@ class Detector(ABC):
                 evidence=evidence,
                 summary=summary,
                 recommendation=recommendation,
+                cost=cost,
                 created_at=utc_now(),
                 model_version=model_version,
             )
@@ -223,6 +262,15 @@ class Detector(ABC):
         self, reference: ReferenceProfile, current: Window, measurement: Measurement
     ) -> tuple[Evidence, str, Recommendation]:
         """Evidence, one human sentence and a recommendation for a measurement that fired."""
+
+
+def _with_cost(summary: str, cost: str | None, severity: Severity, rule: SeverityRule) -> str:
+    """The summary with the cost that set its severity."""
+    if cost is None:
+        return f"{summary} Accuracy cost unknown (no labels and no label-free estimate): reported as a warning."
+    if severity == "info":
+        return f"{summary} Certain, but the {cost} is below {rule.min_accuracy_cost:g}: for information only."
+    return f"{summary} The {cost}."
 
 
 def require_same_classes(reference: tuple[str, ...], current: tuple[str, ...]) -> None:

@@ -107,3 +107,84 @@ def tail_threshold(null_statistics: Sequence[float] | NDArray[np.float64], false
     prior_weight = 20
     scale = (excess.size * estimate + prior_weight * exact_scale) / (excess.size + prior_weight)
     return base + scale * math.log(tail_rate / false_alarm_rate)
+
+
+class AlarmBudget(BaseModel):
+    """A false-alarm budget for a whole monitor, spent across its checks and detectors.
+
+    ``budget_texts`` is the expected number of in-distribution texts between two false alarms of the
+    monitor as a whole (its expected run time, ERT, as alibi-detect's online detectors state it). The
+    monitor checks after every ``check_every_records`` texts, so a budget of B texts allows
+    ``alpha = check_every_records / B`` false alarms per check; Bonferroni splits that evenly across the
+    ``detectors`` that may raise one: each detector's threshold is the level its statistic exceeds with
+    probability ``alpha / detectors`` under no change.
+
+    Why this spends the budget safely: the union bound makes the per-check rate at most ``alpha`` whatever
+    the dependence between detectors; successive checks share most of their (overlapping) window and the
+    same reference, so their exceedances are positively correlated and cluster, which makes the expected
+    number of *separate* false alarms per text at most ``alpha / check_every_records`` (a cluster raises
+    one condition and one insight, see ``ConditionTracker``); and an insight pages only at warning or
+    above, which further needs a measured accuracy cost (see ``severity_for_cost``). So the stated
+    budget is a lower bound on the expected run time, not an estimate of it.
+
+    Examples
+    --------
+    >>> budget = AlarmBudget(budget_texts=1_000_000, check_every_records=100, detectors=6)
+    >>> budget.per_check_rate, round(budget.per_detector_rate, 8), round(budget.nominal_threshold, 2)
+    (0.0001, 1.667e-05, 4.78)
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    budget_texts: int = Field(ge=1, description="expected in-distribution texts between two false alarms")
+    check_every_records: int = Field(ge=1, description="new texts between two checks")
+    detectors: int = Field(ge=1, description="detectors that may raise an alarm at each check")
+
+    @property
+    def checks_per_budget(self) -> float:
+        """Checks the monitor runs on ``budget_texts`` texts."""
+        return self.budget_texts / self.check_every_records
+
+    @property
+    def per_check_rate(self) -> float:
+        """Probability of a false alarm per check, all detectors together (at most 0.5)."""
+        return min(0.5, self.check_every_records / self.budget_texts)
+
+    @property
+    def per_detector_rate(self) -> float:
+        """Probability of a false alarm per check and detector (Bonferroni)."""
+        return self.per_check_rate / self.detectors
+
+    @property
+    def nominal_threshold(self) -> float:
+        """``-log10`` of the per-detector rate: the threshold of an exact test."""
+        return -math.log10(self.per_detector_rate)
+
+
+def threshold_at_rate(
+    null_statistics: Sequence[float] | None,
+    false_alarm_rate: float,
+    *,
+    stored_value: float,
+    stored_rate: float,
+    floor: float = 0.0,
+) -> float:
+    """A detector's threshold for ``false_alarm_rate`` per check, from its null statistics.
+
+    The level is the larger of (a) the nominal ``-log10(false_alarm_rate)``, which an exact or
+    conservative test's statistic exceeds at most that often at *any* window size, and (b) the tail
+    threshold of the null statistics measured on reference splits (:func:`tail_threshold`), which covers
+    a test that is anti-conservative at the split's size. A profile that kept no null statistics (written
+    before they were stored) moves its stored threshold along the exponential tail of an exact test.
+    Taking the larger means a calibration split smaller than the monitoring window never lowers the
+    threshold below what an exact test needs at the window's size.
+    """
+    if not 0 < false_alarm_rate < 1:
+        raise ValueError("false_alarm_rate must lie strictly between 0 and 1")
+    nominal = -math.log10(false_alarm_rate)
+    finite = [v for v in (null_statistics or []) if math.isfinite(v)]
+    if len(finite) >= 10:
+        calibrated = tail_threshold(finite, false_alarm_rate)
+    else:
+        calibrated = stored_value + nominal + math.log10(stored_rate)
+    return max(nominal, calibrated, floor)

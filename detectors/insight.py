@@ -158,6 +158,30 @@ class Recommendation(_Model):
 NO_ACTION = Recommendation(action="none", because="nothing in the evidence calls for a change")
 
 
+class AccuracyCost(_Model):
+    """What a change costs in accuracy on its window: reference accuracy minus the window's, in points.
+
+    ``source`` says whether it was measured on the window's labels or estimated without them;
+    ``low``/``high`` bound a 95 % interval; ``n`` is the rows it rests on. Positive: the window is worse.
+    """
+
+    points: Finite
+    low: Finite
+    high: Finite
+    source: Literal["labeled", "estimated"]
+    n: int = Field(ge=0)
+    reference_accuracy: Finite
+    current_accuracy: Finite
+
+    def describe(self) -> str:
+        """One clause for a summary."""
+        how = "on labels" if self.source == "labeled" else "estimated without labels"
+        return (
+            f"expected accuracy cost {self.points:.1f} points (95% interval {self.low:.1f} to {self.high:.1f}, "
+            f"{how}, {self.n} texts)"
+        )
+
+
 class Insight(_Model):
     """A finding with evidence and a hypothesis, as published on the ``insights`` topic.
 
@@ -176,6 +200,7 @@ class Insight(_Model):
     evidence: Evidence = Field(default_factory=Evidence)
     summary: str
     recommendation: Recommendation = NO_ACTION
+    cost: AccuracyCost | None = None
     created_at: datetime
     model_version: str
     report: str | None = None

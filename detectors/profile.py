@@ -63,6 +63,9 @@ class CalibratedThreshold(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     null_median: float | None = None
     null_max: float | None = None
+    # The reference-split statistics themselves, so a monitor can derive the threshold for its own
+    # false-alarm budget (``calibration.threshold_at_rate``) without calibrating again.
+    null_statistics: list[float] | None = None
 
 
 class ProfileManifest(BaseModel):
@@ -261,6 +264,7 @@ class ReferenceProfile:
             params=detector.calibration_key(),
             null_median=float(np.median(finite)) if finite else None,
             null_max=float(np.max(finite)) if finite else None,
+            null_statistics=sorted(round(float(v), 4) for v in finite) if finite else None,
         )
 
     def rescored(

@@ -17,7 +17,7 @@ from insightloop.detectors.advice import (
     slice_findings,
 )
 from insightloop.detectors.base import Detector, Measurement, log_p
-from insightloop.detectors.insight import Evidence, InsightKind, Recommendation, Severity, SliceFinding
+from insightloop.detectors.insight import Evidence, InsightKind, Recommendation, SliceFinding
 from insightloop.detectors.quality_stats import estimated_quality, labeled_quality, macro_f1_interval
 from insightloop.detectors.slice_stats import slice_mask
 from insightloop.detectors.window import Window
@@ -55,10 +55,6 @@ class _QualityDropDetector(Detector):
         self.min_drop = min_drop
         self.critical_drop = critical_drop
 
-    def severity(self, measurement: Measurement, threshold: float) -> Severity:
-        drop = measurement.metrics.get(self.drop_metric, 0.0)
-        return "critical" if drop >= self.critical_drop else "warning"
-
 
 class LabeledQualityDrop(_QualityDropDetector):
     """Quality drop on the labeled part of the window: accuracy and per-class recall, with tests.
@@ -78,7 +74,8 @@ class LabeledQualityDrop(_QualityDropDetector):
     min_drop : float, default 0.02
         Smallest drop (accuracy or a class recall, as a fraction) worth an insight.
     critical_drop : float, default 0.05
-        Accuracy drop from which the insight is ``critical``.
+        Formerly the drop from which the insight was ``critical``; severity now follows the accuracy
+        cost (:class:`~insightloop.detectors.cost.SeverityRule`). Validated and kept for saved parameters.
     threshold, critical_factor
         See :class:`Detector`.
 
@@ -183,7 +180,8 @@ class EstimatedQualityDrop(_QualityDropDetector):
     min_drop : float, default 0.02
         Smallest estimated accuracy drop worth an insight.
     critical_drop : float, default 0.05
-        Estimated drop from which the insight is ``critical``.
+        Formerly the estimated drop from which the insight was ``critical``; severity now follows the
+        accuracy cost (:class:`~insightloop.detectors.cost.SeverityRule`). Validated and kept.
     threshold, critical_factor
         See :class:`Detector`.
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pydantic import BaseModel, ConfigDict, Field
 
 from insightloop.detectors.base import Detector, require_same_classes
+from insightloop.detectors.cost import DEFAULT_SEVERITY_RULE, SeverityRule
 from insightloop.detectors.drift import DescriptorDrift, EmbeddingDrift, PredictionDrift
 from insightloop.detectors.insight import Insight, Severity
 from insightloop.detectors.profile import ReferenceProfile
@@ -63,9 +64,15 @@ def check_all(
     current: Window,
     model_version: str,
     detectors: Sequence[Detector] | None = None,
+    *,
+    false_alarm_rate: float | None = None,
+    rule: SeverityRule = DEFAULT_SEVERITY_RULE,
 ) -> CheckResult:
     """Run ``detectors`` (default: all registered) on ``current``; pure, and each analysis is computed once.
 
+    ``false_alarm_rate`` is each detector's false-alarm probability for this check (its share of a
+    monitor's budget, see :class:`~insightloop.detectors.calibration.AlarmBudget`); None: the rate the
+    profile was calibrated at. ``rule`` turns each insight's accuracy cost into its severity.
     Raises ``ValueError`` when the window's classes differ from the profile's (another model scored it).
     """
     require_same_classes(reference.class_names, current.class_names)
@@ -73,8 +80,8 @@ def check_all(
     results: list[DetectorResult] = []
     for detector in detectors if detectors is not None else all_detectors():
         measurement = detector.measure(reference, current)
-        threshold = detector.threshold_for(reference)
-        found = detector.insights_for(reference, current, measurement, model_version)
+        threshold = detector.threshold_for(reference, false_alarm_rate)
+        found = detector.insights_for(reference, current, measurement, model_version, threshold=threshold, rule=rule)
         insights.extend(found)
         results.append(
             DetectorResult(

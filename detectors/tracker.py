@@ -8,7 +8,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from insightloop.detectors.insight import Insight, utc_now
+from insightloop.detectors.insight import Insight, Severity, severity_rank, utc_now
 
 TRACKER_SCHEMA_VERSION = 1
 
@@ -35,6 +35,10 @@ class Condition(BaseModel):
     peak_ratio: float
     checks: int = 1
     below_clear: int = 0
+    #: The severity of the latest insight that fed this condition (None: fed by statistics alone).
+    severity: Severity | None = None
+    #: The highest severity published for this condition (None: nothing published yet, e.g. while ``info``).
+    published_severity: Severity | None = None
 
 
 class TrackerState(BaseModel):
@@ -145,9 +149,30 @@ class ConditionTracker:
         key = key or insight.detector
         transition = self.observe(key, insight.statistic, insight.threshold, at=at, insight_id=insight.id)
         condition = self._conditions.get(key)
+        if condition is not None:
+            condition.severity = insight.severity
         if condition is not None and condition.insight_id and condition.insight_id != insight.id:
             insight = insight.model_copy(update={"id": condition.insight_id})
         return transition, insight
+
+    def escalates(self, key: str, severity: Severity, min_severity: Severity) -> bool:
+        """Whether an insight of ``severity`` for raised condition ``key`` is to be published now.
+
+        True when it is at least ``min_severity`` and more severe than anything published for the condition:
+        a condition raised as ``info`` (a certain but cheap change, not published) is published, under the
+        same id, once its cost makes it a warning; a warning that becomes critical is published again.
+        """
+        condition = self._conditions.get(key)
+        if condition is None or severity_rank(severity) < severity_rank(min_severity):
+            return False
+        published = condition.published_severity
+        return published is None or severity_rank(severity) > severity_rank(published)
+
+    def mark_published(self, key: str, severity: Severity) -> None:
+        """Remember that an insight of ``severity`` was published for raised condition ``key``."""
+        condition = self._conditions.get(key)
+        if condition is not None:
+            condition.published_severity = severity
 
     def state(self) -> TrackerState:
         """A serialisable snapshot of the tracker."""

@@ -353,10 +353,13 @@ def fine_tune(
     model.load_state_dict(best[1])
     model.eval()
     elapsed = time.perf_counter() - started
-    reference_texts = [e.text for e in (validation if len(validation) >= 2 else train)]
+    # The projection is fitted on training texts, not on the validation split: that split becomes the
+    # reference profile, and PCA directions fitted on a few hundred reference rows (of 384 dimensions)
+    # overstate those rows' variance along them, so held-out traffic reads as embedding drift next to them.
+    projection_texts = [e.text for e in (train if len(train) >= 2 else validation)]
     if ranks.is_main:
         artifact.projection = fit_projection(
-            artifact, reference_texts[:2000], settings.projection_dims, settings.batch_size * 2
+            artifact, projection_texts[:2000], settings.projection_dims, settings.batch_size * 2
         )
     metrics = {
         **{f"validation_{k}": v for k, v in best_metrics.items()},

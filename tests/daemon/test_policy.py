@@ -16,13 +16,24 @@ from insightloop.daemon.policy import (
     RecordFailure,
     RunningJob,
     Wait,
+    admits,
     decide,
     follow_up,
     priority,
 )
 from insightloop.daemon.state import ControllerState, PendingInsight
 from insightloop.deploy import GateVerdict
-from insightloop.detectors import Adjustments, Evidence, Insight, Recommendation, SliceFinding, WindowSpan
+from insightloop.detectors import (
+    Adjustments,
+    Evidence,
+    Insight,
+    InsightKind,
+    Recommendation,
+    Severity,
+    SliceFinding,
+    WindowSpan,
+)
+from insightloop.detectors.insight import Action
 from insightloop.retrain import JobResult, JobState, JobStatus
 
 NOW = 1_750_000_000.0
@@ -45,6 +56,9 @@ def insight(
     share: float | None = None,
     ratio: float = 2.0,
     model: str = "v0001",
+    severity: Severity = "warning",
+    kind: InsightKind = "text_drift",
+    action: Action = "retrain",
 ) -> Insight:
     metrics = {"accuracy_drop": drop} if drop is not None else {}
     slices = (
@@ -64,14 +78,14 @@ def insight(
     return Insight(
         id=insight_id,
         detector="test",
-        kind="text_drift",
-        severity="warning",
+        kind=kind,
+        severity=severity,
         window=WindowSpan(count=300),
         statistic=ratio,
         threshold=1.0,
         evidence=Evidence(metrics=metrics, slices=slices),
         summary=f"insight {insight_id}",
-        recommendation=Recommendation(action="retrain", adjust=Adjustments(), because="test"),
+        recommendation=Recommendation(action=action, adjust=Adjustments(), because="test"),
         created_at=datetime.fromtimestamp(NOW - 1000, UTC),
         model_version=model,
     )
@@ -96,6 +110,18 @@ class Row:
 
 ROWS: dict[str, Row] = {
     "nothing pending": Row([], "wait", "no pending insight"),
+    "an info insight is never a job": Row(
+        [pending("a", severity="info", drop=0.3)],
+        "wait",
+        "no pending insight calls for a job (info, no action, or not a kind acted on)",
+        policy={"min_severity": "info"},
+    ),
+    "beside an info insight the warning goes": Row(
+        [pending("a", severity="info", drop=0.3), pending("b", drop=0.05)],
+        "b",
+        "insight b: 250 new labels (of 200 needed), attempt 1 of 2",
+        policy={"min_severity": "info"},
+    ),
     "too few labels": Row([pending("a")], "wait", "insight a waits for labels: 12 of 200", labels=12),
     "no labels at all": Row([pending("a")], "wait", "insight a waits for labels: 0 of 200", labels=0),
     "exactly enough labels": Row(
@@ -449,3 +475,21 @@ def test_follow_up(row: FollowRow) -> None:
     if row.gpu_seconds is not None:
         assert not isinstance(outcome, Follow)
         assert outcome.gpu_seconds == pytest.approx(row.gpu_seconds)
+
+
+@pytest.mark.parametrize(
+    ("made", "policy", "taken", "why"),
+    [
+        (insight("a", severity="info"), {}, False, "info insight"),
+        (insight("a", severity="info"), {"min_severity": "info"}, False, "never a job"),
+        (insight("a", severity="warning"), {}, True, "warning text_drift insight recommending retrain"),
+        (insight("a", severity="critical"), {}, True, "critical"),
+        (insight("a", severity="warning"), {"min_severity": "critical"}, False, "below controller.min_severity"),
+        (insight("a", action="none"), {}, False, "no action"),
+        (insight("a", kind="slice_degradation"), {"kinds": ["text_drift"]}, False, "not in controller.kinds"),
+        (insight("a", action="recalibrate"), {}, True, "recommending recalibrate"),
+    ],
+)
+def test_admits(made: Insight, policy: dict[str, Any], taken: bool, why: str) -> None:
+    decision, reason = admits(made, ControllerConfig(**policy))
+    assert decision is taken and why in reason

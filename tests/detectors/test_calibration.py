@@ -104,3 +104,30 @@ def test_confidence_calibrator_estimates_accuracy() -> None:
     assert np.all(np.diff(mapped) >= 0)
     assert calibrator.expected_accuracy(confidence[2000:]) == pytest.approx(correct[2000:].mean(), abs=0.03)
     assert ConfidenceCalibrator.model_validate_json(calibrator.model_dump_json()) == calibrator
+
+
+def test_the_budgeted_thresholds_hold_on_windows_larger_than_the_calibration_splits() -> None:
+    """A 300-row reference is calibrated on splits of 150 rows; the monitor then checks 600-row windows.
+
+    Every registered detector, at its Bonferroni share of a budget: the alarms must not exceed what the
+    budget allows (the threshold never goes below the nominal level of an exact test at any size).
+    """
+    from insightloop.detectors import AlarmBudget, all_detectors
+
+    detectors = all_detectors()
+    reference = make_window(300, seed=21, prefix="ref")
+    profile = ReferenceProfile.build(reference, VOCABULARY, detectors, false_alarm_rate=0.01, n_rounds=60, seed=4)
+    assert profile.window_size == 150
+    budget = AlarmBudget(budget_texts=2_500, check_every_records=100, detectors=len(detectors))  # 4 % per check
+    rate = budget.per_detector_rate
+    checks = 30
+    alarms = {d.name: 0 for d in detectors}
+    for i in range(checks):
+        window = make_window(600, seed=20_000 + i, prefix="big")
+        for detector in detectors:
+            measurement = detector.measure(profile, window)
+            threshold = detector.threshold_for(profile, rate)
+            assert threshold >= -math.log10(rate) - 1e-9
+            alarms[detector.name] += detector.fires(measurement, threshold)
+    # 30 checks at 4 % per check for all six together: 1.2 expected; P(Binomial(30, 0.04) >= 6) < 0.1 %.
+    assert sum(alarms.values()) <= 5, alarms

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from insightloop.detectors import DETECTORS, Detector, Insight, ReferenceProfile, Window, check_all
+from insightloop.detectors import DETECTORS, Detector, Insight, ReferenceProfile, Window, check_all, severity_for_cost
 from tests.detectors.conftest import WINDOW
 from tests.detectors.worlds import Shift, make_window
 
@@ -79,7 +79,9 @@ def test_insight_on_a_planted_shift(name: str, profile: ReferenceProfile, plante
     insight = insights[0]
     assert insight.detector == name
     assert insight.kind == type(detector).kind
-    assert insight.at_least("warning")
+    # Severity follows the cost the window measured (labels or the label-free estimate), not the p-value.
+    assert insight.cost is not None and 0 < insight.cost.n <= WINDOW
+    assert insight.severity == severity_for_cost(insight.cost)
     assert insight.statistic >= insight.threshold > 0
     assert insight.model_version == "v7"
     assert insight.window.count == WINDOW

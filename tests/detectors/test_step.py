@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from insightloop.detectors import (
+    AlarmBudget,
     ReferenceProfile,
     Severity,
     StepOutcome,
@@ -67,9 +68,9 @@ def test_an_ongoing_shift_keeps_the_id_of_the_insight_that_raised_it(profile: Re
     assert first.insight is not None and second.insight is not None
     assert second.insight.id == first.insight.id
     assert first.tracker.conditions[traffic_key(VERSION)].insight_id == first.insight.id
-    drifted = {g.detector for g in first.gauges if g.drifted}
-    assert "embeddings" in drifted
-    assert all(first.tracker.conditions.get(detector_key(VERSION, d)) for d in drifted)
+    raised = {g.detector for g in first.gauges if g.raised}
+    assert "embeddings" in raised
+    assert all(first.tracker.conditions.get(detector_key(VERSION, d)) for d in raised)
 
 
 def test_the_cleared_outcome_names_the_insight_to_close(profile: ReferenceProfile) -> None:
@@ -103,3 +104,31 @@ def test_a_merged_quality_loss_reaches_the_caller_under_its_plain_name(profile: 
     assert "labeled_quality" in {i.detector for i in outcome.result.insights}
     assert outcome.insight.evidence.metrics["accuracy_drop"] > 0
     assert outcome.labeled_accuracy is not None and outcome.labeled_accuracy < 0.85
+
+
+COSTLY = Shift(domain=0.5, concept=0.3)
+
+
+def test_a_cheap_change_is_stored_as_info_and_published_once_it_costs(profile: ReferenceProfile) -> None:
+    cheap, costly, again = run(profile, [DOMAIN, COSTLY, COSTLY], min_severity="warning")
+    assert cheap.insight is not None and cheap.insight.severity == "info" and cheap.transition is Transition.NEW
+    assert not cheap.publish, "an info insight is never published at min_severity warning"
+    assert not any(g.drifted for g in cheap.gauges), "nor does it set a drifted gauge (the alert's input)"
+    assert any(g.raised for g in cheap.gauges)
+    assert costly.insight is not None and costly.transition is Transition.ONGOING
+    assert costly.insight.at_least("warning") and costly.publish, "the cost made it a warning: published now"
+    assert costly.insight.id == cheap.insight.id, "under the id of the condition it belongs to"
+    assert any(g.drifted for g in costly.gauges)
+    assert again.insight is not None
+    assert again.publish == (again.insight.severity_rank > costly.insight.severity_rank), "no page per check"
+
+
+def test_the_budget_sets_the_thresholds_of_the_step(profile: ReferenceProfile) -> None:
+    window = make_window(WINDOW, seed=9, shift=DOMAIN, prefix="cur")
+    budget = AlarmBudget(budget_texts=1_000_000, check_every_records=100, detectors=6)
+    strict = check_step(profile, window, VERSION, fresh(), at=T0, budget=budget)
+    assert strict.false_alarm_rate == pytest.approx(1e-4 / 6)
+    loose = check_step(profile, window, VERSION, fresh(), at=T0)
+    for tight, own in zip(strict.result.results, loose.result.results, strict=True):
+        assert tight.threshold >= budget.nominal_threshold - 1e-9, tight
+        assert tight.threshold >= own.threshold, "a budget of 1e6 texts is stricter than the profile's 1 %"
