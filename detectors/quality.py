@@ -165,12 +165,14 @@ class LabeledQualityDrop(_QualityDropDetector):
 
 
 class EstimatedQualityDrop(_QualityDropDetector):
-    """Quality drop estimated without labels, from confidence calibrated on the reference.
+    """Quality drop estimated without labels: average thresholded confidence (ATC, Garg et al. 2022).
 
-    The profile's isotonic calibrator maps each row's top softmax score to the probability that the
-    prediction is right; the window's mean is its estimated accuracy (like confidence-based performance
-    estimation). A one-sided z-test compares it with the reference; the statistic is ``-log10`` of
-    the p-value, and the insight needs a drop of at least ``min_drop``. When labels exist the evidence
+    A threshold on the negative entropy of the softmax is fitted on the labeled reference so that the
+    share of reference rows above it equals their accuracy; the share of the window's rows above it is
+    the window's estimated accuracy (the estimator ``bench/estimates.py`` measured closest to the
+    labels on real shifts; see :mod:`insightloop.detectors.estimators`). A one-sided two-proportion
+    test compares it with the reference; the statistic is ``-log10`` of the p-value, and the insight
+    needs a drop of at least ``min_drop``. When labels exist the evidence
     also carries the labeled accuracy, so the estimate can be checked. It sees degradation before
     labels arrive but assumes the confidence-correctness link of the reference still holds (true under
     covariate shift, not under concept shift): confirm with :class:`LabeledQualityDrop`.
@@ -254,6 +256,6 @@ class EstimatedQualityDrop(_QualityDropDetector):
         where = f", lowest in {describe_slice(slices[0])}" if slices and mask is not None else ""
         summary = (
             f"Estimated accuracy fell from {est.reference_estimate:.2f} to {est.current_estimate:.2f} "
-            f"(calibrated confidence, p={measurement.p_value:.1e}){labeled}{where}."
+            f"(thresholded confidence, p={measurement.p_value:.1e}){labeled}{where}."
         )
         return evidence, summary, recommend(reference, diagnosis, quality_focus=True)

@@ -35,6 +35,10 @@ SCRIPTS = {
         rf"monitor: records=\d+ records_per_s={NUMBER} checks=\d+ check_ms_p50={NUMBER} check_ms_p95={NUMBER} "
         rf"sample_rate={NUMBER} texts_per_s={NUMBER} baseline_records_per_s={NUMBER} ratio={NUMBER}",
     ),
+    "estimates": (
+        [sys.executable, "bench/estimates.py", "--smoke"],
+        rf"estimates: shipped=\w+ mae_points={NUMBER} shifts=\d+",
+    ),
     "gpu": (
         ["bash", "bench/gpu.sh", "--smoke"],
         rf"gpu: device=\S+ best_bf16_tps={NUMBER} best_batch=\d+ epoch_s={NUMBER} train_tps={NUMBER}",
