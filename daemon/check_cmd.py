@@ -12,11 +12,20 @@ from pathlib import Path
 from typing import Any
 
 from insightloop.daemon.config import StateConfig, load_config
-from insightloop.daemon.errors import ExitCode
+from insightloop.daemon.errors import DataError, ExitCode
 from insightloop.daemon.mapping import MessageMapping
-from insightloop.deploy import ModelArtifact
-from insightloop.detectors import Insight, ReferenceProfile, check_all, vocabulary_from_texts, write_reports
-from insightloop.retrain import Example, load_profile, scored_window
+from insightloop.deploy import ModelArtifact, Registry, RegistryError
+from insightloop.detectors import (
+    MIN_PROFILE_ROWS,
+    Insight,
+    ReferenceProfile,
+    check_all,
+    texts_without,
+    training_overlap,
+    vocabulary_from_texts,
+    write_reports,
+)
+from insightloop.retrain import DataFileError, Example, iter_json_rows, load_profile, scored_window
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +63,24 @@ def run_check(args: argparse.Namespace) -> int:
     current = mapping.read_examples(args.current, limit=args.limit)
     started = time.perf_counter()
     vocabulary, reference = _vocabulary_and_reference(args.model, reference)
+    trained_on = trained_texts(args.model)
+    seen = training_overlap([e.text for e in reference], trained_on)
+    if seen.any():
+        # Scoring rows that are dropped anyway would be wasted; the profile would drop them too.
+        log.warning(
+            "%d of the %d reference rows are texts %s was trained on; they are left out of the reference "
+            "statistics (out-of-vocabulary share, confidence, scores, accuracy, embeddings): %d rows remain",
+            int(seen.sum()),
+            len(reference),
+            args.model.name,
+            int((~seen).sum()),
+        )
+        reference = [e for e, was_seen in zip(reference, seen, strict=True) if not was_seen]
+        if len(reference) < MIN_PROFILE_ROWS:
+            raise DataError(
+                f"{args.reference}: only {len(reference)} rows are not in the model's training data; the "
+                f"reference needs at least {MIN_PROFILE_ROWS} rows the model did not see (use held-out rows)"
+            )
     reference_window = scored_window(artifact, reference)
     current_window = scored_window(artifact, current)
     scored = time.perf_counter()
@@ -65,6 +92,7 @@ def run_check(args: argparse.Namespace) -> int:
         max_length=artifact.max_length,
         window_size=len(current_window),
     )
+    overlap_rows = int(seen.sum())
     version = args.model.resolve().name
     result = check_all(profile, current_window, version)
     checked = time.perf_counter()
@@ -87,6 +115,11 @@ def run_check(args: argparse.Namespace) -> int:
         }
         sys.stdout.write(json.dumps(payload) + "\n")
     else:
+        if overlap_rows:
+            print(
+                f"note: {overlap_rows} reference rows were texts the model was trained on and were left out "
+                f"of the reference ({len(reference)} rows used)"
+            )
         _print_summary(insights, result.results, reports)
     if args.fail_on and any(i.at_least(args.fail_on) for i in insights):
         return int(ExitCode.CHECK_FAILED)
@@ -106,6 +139,35 @@ def _vocabulary_and_reference(model: Path, reference: list[Example]) -> tuple[It
     except FileNotFoundError:
         log.warning("%s has no reference profile: half of the reference file gives the vocabulary", model)
         return vocabulary_from_texts(e.text for e in reference[1::2]), reference[0::2]
+
+
+def trained_texts(model: Path) -> list[str]:
+    """The texts ``model`` (a version directory) was trained on, as far as the registry records them.
+
+    The version's training data file (``Registry.training_data_file``: its copy, else the source it was
+    trained from) holds the rows trained on and the validation rows held out of training; the version's
+    own reference profile is that validation split, so its texts are taken out (one occurrence each). An
+    imported version was trained elsewhere: its file is the reference it came with, nothing it trained on.
+    """
+    registry = Registry(model.resolve().parent)
+    try:
+        record = registry.get(model.resolve().name)
+        data_file = registry.training_data_file(model.resolve().name)
+    except RegistryError as exc:
+        log.warning("%s is not a version of a readable registry (%s): its training texts are unknown", model, exc)
+        return []
+    if record.lineage.action == "import" or data_file is None:
+        return []
+    try:
+        texts = [row.get("text", "") for _, row in iter_json_rows(data_file)]
+    except DataFileError as exc:
+        log.warning("cannot read the training data of %s (%s): its training texts are unknown", model, exc)
+        return []
+    try:
+        held_out = load_profile(model).window.texts
+    except (FileNotFoundError, OSError, ValueError):
+        held_out = []
+    return texts_without([t for t in texts if isinstance(t, str)], held_out)
 
 
 def _print_summary(insights: list[Insight], results: list[Any], reports: list[Path]) -> None:

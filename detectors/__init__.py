@@ -30,7 +30,14 @@ from insightloop.detectors.insight import (
 )
 from insightloop.detectors.merge import LOSS_METRICS, merge_insights
 from insightloop.detectors.metrics import macro_f1, macro_f1_batch
-from insightloop.detectors.profile import CalibratedThreshold, ReferenceProfile
+from insightloop.detectors.profile import (
+    MIN_PROFILE_ROWS,
+    CalibratedThreshold,
+    ReferenceProfile,
+    normalise_text,
+    texts_without,
+    training_overlap,
+)
 from insightloop.detectors.quality import EstimatedQualityDrop, LabeledQualityDrop
 from insightloop.detectors.registry import DETECTORS, CheckResult, DetectorResult, all_detectors, check_all
 from insightloop.detectors.reports import build_reports, drift_report, quality_report, save_report, write_reports
@@ -46,6 +53,7 @@ __all__ = [
     "DETECTORS",
     "INSIGHT_SCHEMA_VERSION",
     "LOSS_METRICS",
+    "MIN_PROFILE_ROWS",
     "AccuracyCost",
     "Adjustments",
     "AlarmBudget",
@@ -98,13 +106,16 @@ __all__ = [
     "macro_f1_batch",
     "merge_insights",
     "meta_value_str",
+    "normalise_text",
     "quality_report",
     "save_report",
     "severity_for_cost",
     "severity_rank",
     "tail_threshold",
+    "texts_without",
     "threshold_at_rate",
     "traffic_key",
+    "training_overlap",
     "vocabulary_from_texts",
     "write_reports",
 ]

@@ -7,7 +7,9 @@ import json
 import logging
 import math
 import threading
+import unicodedata
 import weakref
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -45,6 +47,9 @@ DEFAULT_PRECISION = "cpu/float32"
 
 #: Default size of the "current" part of each calibration split (the typical monitoring window).
 DEFAULT_WINDOW_SIZE = 1000
+
+#: Fewest reference rows a profile is built from.
+MIN_PROFILE_ROWS = 20
 
 T = TypeVar("T")
 JsonScalar = str | int | float | bool | None
@@ -88,9 +93,41 @@ class ProfileManifest(BaseModel):
     created_at: datetime
     # Profiles written before this field existed were scored in float32 on a CPU.
     precision: str = DEFAULT_PRECISION
+    # Rows left out of the profile because the model saw them in training (0 for profiles before this field).
+    training_overlap_rows: int = 0
     descriptors: dict[str, DescriptorStats]
     calibrator: ConfidenceCalibrator | None
     thresholds: dict[str, CalibratedThreshold]
+
+
+def normalise_text(text: str) -> str:
+    """The form texts are matched in: Unicode NFKC, case-folded, runs of white space made one space."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def training_overlap(texts: Sequence[str], training_texts: Iterable[str]) -> NDArray[np.bool_]:
+    """Per text: the model saw it in training (matched on :func:`normalise_text`).
+
+    Examples
+    --------
+    >>> training_overlap(["A  good book", "new text"], ["a good\tbook", "other"]).tolist()
+    [True, False]
+    """
+    seen = {normalise_text(t) for t in training_texts}
+    return np.fromiter((normalise_text(t) in seen for t in texts), dtype=bool, count=len(texts))
+
+
+def texts_without(texts: Sequence[str], removed: Sequence[str]) -> list[str]:
+    """``texts`` with one occurrence of each of ``removed`` taken out (matched on :func:`normalise_text`)."""
+    pending = Counter(normalise_text(t) for t in removed)
+    out = []
+    for text in texts:
+        key = normalise_text(text)
+        if pending[key] > 0:
+            pending[key] -= 1
+        else:
+            out.append(text)
+    return out
 
 
 def _fit_calibrator(window: Window) -> ConfidenceCalibrator | None:
@@ -99,6 +136,33 @@ def _fit_calibrator(window: Window) -> ConfidenceCalibrator | None:
     if int(labeled.sum()) < MIN_CALIBRATION_ROWS:
         return None
     return ConfidenceCalibrator.fit(window.confidence[labeled], window.correct[labeled])
+
+
+def drop_training_overlap(window: Window, training_texts: Iterable[str]) -> tuple[Window, int]:
+    """``window`` without the rows whose text is among ``training_texts``, and how many were dropped.
+
+    Raises ``ValueError`` when fewer than :data:`MIN_PROFILE_ROWS` rows were not trained on: such a
+    reference says how the model does on its training data, not on new traffic.
+    """
+    seen = training_overlap(window.texts, training_texts)
+    n_seen = int(seen.sum())
+    if n_seen == 0:
+        return window, 0
+    kept = np.flatnonzero(~seen)
+    if kept.size < MIN_PROFILE_ROWS:
+        raise ValueError(
+            f"{n_seen} of the {len(window)} reference rows are texts the model was trained on and only "
+            f"{kept.size} are not; a reference needs at least {MIN_PROFILE_ROWS} rows the model did not see "
+            "(use held-out rows, e.g. a test split)"
+        )
+    log.warning(
+        "%d of the %d reference rows are texts the model was trained on; they are left out of the reference "
+        "statistics (out-of-vocabulary share, confidence, scores, accuracy, embeddings), %d rows remain",
+        n_seen,
+        len(window),
+        kept.size,
+    )
+    return window.take(kept), n_seen
 
 
 class ReferenceProfile:
@@ -138,6 +202,7 @@ class ReferenceProfile:
         max_length: int | None = None,
         created_at: datetime | None = None,
         precision: str = DEFAULT_PRECISION,
+        training_overlap_rows: int = 0,
     ) -> None:
         if len(window) < 2:
             raise ValueError("a reference profile needs at least two rows")
@@ -161,6 +226,7 @@ class ReferenceProfile:
         self.max_length = max_length
         self.created_at = created_at or utc_now()
         self.precision = precision
+        self.training_overlap_rows = training_overlap_rows
         self._lock = threading.RLock()
         self._memo: dict[Any, Any] = {}
         self._per_window: weakref.WeakKeyDictionary[Window, dict[Any, Any]] = weakref.WeakKeyDictionary()
@@ -182,6 +248,7 @@ class ReferenceProfile:
         window_size: int | None = None,
         max_length: int | None = None,
         precision: str = DEFAULT_PRECISION,
+        training_texts: Iterable[str] | None = None,
     ) -> ReferenceProfile:
         """Profile a scored validation split and calibrate ``detectors`` (default: all registered).
 
@@ -205,9 +272,18 @@ class ReferenceProfile:
             The model's tokenizer ``max_length`` (tells truncated texts apart); inferred when omitted.
         precision : str, default "cpu/float32"
             The numerics ``window`` was scored with (``ModelArtifact.precision``).
+        training_texts : iterable of str, optional
+            Texts the model was trained on (or the vocabulary was taken from). Reference rows among them
+            (matched on :func:`normalise_text`) are left out of the profile, with a warning that counts
+            them: the model is more confident and more often right on rows it saw, and their words are
+            in the vocabulary by construction, so they would bias the confidence, score, accuracy and
+            out-of-vocabulary statistics every production window is compared with.
         """
-        if len(window) < 20:
-            raise ValueError(f"a reference profile needs at least 20 rows, got {len(window)}")
+        overlap = 0
+        if training_texts is not None:
+            window, overlap = drop_training_overlap(window, training_texts)
+        if len(window) < MIN_PROFILE_ROWS:
+            raise ValueError(f"a reference profile needs at least {MIN_PROFILE_ROWS} rows, got {len(window)}")
         if detectors is None:
             from insightloop.detectors.registry import all_detectors
 
@@ -223,6 +299,7 @@ class ReferenceProfile:
             window_size=window_size,
             max_length=max_length,
             precision=precision,
+            training_overlap_rows=overlap,
         )
         profile.calibrate(detectors)
         for detector in detectors:
@@ -300,6 +377,7 @@ class ReferenceProfile:
             max_length=self.max_length,
             created_at=self.created_at,
             precision=precision,
+            training_overlap_rows=self.training_overlap_rows,
         )
         profile._descriptor_stats = self._descriptor_stats  # texts and token counts are unchanged
         return profile
@@ -421,6 +499,7 @@ class ReferenceProfile:
             calibrator=self.calibrator,
             thresholds=dict(self.thresholds),
             precision=self.precision,
+            training_overlap_rows=self.training_overlap_rows,
         )
 
     def save(self, directory: Path | str) -> Path:
@@ -478,6 +557,7 @@ class ReferenceProfile:
             max_length=manifest.max_length,
             created_at=manifest.created_at,
             precision=manifest.precision,
+            training_overlap_rows=manifest.training_overlap_rows,
         )
         if profile.vocabulary_digest != manifest.vocabulary_digest:
             raise ValueError(f"{root}: the vocabulary does not match the manifest's digest")

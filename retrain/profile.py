@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from insightloop.deploy import PROFILE_DIR, TRAINING_DATA, ModelArtifact
-from insightloop.detectors import ReferenceProfile, Window, vocabulary_from_texts
+from insightloop.detectors import ReferenceProfile, Window, texts_without, vocabulary_from_texts
 from insightloop.retrain.data import Example
 
 # Deploy owns the version directory's layout; these names stay here for the rooms that import them.
@@ -46,11 +46,20 @@ def build_profile(
     n_rounds: int = 200,
     false_alarm_rate: float = 0.001,
 ) -> ReferenceProfile:
-    """The reference profile of ``artifact``: validation split scored, training vocabulary, calibrated thresholds."""
+    """The reference profile of ``artifact``: validation split scored, training vocabulary, calibrated thresholds.
+
+    ``training_texts`` may include the validation rows themselves (a retraining job passes every text it
+    trained from, and fine-tuning holds its validation split out of that): one occurrence per validation
+    row is taken out, so the vocabulary never comes from the rows it is compared with. A validation
+    text that still occurs in what remains was trained on (a duplicate row): such rows are left out of
+    the profile with a warning that counts them (see ``ReferenceProfile.build``).
+    """
     window = scored_window(artifact, validation)
+    trained = texts_without(training_texts, [e.text for e in validation])
     return ReferenceProfile.build(
         window,
-        vocabulary_from_texts(training_texts),
+        vocabulary_from_texts(trained),
+        training_texts=trained,
         seed=seed,
         n_rounds=n_rounds,
         false_alarm_rate=false_alarm_rate,

@@ -6,12 +6,15 @@ import json
 import os
 import subprocess
 import sys
+import unicodedata
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from insightloop.daemon.errors import ExitCode
+from insightloop.deploy import TRAINING_DATA
 from tests.amazon import amazon, needs_amazon
 from tests.synthetic import write_jsonl
 
@@ -101,3 +104,30 @@ def test_without_fail_on_the_summary_is_readable_and_the_exit_code_is_zero(books
     assert any((workdir / "insightloop-state" / "reports").glob("check-*.html"))
     ignored = (Path(__file__).resolve().parents[2] / ".gitignore").read_text(encoding="utf-8").split()
     assert "insightloop-state/" in ignored
+
+
+def test_a_reference_drawn_from_the_training_file_fakes_no_drift(books_model: Path, tmp_path: Path) -> None:
+    # "My training data is the reference": 1,000 book reviews of the training split, the first 400 of them
+    # the very rows the model was trained from (its training file), against 400 reviews of the test split.
+    reference_rows = amazon("train", "books", 1000, seed=1)
+    # What the model trained on: its training file less its validation split (the version's profile rows).
+    in_file = Counter(normalise(json.loads(line)["text"]) for line in (books_model / TRAINING_DATA).open())
+    in_file.subtract(normalise(t) for t in json.loads((books_model / "reference" / "rows.json").read_text())["texts"])
+    trained = {text for text, count in in_file.items() if count > 0}
+    seen = sum(normalise(r["text"]) in trained for r in reference_rows)
+    assert seen >= 350  # the overlap is real
+    # Matching is on normalised text: the copy a user exports may differ in case and white space.
+    reference_rows[0] = {**reference_rows[0], "text": "  " + reference_rows[0]["text"].upper().replace(" ", "\n ")}
+    reference = write_jsonl(tmp_path / "books-train.jsonl", reference_rows)
+    current = write_jsonl(tmp_path / "books-test.jsonl", amazon("test", "books", 400, seed=3))
+    done = run_check(books_model, reference, current, tmp_path / "reports", "--fail-on", "warning")
+
+    assert done.returncode == ExitCode.OK, (done.stdout[-3000:], done.stderr[-3000:])
+    assert serious(json.loads(done.stdout)["insights"]) == []
+    # The user is told, with the count, that rows the model saw were kept out of the reference.
+    assert f"{seen} of the 1000 reference rows are texts" in done.stderr, done.stderr[-3000:]
+
+
+def normalise(text: str) -> str:
+    """The matching rule the issue states, written out here so the test does not borrow the code's."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
