@@ -12,7 +12,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from insightloop.detectors.descriptor_stats import DescriptorTest, descriptor_test
+from insightloop.detectors.descriptor_stats import (
+    DescriptorTest,
+    class_conditional_descriptor_test,
+    descriptor_test,
+)
 from insightloop.detectors.descriptors import DESCRIPTOR_LABELS
 from insightloop.detectors.embedding_stats import EmbeddingTest, embedding_test
 from insightloop.detectors.insight import (
@@ -44,6 +48,7 @@ class Diagnosis:
     """What changed between reference and window, and the most plausible cause."""
 
     descriptors: DescriptorTest
+    conditional_descriptors: DescriptorTest | None  # against the reference re-weighted to the class mix
     embeddings: EmbeddingTest | None
     predictions: PredictionTest
     slices: SliceAnalysis
@@ -73,15 +78,19 @@ def diagnose(profile: ReferenceProfile, window: Window) -> Diagnosis:
         emb = embedding_test(profile, window)
         pred = prediction_test(profile, window)
         slices = slice_analysis(profile, window)
-        descriptors_moved = desc.p_value <= DIAGNOSIS_ALPHA
         embeddings_moved = emb is not None and emb.p_value <= DIAGNOSIS_ALPHA
         prior_shift = pred.label_p_value <= DIAGNOSIS_ALPHA
         explained = emb is not None and emb.explained_by_class_mix
-        # Inputs moved beyond what the class mix explains: a domain / vocabulary shift.
-        oov_up = desc.p_values.get("oov_share", 1.0) <= DIAGNOSIS_ALPHA and (
-            desc.current_mean["oov_share"] > desc.reference_mean["oov_share"]
+        # With the class mix moved, the inputs are judged against the reference re-weighted to the
+        # estimated current mix (BBSE): descriptors and embeddings that differ by class move under a pure
+        # prior shift, and only what stays after re-weighting is a change of the inputs themselves.
+        conditional = class_conditional_descriptor_test(profile, window) if prior_shift else None
+        judged = conditional if conditional is not None else desc
+        oov_up = judged.p_values.get("oov_share", 1.0) <= DIAGNOSIS_ALPHA and (
+            judged.current_mean["oov_share"] > judged.reference_mean["oov_share"]
         )
-        input_shift = (embeddings_moved and not explained) or oov_up or (descriptors_moved and not prior_shift)
+        descriptors_moved = judged.p_value <= DIAGNOSIS_ALPHA
+        input_shift = (embeddings_moved and not explained) or oov_up or descriptors_moved
         lab = labeled_quality(profile, window)
         est = estimated_quality(profile, window)
         quality_drop = (
@@ -100,12 +109,13 @@ def diagnose(profile: ReferenceProfile, window: Window) -> Diagnosis:
                 break
         return Diagnosis(
             descriptors=desc,
+            conditional_descriptors=conditional,
             embeddings=emb,
             predictions=pred,
             slices=slices,
             input_shift=input_shift,
             prior_shift=prior_shift,
-            prior_explains_inputs=prior_shift and explained and not oov_up,
+            prior_explains_inputs=prior_shift and not input_shift,
             quality_drop=quality_drop,
             long_text_slice=long_slice,
             max_length=limit,
@@ -256,8 +266,10 @@ def recommend(profile: ReferenceProfile, diagnosis: Diagnosis, *, quality_focus:
     """The cheapest action the evidence supports.
 
     * errors concentrated in the longest texts → ``retrain`` with a larger ``max_length``;
-    * the predicted-class mix moved while the inputs, class by class, look like the reference (a pure
-      prior shift) → ``recalibrate`` with ``class_weights`` = estimated current / reference priors;
+    * the predicted-class mix moved while the inputs, tested against the reference re-weighted to the
+      estimated current class mix (BBSE), look like the reference: every descriptor (weighted KS) and
+      the embeddings (weighted MMD) — a pure prior shift → ``recalibrate`` with ``class_weights`` =
+      estimated current / reference priors;
     * inputs moved (new vocabulary, new domains, embeddings beyond the class mix) or the loss rose in
       some slices → ``retrain`` with more weight on those slices and on recent data;
     * otherwise ``none``.

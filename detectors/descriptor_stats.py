@@ -15,6 +15,7 @@ from insightloop.detectors._evidently import ensure_evidently
 from insightloop.detectors._stats import FloatArray
 from insightloop.detectors.base import bonferroni
 from insightloop.detectors.descriptors import DESCRIPTOR_NAMES
+from insightloop.detectors.prediction_stats import prior_weights, weighted_ks_p_value
 from insightloop.detectors.window import Window
 
 if TYPE_CHECKING:
@@ -74,3 +75,34 @@ def descriptor_test(
         return DescriptorTest(method, p_values, rm, cm, rmed, cmed)
 
     return profile.window_memo(window, ("descriptor_test", method, names), compute)
+
+
+def class_conditional_descriptor_test(
+    profile: ReferenceProfile, window: Window, names: tuple[str, ...] = DESCRIPTOR_NAMES
+) -> DescriptorTest:
+    """Each descriptor tested against the reference re-weighted to the window's estimated class mix.
+
+    A pure prior shift moves descriptors whose values differ by class (one class writes longer texts,
+    or uses words the other does not); re-weighting the reference rows by the BBSE class weights (see
+    :func:`~insightloop.detectors.prediction_stats.prior_weights`) removes exactly that part, so what
+    stays significant is a change of the inputs within the classes. Weighted KS per descriptor.
+    """
+
+    def compute() -> DescriptorTest:
+        weights = prior_weights(profile, window)
+        ref = profile.descriptors
+        cur = profile.describe(window)
+        p_values, rm, cm, rmed, cmed = {}, {}, {}, {}, {}
+        for name in names:
+            p_values[name] = weighted_ks_p_value(ref[name], weights, cur[name])
+            rm[name], cm[name] = float(weights @ ref[name]), float(cur[name].mean())
+            rmed[name], cmed[name] = _weighted_median(ref[name], weights), float(np.median(cur[name]))
+        return DescriptorTest("weighted_ks", p_values, rm, cm, rmed, cmed)
+
+    return profile.window_memo(window, ("class_conditional_descriptor_test", names), compute)
+
+
+def _weighted_median(values: FloatArray, weights: FloatArray) -> float:
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(weights[order])
+    return float(values[order][min(int(np.searchsorted(cumulative, 0.5 * cumulative[-1])), values.size - 1)])

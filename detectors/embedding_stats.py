@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 from scipy import special  # type: ignore[import-untyped]
 
 from insightloop.detectors._stats import FloatArray
+from insightloop.detectors.prediction_stats import prior_weights
 from insightloop.detectors.window import Window
 
 if TYPE_CHECKING:
@@ -155,6 +156,20 @@ def embedding_state(
     )
 
 
+def reference_features(
+    profile: ReferenceProfile, state: EmbeddingState, n_components: int, n_features: int, bandwidth: float | None
+) -> NDArray[np.float32]:
+    """Random Fourier features of every reference row (computed once per profile; a calibration subset
+    takes its rows of its parent's)."""
+    key = ("embedding_features", n_components, n_features, bandwidth)
+    parent, idx = profile.parent, profile.parent_indices
+    if parent is not None and idx is not None:
+        parent_state = embedding_state(parent, n_components, n_features, bandwidth)
+        if parent_state is not None:
+            return reference_features(parent, parent_state, n_components, n_features, bandwidth)[idx]
+    return profile.memo(key, lambda: state.features(profile.window.embeddings))
+
+
 def _gamma_p_value(value: float, factor: float, trace: float, trace_sq: float) -> float:
     """P(T >= value) for T = factor * Σ λ_i Z_i², by a moment-matched gamma (Satterthwaite)."""
     if trace <= 0 or trace_sq <= 0 or factor <= 0:
@@ -173,7 +188,7 @@ class EmbeddingTest:
     mmd2: float
     p_value: float
     excess: float  # mmd2 / its null mean (≈ 1 without drift)
-    residual_mmd2: float  # after re-weighting the reference to the current predicted-class mix
+    residual_mmd2: float  # after re-weighting the reference rows to the current (BBSE-estimated) class mix
     residual_p_value: float
     residual_excess: float
     witness: FloatArray  # per current row: how much more like the current than the reference it is
@@ -201,14 +216,16 @@ def embedding_test(
         factor = 1.0 / state.n + 1.0 / m
         p_value = _gamma_p_value(mmd2, factor, state.trace, state.trace_sq)
         null_mean = factor * state.trace
-        # Re-weight the reference by the current predicted-class mix: what a pure prior shift predicts.
+        # Re-weight the reference rows to the current class mix (BBSE weights on the true classes when
+        # the reference has labels, else the predicted-class mix): what a pure prior shift predicts.
         n_classes = state.class_counts.size
         shares = np.bincount(window.predicted_index, minlength=n_classes) / m
         uncovered = bool(np.any((shares > 0) & (state.class_counts == 0)))
-        weighted = shares @ state.class_means
+        row_weights = prior_weights(profile, window)
+        weighted = row_weights @ reference_features(profile, state, n_components, n_features, bandwidth)
         res = cur_mean - weighted
         residual = float(res @ res)
-        res_factor = 1.0 / m + float(np.sum(shares**2 / np.maximum(state.class_counts, 1)))
+        res_factor = 1.0 / m + float(np.sum(row_weights**2))
         residual_p = 1e-300 if uncovered else _gamma_p_value(residual, res_factor, state.trace, state.trace_sq)
         res_null = res_factor * state.trace
         excess = mmd2 / null_mean if null_mean > 0 else 0.0
