@@ -12,6 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from insightloop.detectors import (
+    AccuracyCost,
     Adjustments,
     DescriptorShift,
     Evidence,
@@ -206,6 +207,9 @@ def _full_insight() -> Insight:
             adjust=Adjustments(max_length=256, slice_weights={"meta.domain=kitchen": 2.0}),
             because="new domain",
         ),
+        cost=AccuracyCost(
+            points=6.2, low=3.1, high=9.3, source="labeled", n=300, reference_accuracy=0.88, current_accuracy=0.818
+        ),
         created_at=datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC),
         model_version="v3",
         report="r/x.html",
@@ -230,10 +234,12 @@ def test_insight_json_round_trip_is_exact() -> None:
         "evidence",
         "summary",
         "recommendation",
+        "cost",
         "created_at",
         "model_version",
         "report",
     }
+    assert json.loads(text)["cost"]["source"] == "labeled"
 
 
 @pytest.mark.parametrize(
