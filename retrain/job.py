@@ -43,7 +43,7 @@ from insightloop.deploy import (
     utc_now,
 )
 from insightloop.retrain.data import Example, read_jsonl, write_jsonl
-from insightloop.retrain.distributed import SINGLE_PROCESS, Ranks, process_group, training_device
+from insightloop.retrain.distributed import SINGLE_PROCESS, Ranks, per_rank_batch, process_group, training_device
 from insightloop.retrain.evaluate import (
     RECENT,
     REFERENCE,
@@ -366,6 +366,8 @@ def run_job(spec: JobSpec, ranks: Ranks = SINGLE_PROCESS) -> JobResult:
     """
     started = time.perf_counter()
     plan = spec.plan
+    if plan.action == "fine_tune":
+        per_rank_batch(plan.hyper.batch_size, ranks.world_size)  # before anything is loaded, on every rank
     seed_everything(plan.hyper.seed)
     device = training_device(ranks, pick_device(spec.device))
     if ranks.is_main:
@@ -429,11 +431,18 @@ def run_spec_file(spec_path: Path) -> JobResult:
             processes=ranks.world_size,
             seconds=time.perf_counter() - started,
         )
-        target.write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        _write_result(target, result, ranks)
         raise
     if ranks.is_main:
-        target.write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        _write_result(target, result, ranks)
     return result
+
+
+def _write_result(target: Path, result: JobResult, ranks: Ranks) -> None:
+    """Write whole or not at all: several failing ranks may write at once; the last one's file stands."""
+    partial = target.with_name(f"{target.name}.{ranks.rank}.tmp")
+    partial.write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, target)
 
 
 def read_result(path: Path) -> JobResult | None:

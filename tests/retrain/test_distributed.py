@@ -387,3 +387,33 @@ def test_the_local_runner_runs_a_two_process_job_whose_rank_0_registers_the_cand
     assert info["processes"] == 2
     assert log.count("training in 2 processes (gloo)") == 1
     assert log.count("registered v0002") == 1, "one copy of the job's log lines"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_two_process_job_whose_batch_does_not_split_fails_with_the_reason(
+    trained_registry: Path, train_file: Path, tmp_path: Path
+) -> None:
+    shutil.copytree(trained_registry, tmp_path / "registry")
+    registry = Registry(tmp_path / "registry")
+    production = write_jsonl(tmp_path / "prod.jsonl", domain_rows(60, 5, "k", KITCHEN_POSITIVE, KITCHEN_NEGATIVE))
+    hyper = HyperParameters(epochs=1, learning_rate=2e-3, batch_size=15, max_length=32)
+    spec = spec_for(registry, [insight("retrain")], production, train_file, hyper)
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(spec.model_dump_json(), encoding="utf-8")
+
+    runner = LocalRunner(tmp_path / "logs", processes=2)
+    handle = runner.submit("job-odd", spec_path)
+    try:
+        deadline = time.monotonic() + 300
+        while not (status := runner.status(handle)).finished and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        runner.cleanup(handle)
+    assert status.state is JobState.FAILED
+    assert "cannot be split evenly across 2 training processes" in status.log_tail
+    result = read_result(spec_path.with_suffix(".result.json"))
+    assert result is not None and result.state == "failed" and result.processes == 2
+    assert result.error is not None and re.match(r"rank [01] of 2: DistributedLaunchError: batch_size 15", result.error)
+    assert registry.names() == ["v0001"]
+    assert not list(tmp_path.glob("*.tmp")), "no partial result file left"
