@@ -137,7 +137,14 @@ def main() -> None:
                 "registry": {"path": str(work / "registry")},
                 "state": {"dir": str(work / "state")},
                 "api": {"host": "127.0.0.1", "http_port": free_port()},
-                "monitor": {"window_size": 200, "min_window": 100, "check_every_records": 50, "check_interval_s": 3600},
+                # The delay is counted in texts, so checks follow the count alone (no time cap between them).
+                "monitor": {
+                    "window_size": 200,
+                    "min_window": 100,
+                    "check_every_records": 50,
+                    "check_interval_s": 3600,
+                    "min_check_interval_s": 0.0,
+                },
                 "controller": {
                     "min_new_labels": args.min_new_labels,
                     "cooldown_s": 0,
