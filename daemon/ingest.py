@@ -83,11 +83,6 @@ class PollCounts:
     stored: dict[str, int]
     sampled_out: dict[str, int]
 
-    @property
-    def predictions(self) -> int:
-        """Newly stored predictions (what counts towards the next count-triggered check)."""
-        return self.stored.get("predictions", 0)
-
 
 class Ingest:
     """Stores what the monitor's consumer polls; ``producer`` (set by the monitor) sends dead letters."""
@@ -103,7 +98,7 @@ class Ingest:
         self.store = store
         self.observer = observer
         self.producer: Any = None
-        self.last: PollCounts = PollCounts({}, {})
+        self.last: PollCounts = PollCounts({}, {})  #: what the latest poll did
         self._label_set: tuple[str | None, frozenset[str] | None] = (None, None)
 
     def label_set(self) -> frozenset[str] | None:
