@@ -33,6 +33,7 @@ BERT and a few hundred texts (for the test suite; figures meaningless). The last
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -474,12 +475,19 @@ def main() -> None:
     parser.add_argument("--prepare", action="store_true", help="only train and score (fills the cache)")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "insightloop-bench")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sources", help="comma-separated subset of the size's sources (e.g. sst2,kitchen)")
     args = parser.parse_args()
     from insightloop.daemon.config import load_config
     from insightloop.detectors import AlarmBudget, all_detectors
     from insightloop.retrain import default_base_model, save_tiny_bert
 
     size = SMOKE if args.smoke else QUICK if args.quick else FULL
+    if args.sources:
+        wanted = args.sources.split(",")
+        unknown = [n for n in wanted if n not in size.in_distribution]
+        if unknown:
+            raise SystemExit(f"--sources: {unknown} not among {sorted(size.in_distribution)}")
+        size = dataclasses.replace(size, in_distribution={n: size.in_distribution[n] for n in wanted})
     scratch = Path(tempfile.mkdtemp(prefix="insightloop-alarms-"))
     started = time.perf_counter()
     try:
