@@ -91,11 +91,14 @@ def sources(train_rows: int, holdout_rows: int, target_rows: int, names: tuple[s
             (f"{domain} → {other}", sample(other, read(amazon / "test.jsonl", other), target_rows, seed=2))
             for other in (domain, *[d for d in AMAZON_DOMAINS if d != domain])
         ]
+        # Held out: train-split rows beyond the training sample and the test rows the control leaves.
+        beyond = sample(domain, pool, holdout_rows, seed=1, skip=train_rows)
+        spare = sample(domain, read(amazon / "test.jsonl", domain), holdout_rows, seed=2, skip=target_rows)
         out.append(
             Source(
                 name=domain,
                 train=sample(domain, pool, train_rows, seed=1),
-                extra_reference=sample(domain, pool, holdout_rows, seed=1, skip=train_rows),
+                extra_reference=Rows(domain, beyond.texts + spare.texts, beyond.labels + spare.labels),
                 targets=targets,
             )
         )
@@ -205,7 +208,14 @@ def reused_source(
     index = {label: i for i, label in enumerate(artifact.labels)}
     folder.mkdir(parents=True, exist_ok=True)
     out = {}
+    in_profile = {normalise_text(t) for t in rows["texts"]}
     extra = unseen(source.extra_reference)
+    # The version's validation rows are in the reference already (its profile): not twice.
+    extra = Rows(
+        extra.name,
+        [t for t in extra.texts if normalise_text(t) not in in_profile],
+        [y for t, y in zip(extra.texts, extra.labels, strict=True) if normalise_text(t) not in in_profile],
+    )
     parts = [("extra", extra), *[(name, unseen(rows_)) for name, rows_ in source.targets]]
     scored: dict[str, tuple[Rows, np.ndarray]] = {}
     for name, part in parts:
@@ -228,6 +238,7 @@ def reused_source(
     ref_p = np.concatenate([profile_p, extra_p]) if len(extra_p) else profile_p
     truth = np.array([index.get(str(y), -1) for y in ref_labels])
     out["reference"] = (ref_p, ref_p.argmax(axis=1) == truth)
+    print(f"[{source.name}] reference: {len(rows['texts'])} validation + {len(extra_rows.texts)} held-out rows")
     return list(artifact.labels), out
 
 
@@ -317,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     for source in chosen:
         labels, scored = scored_source(source, base, settings, cache, reuse.get(source.name))
         ref_p, ref_correct = scored["reference"]
-        for shift, rows in source.targets:
+        for shift, _ in source.targets:
             cur_p, cur_correct = scored[shift]
             accuracy = float(cur_correct.mean())
             cells = []
@@ -332,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
                 mismatches.append(f"{shift}: detector {from_detector:.4f} vs {SHIPPED_ESTIMATOR} {shipped:.4f}")
             if shift == f"{source.name} → {source.name}":
                 controls.append(len(lines))
-            lines.append(f"{shift:<28} {len(rows.texts):>5} {accuracy:>8.3f}  " + "  ".join(cells))
+            lines.append(f"{shift:<28} {len(cur_p):>5} {accuracy:>8.3f}  " + "  ".join(cells))
             print(lines[-1], flush=True)
     print()
     print("estimate (absolute error in accuracy points) per shift; reference = held-out source rows")

@@ -165,14 +165,13 @@ class LabeledQualityDrop(_QualityDropDetector):
 
 
 class EstimatedQualityDrop(_QualityDropDetector):
-    """Quality drop estimated without labels: average thresholded confidence (ATC, Garg et al. 2022).
+    """Quality drop estimated without labels, by the shipped label-free estimator.
 
-    A threshold on the negative entropy of the softmax is fitted on the labeled reference so that the
-    share of reference rows above it equals their accuracy; the share of the window's rows above it is
-    the window's estimated accuracy (the estimator ``bench/estimates.py`` measured closest to the
-    labels on real shifts; see :mod:`insightloop.detectors.estimators`). A one-sided two-proportion
-    test compares it with the reference; the statistic is ``-log10`` of the p-value, and the insight
-    needs a drop of at least ``min_drop``. When labels exist the evidence
+    The estimator (:data:`~insightloop.detectors.estimators.SHIPPED_ESTIMATOR`, chosen by
+    ``bench/estimates.py`` on real shifts: isotonic-calibrated confidence, which beat ATC, DOC and the raw
+    mean confidence there) is fitted on the labeled reference and gives each row a value whose mean is
+    the window's estimated accuracy. A one-sided z-test compares it with the reference's; the statistic
+    is ``-log10`` of the p-value, and the insight needs a drop of at least ``min_drop``. When labels exist the evidence
     also carries the labeled accuracy, so the estimate can be checked. It sees degradation before
     labels arrive but assumes the confidence-correctness link of the reference still holds (true under
     covariate shift, not under concept shift): confirm with :class:`LabeledQualityDrop`.
@@ -256,6 +255,6 @@ class EstimatedQualityDrop(_QualityDropDetector):
         where = f", lowest in {describe_slice(slices[0])}" if slices and mask is not None else ""
         summary = (
             f"Estimated accuracy fell from {est.reference_estimate:.2f} to {est.current_estimate:.2f} "
-            f"(thresholded confidence, p={measurement.p_value:.1e}){labeled}{where}."
+            f"(calibrated confidence, p={measurement.p_value:.1e}){labeled}{where}."
         )
         return evidence, summary, recommend(reference, diagnosis, quality_focus=True)

@@ -1,5 +1,5 @@
 """Quality: accuracy, recall and macro-F1 on late labels, and accuracy estimated before labels arrive
-(average thresholded confidence, the estimator ``bench/estimates.py`` measured best).
+(``estimators.SHIPPED_ESTIMATOR``, the estimator ``bench/estimates.py`` measured best).
 
 Reference-side work is cached on the profile and window-side work on the (profile, window) pair, so
 detectors that share a statistic share its cost.
@@ -7,14 +7,15 @@ detectors that share a statistic share its cost.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from insightloop.detectors._stats import proportion_drop_p_value
+from insightloop.detectors._stats import norm_sf, proportion_drop_p_value
 from insightloop.detectors.base import bonferroni
-from insightloop.detectors.estimators import MIN_REFERENCE_ROWS, SHIPPED_ESTIMATOR, AtcThreshold, fit_atc
+from insightloop.detectors.estimators import MIN_REFERENCE_ROWS, SHIPPED_ESTIMATOR, FittedEstimator, fit_estimator
 from insightloop.detectors.metrics import macro_f1, macro_f1_batch
 from insightloop.detectors.window import Window
 
@@ -118,14 +119,14 @@ def macro_f1_interval(
 
 
 # ---------------------------------------------------------------------------------------------
-# Quality without labels: the shipped label-free estimator (ATC, see detectors/estimators.py)
+# Quality without labels: the shipped label-free estimator (see detectors/estimators.py)
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class EstimatedQuality:
     """Accuracy estimated without labels, reference vs current (and the labeled value if any).
 
     ``reference_estimate`` is the estimator applied to the reference rows it was fitted on (for ATC
-    exactly their accuracy), so ``drop`` compares like with like.
+    and DOC exactly their accuracy), so ``drop`` compares like with like.
     """
 
     reference_accuracy: float
@@ -144,8 +145,8 @@ class EstimatedQuality:
         return self.reference_estimate - self.current_estimate
 
 
-def atc_threshold(profile: ReferenceProfile) -> AtcThreshold | None:
-    """The profile's ATC threshold, fitted on its labeled reference rows (None with too few of them).
+def shipped_estimator(profile: ReferenceProfile) -> FittedEstimator | None:
+    """The shipped label-free estimator fitted on the profile's labeled rows (None with too few of them).
 
     Only profiles with a confidence calibrator (enough labeled rows when built) estimate accuracy, so a
     profile saved without one keeps saying "no estimate" rather than guessing from a few labels.
@@ -153,46 +154,49 @@ def atc_threshold(profile: ReferenceProfile) -> AtcThreshold | None:
     if profile.calibrator is None:
         return None
 
-    def fit() -> AtcThreshold | None:
+    def fit() -> FittedEstimator | None:
         ref = profile.window
         rows = ref.label_index >= 0
         if int(rows.sum()) < MIN_REFERENCE_ROWS:
             return None
-        return fit_atc(ref.probabilities[rows], ref.correct[rows])
+        return fit_estimator(SHIPPED_ESTIMATOR, ref.probabilities[rows], ref.correct[rows])
 
-    return profile.memo(("atc_threshold",), fit)
+    return profile.memo(("shipped_estimator",), fit)
 
 
 def estimated_quality(profile: ReferenceProfile, window: Window) -> EstimatedQuality | None:
-    """Estimated accuracy of ``window`` (ATC fitted on the profile's labeled rows; None without them)."""
-    atc = atc_threshold(profile)
-    if atc is None or len(window) == 0:
+    """Estimated accuracy of ``window`` by the shipped estimator (None without enough labeled reference rows)."""
+    estimator = shipped_estimator(profile)
+    if estimator is None or len(window) == 0:
         return None
 
     def compute() -> EstimatedQuality:
-        cur_above = atc.above(window.probabilities)
-        n, m = atc.n, cur_above.size
-        k_ref = round(atc.reference_accuracy * n)
-        est_c = float(cur_above.mean())
-        # The estimate is a share of rows above a threshold: a one-sided two-proportion test against the
-        # reference's share (which is its accuracy by construction).
-        p_value = proportion_drop_p_value(k_ref, n, int(cur_above.sum()), m)
+        ref = profile.window
+        ref_rows = profile.memo(
+            ("shipped_estimator_rows",), lambda: estimator.rows(ref.probabilities[ref.label_index >= 0])
+        )
+        cur_rows = estimator.rows(window.probabilities)
+        n, m = ref_rows.size, cur_rows.size
+        est_r, est_c = float(ref_rows.mean()), float(cur_rows.mean())
+        # One-sided test of the mean per-row value (for ATC, the rows above its threshold: two proportions).
+        se = math.sqrt(float(ref_rows.var(ddof=1)) / n + (float(cur_rows.var(ddof=1)) if m > 1 else 0.25) / m)
+        p_value = float(norm_sf((est_r - est_c) / se)) if se > 0 else (1.0 if est_c >= est_r else 0.0)
         per_class = {}
         for j, name in enumerate(window.class_names):
             rows = window.predicted_index == j
             if rows.any():
-                per_class[name] = float(cur_above[rows].mean())
+                per_class[name] = float(cur_rows[rows].mean())
         mask = window.labeled_mask
         n_lab = int(mask.sum())
         return EstimatedQuality(
-            reference_accuracy=atc.reference_accuracy,
-            reference_estimate=k_ref / n,
+            reference_accuracy=estimator.reference_accuracy,
+            reference_estimate=est_r,
             current_estimate=est_c,
             p_value=p_value,
             per_class_estimate=per_class,
             labeled_count=n_lab,
             labeled_accuracy=float(window.correct[mask].mean()) if n_lab else None,
-            estimate_on_labeled=float(cur_above[mask].mean()) if n_lab else None,
+            estimate_on_labeled=float(cur_rows[mask].mean()) if n_lab else None,
         )
 
     return profile.window_memo(window, ("estimated_quality",), compute)
