@@ -2,9 +2,11 @@
 
 A detector fires when its statistic passes the threshold the false-alarm budget sets: the change is
 (statistically) certain. Whether anyone should be woken for it is another question, answered here: the
-window's expected accuracy cost (reference accuracy minus the window's, in accuracy points), measured on
-labels where the window has enough of them, else estimated by the label-free estimator
-(:func:`~insightloop.detectors.quality_stats.estimated_quality`), with a 95 % interval.
+window's expected accuracy cost (reference accuracy minus the window's, in accuracy points), with a 95 %
+interval: measured on the rows that have labels when the window has enough of them, estimated by the
+label-free estimator (:func:`~insightloop.detectors.quality_stats.estimated_quality`) for the rows that
+have none yet (labels lag, and the newest rows are the ones a change fills first), or estimated for the
+whole window without labels.
 
 :func:`severity_for_cost` is the pure rule (table-driven tests in tests/detectors/test_cost.py):
 
@@ -19,11 +21,12 @@ labels where the window has enough of them, else estimated by the label-free est
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from insightloop.detectors.insight import AccuracyCost, Severity
+from insightloop.detectors.insight import AccuracyCost, CostSource, Severity
 
 if TYPE_CHECKING:
     from insightloop.detectors.profile import ReferenceProfile
@@ -76,10 +79,19 @@ def severity_for_cost(cost: AccuracyCost | None, rule: SeverityRule = DEFAULT_SE
 
 
 def _difference(
-    reference: float, n_reference: int, current: float, n_current: int, source: Literal["labeled", "estimated"]
+    reference: float,
+    n_reference: int,
+    current: float,
+    n_current: int,
+    source: CostSource,
+    *,
+    n_labeled: int = 0,
+    current_var: float | None = None,
 ) -> AccuracyCost:
     """Cost ``reference - current`` (fractions) in points, with a normal interval for two proportions."""
-    var = reference * (1 - reference) / max(n_reference, 1) + current * (1 - current) / max(n_current, 1)
+    if current_var is None:
+        current_var = current * (1 - current) / max(n_current, 1)
+    var = reference * (1 - reference) / max(n_reference, 1) + current_var
     half = Z_95 * math.sqrt(max(var, 0.0))
     points = 100.0 * (reference - current)
     return AccuracyCost(
@@ -88,6 +100,7 @@ def _difference(
         high=round(points + 100.0 * half, 4),
         source=source,
         n=n_current,
+        n_labeled=n_labeled,
         reference_accuracy=round(reference, 6),
         current_accuracy=round(current, 6),
     )
@@ -96,7 +109,8 @@ def _difference(
 def accuracy_cost(
     reference: ReferenceProfile, current: Window, rule: SeverityRule = DEFAULT_SEVERITY_RULE
 ) -> AccuracyCost | None:
-    """The window's expected accuracy cost: on labels with ``rule.min_labeled`` of them, else estimated.
+    """The window's expected accuracy cost: with ``rule.min_labeled`` labeled rows, measured on them and
+    estimated for the rows without labels; else estimated for the whole window.
 
     None when neither is available (no labels, and the profile has no label-free estimator).
     Cached per (profile, window), like the statistics it reads.
@@ -106,8 +120,31 @@ def accuracy_cost(
     def compute() -> AccuracyCost | None:
         labeled = labeled_quality(reference, current)
         if labeled is not None and labeled.n_current >= rule.min_labeled:
+            unlabeled = np.flatnonzero(~current.labeled_mask)
+            # Labels lag: the newest rows have none yet, and they are the ones a change fills first. Their
+            # accuracy is estimated (the label-free estimator), the labeled rows' is measured.
+            rest = estimated_quality(reference, current.take(unlabeled)) if unlabeled.size else None
+            if rest is None or not math.isfinite(rest.current_estimate):
+                return _difference(
+                    labeled.reference_accuracy,
+                    labeled.n_reference,
+                    labeled.current_accuracy,
+                    labeled.n_current,
+                    "labeled",
+                    n_labeled=labeled.n_current,
+                )
+            n_lab, n_est = labeled.n_current, int(unlabeled.size)
+            acc_lab, acc_est = labeled.current_accuracy, rest.current_estimate
+            current_accuracy = (n_lab * acc_lab + n_est * acc_est) / (n_lab + n_est)
+            current_var = (n_lab * acc_lab * (1 - acc_lab) + n_est * acc_est * (1 - acc_est)) / (n_lab + n_est) ** 2
             return _difference(
-                labeled.reference_accuracy, labeled.n_reference, labeled.current_accuracy, labeled.n_current, "labeled"
+                labeled.reference_accuracy,
+                labeled.n_reference,
+                current_accuracy,
+                n_lab + n_est,
+                "labeled_and_estimated",
+                n_labeled=n_lab,
+                current_var=current_var,
             )
         estimated = estimated_quality(reference, current)
         if estimated is None or not math.isfinite(estimated.current_estimate):

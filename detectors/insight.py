@@ -158,27 +158,36 @@ class Recommendation(_Model):
 NO_ACTION = Recommendation(action="none", because="nothing in the evidence calls for a change")
 
 
+CostSource = Literal["labeled", "labeled_and_estimated", "estimated"]
+
+
 class AccuracyCost(_Model):
     """What a change costs in accuracy on its window: reference accuracy minus the window's, in points.
 
-    ``source`` says whether it was measured on the window's labels or estimated without them;
+    ``source`` says whether it was measured on the window's labels, measured on the ``n_labeled`` rows with
+    labels and estimated for the others (``labeled_and_estimated``), or estimated without labels;
     ``low``/``high`` bound a 95 % interval; ``n`` is the rows it rests on. Positive: the window is worse.
     """
 
     points: Finite
     low: Finite
     high: Finite
-    source: Literal["labeled", "estimated"]
+    source: CostSource
     n: int = Field(ge=0)
+    n_labeled: int = Field(0, ge=0)
     reference_accuracy: Finite
     current_accuracy: Finite
 
     def describe(self) -> str:
         """One clause for a summary."""
-        how = "on labels" if self.source == "labeled" else "estimated without labels"
+        how = {
+            "labeled": f"on the labels of {self.n} texts",
+            "labeled_and_estimated": f"on the labels of {self.n_labeled} texts, estimated for "
+            f"{self.n - self.n_labeled} newer ones",
+            "estimated": f"estimated without labels on {self.n} texts",
+        }[self.source]
         return (
-            f"expected accuracy cost {self.points:.1f} points (95% interval {self.low:.1f} to {self.high:.1f}, "
-            f"{how}, {self.n} texts)"
+            f"expected accuracy cost {self.points:.1f} points (95% interval {self.low:.1f} to {self.high:.1f}, {how})"
         )
 
 

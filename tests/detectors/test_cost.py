@@ -79,6 +79,21 @@ def test_cost_on_labels_is_the_accuracy_difference_with_its_interval(profile: Re
     assert measured.high - measured.low == pytest.approx(2 * 1.96 * se, rel=1e-3)
 
 
+def test_rows_without_labels_yet_get_the_label_free_estimate(profile: ReferenceProfile) -> None:
+    window = make_window(WINDOW, seed=45, shift=Shift(hard=0.4), prefix="cost", labeled=0.5)
+    measured = accuracy_cost(profile, window)
+    assert measured is not None and measured.source == "labeled_and_estimated"
+    labeled = window.labeled_mask
+    assert measured.n == WINDOW and measured.n_labeled == int(labeled.sum())
+    newest = estimated_quality(profile, window.take(np.flatnonzero(~labeled)))
+    assert newest is not None
+    current = (labeled.sum() * window.correct[labeled].mean() + (~labeled).sum() * newest.current_estimate) / WINDOW
+    ref = profile.window
+    assert measured.points == pytest.approx(100 * (ref.correct[ref.labeled_mask].mean() - current), abs=1e-3)
+    assert measured.low < measured.points < measured.high
+    assert "newer ones" in measured.describe()
+
+
 def test_without_labels_the_cost_is_the_label_free_estimate(profile: ReferenceProfile) -> None:
     window = make_window(WINDOW, seed=42, shift=Shift(hard=0.4), prefix="cost").without_labels()
     measured = accuracy_cost(profile, window)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from insightloop.detectors import Insight, ReferenceProfile, Window, check_all, vocabulary_from_texts
+from insightloop.detectors import Insight, ReferenceProfile, Window, check_all, severity_for_cost, vocabulary_from_texts
 from tests.detectors.realdata import AMAZON, MAX_LENGTH, StandIn, fit_stand_in, rows
 
 pytestmark = pytest.mark.skipif(
@@ -90,7 +90,9 @@ def test_books_against_electronics_and_kitchen_names_what_changed(books: tuple[S
         assert insight.recommendation.action == "retrain"
         assert set(insight.recommendation.adjust.slice_weights) & {"meta.domain=electronics", "meta.domain=kitchen"}
     embedding = next(i for i in drift if i.kind == "embedding_drift")
-    assert embedding.severity == "critical"
+    # Severity follows the cost the label-free estimate puts on this unlabeled window, not the p-value.
+    assert embedding.cost is not None and embedding.cost.source == "estimated" and embedding.cost.points >= 1.0
+    assert embedding.severity == severity_for_cost(embedding.cost)
 
 
 def test_errors_in_long_texts_name_the_long_slice_and_ask_for_a_longer_max_length(
