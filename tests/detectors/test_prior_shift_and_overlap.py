@@ -217,7 +217,9 @@ def test_another_domain_with_a_moved_class_mix_is_still_an_input_shift(
 
 
 @needs_data
-def test_reference_rows_seen_in_training_fake_drift_unless_left_out(books_pool: list[dict[str, object]]) -> None:
+def test_reference_rows_seen_in_training_fake_drift_unless_left_out(
+    books_pool: list[dict[str, object]], caplog: pytest.LogCaptureFixture
+) -> None:
     """The issue's case, with the stand-in: the reference is drawn from the file the model was trained on."""
     train = books_pool[:900]
     model = fit_stand_in(train, train)
@@ -232,7 +234,9 @@ def test_reference_rows_seen_in_training_fake_drift_unless_left_out(books_pool: 
     assert faked, "without the rule the overlap fakes drift (the failure this guards against)"
 
     fixed = ReferenceProfile.build(model.window(reference), vocabulary, training_texts=texts, **kwargs)  # type: ignore[arg-type]
-    assert fixed.training_overlap_rows == sum(training_overlap([str(r["text"]) for r in reference], texts))
+    seen = int(sum(training_overlap([str(r["text"]) for r in reference], texts)))
+    assert fixed.training_overlap_rows == seen
+    assert f"{seen} of the 1000 reference rows are texts the model was trained on" in caplog.text
     assert len(fixed.window) == 1000 - fixed.training_overlap_rows >= 90
     assert [i.summary for i in check_all(fixed, current, "v1").insights if i.at_least("warning")] == []
     # The label-free estimate comes from held-out rows only: near the accuracy the labels show.
