@@ -9,11 +9,14 @@ shuffled with seed 0; ``--data FILE.jsonl`` picks others) with the same model ob
 * ours: ``ModelArtifact.predict`` with the production settings of ``ScorerConfig`` (micro-batches of
   ``max_batch_size`` texts, sorted by length and cut into forward chunks of at most
   ``inference_batch_size`` texts and the artifact's CPU token budget; threads from ``set_cpu_threads``):
-  class probabilities *and* the projected embedding from one forward pass. Variants (``--variants``):
-  fp32; int8 (``scorer.quantize``: dynamic int8 linear layers); bf16 (``scorer.cpu_bf16``: bf16
-  autocast, offered on CPUs with AMX). ``--ours`` picks the variant the last line reports (default:
-  what ``ScorerConfig``'s defaults select on this CPU); each variant's label agreement with fp32 is
-  printed, and with ``--model`` (a trained version) and labeled texts, its accuracy;
+  class probabilities *and* the projected embedding from one forward pass, with the numerics the scorer
+  chooses at load with the defaults (``load_serving_artifact``: float32, bf16 autocast, or ONNX Runtime
+  int8, whichever measured fastest with labels agreeing). Variants (``--variants``): fp32; bf16
+  (``scorer.cpu_bf16``); int8 (``scorer.quantize``: ONNX Runtime, per-channel encoder matrices);
+  int8-torch (torch's dynamic int8 of every encoder linear layer, the earlier path). ``--ours`` overrides
+  the variant the last line reports; each variant's label agreement with fp32 and accuracy are printed;
+* like for like: the pipeline under ours' numerics as torch gives them to a pipeline user (bf16
+  autocast, or torch's dynamic int8), at the baseline's batch size;
 * end to end: the embedded broker and ``build_app(config, "scorer")`` in this process; once the scorer is
   ready, ``--pairs`` times: a bare run of the end-to-end texts in this thread, then the same texts sent to
   the texts topic, timed from the first send until every prediction is on the predictions topic.
@@ -29,11 +32,13 @@ round's rate is its texts over its summed seconds and the figures are medians ov
 per micro-batch. Peak RSS is the highest resident set size sampled while a method ran (all methods share
 the model's weights; int8 holds its own copy).
 
-The model is the packaged all-MiniLM-L6-v2 loaded as a sequence classifier with a fresh (seeded) head,
-or a version directory made by ``insightloop train`` (``--model DIR``). Last line:
-``scoring: baseline_tps=<x> ours_tps=<x> ratio=<x> e2e_share=<fraction>``.
+The model is a MiniLM fine-tuned by ``insightloop train`` on 1,200 Amazon train reviews (trained once and
+cached under ``~/.cache/insightloop-bench/``), a version directory (``--model DIR``), or the packaged
+all-MiniLM-L6-v2 with a fresh seeded head (``--untrained``; ``--smoke``: a tiny BERT). The CPU's features
+are printed. Last line: ``scoring: baseline_tps=<x> ours_tps=<x> ratio=<x> e2e_share=<fraction>
+ratio_like=<x> acc_delta_points=<points>``.
 
-    python bench/scoring.py [--model VERSION_DIR] [--data FILE.jsonl] [--texts N] [--rounds R] [--smoke]
+    python bench/scoring.py [--model VERSION_DIR | --untrained] [--data FILE.jsonl] [--texts N] [--rounds R] [--smoke]
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ import argparse
 import copy
 import functools
 import json
+import logging
 import os
 import random
 import statistics
@@ -410,6 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data.is_file():
         print(f"no data: {args.data} is missing; pass --data FILE.jsonl", file=sys.stderr)
         return 2
+    # The scorer's load-time decision, with every candidate's figures, as the daemon logs it.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("insightloop.daemon.scorer_numerics").setLevel(logging.INFO)
     features = CpuFeatures.read()
     if args.variants == "auto":
         names = ["fp32", "bf16", "int8"] if features.native_bf16 else ["fp32", "int8"]
