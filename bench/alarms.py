@@ -312,6 +312,13 @@ class StreamResult:
     seconds: float = 0.0
 
 
+def checks_done(app: Any) -> int:
+    """Checks the daemon's monitor has finished (its check-duration histogram's count)."""
+    return int(
+        sum(s.value for m in app.metrics.check_seconds.collect() for s in m.samples if s.name.endswith("_count"))
+    )
+
+
 def run_stream(
     name: str,
     model: SourceModel,
@@ -364,12 +371,26 @@ def run_stream(
             topics = config.topics
             every = policy.check_every_records
             checks_before = 0
+            finished_before = checks_done(app)
             for start in range(0, len(stream), every):
                 end = min(start + every, len(stream))
                 now = datetime.now(UTC)
+                # Texts first, then their predictions, as in production (the scorer answers a text it read):
+                # the check the predictions trigger then sees every text of the batch.
                 for i in range(start, end):
-                    row, item = stream[i], scores[stream[i].id]
-                    text = {"id": ids[i], "text": row.text, "ts": now.isoformat(), "meta": {"domain": row.domain}}
+                    text = {
+                        "id": ids[i],
+                        "text": stream[i].text,
+                        "ts": now.isoformat(),
+                        "meta": {"domain": stream[i].domain},
+                    }
+                    producer.send(topics.texts, key=ids[i].encode(), value=json.dumps(text).encode())
+                producer.flush(timeout=60)
+                deadline = time.monotonic() + 300
+                while app.store.count_records() < end and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                for i in range(start, end):
+                    item = scores[stream[i].id]
                     prediction = {
                         "id": ids[i],
                         "model_version": version or model.version_dir.name,
@@ -381,20 +402,17 @@ def run_stream(
                         "scored_at": datetime.now(UTC).isoformat(),
                         "precision": item["precision"],
                     }
-                    producer.send(topics.texts, key=ids[i].encode(), value=json.dumps(text).encode())
                     producer.send(topics.predictions, key=ids[i].encode(), value=json.dumps(prediction).encode())
                     j = i - LABELS_DELAY
                     if j >= 0:
                         label = {"id": ids[j], "label": stream[j].label}
                         producer.send(topics.labels, key=ids[j].encode(), value=json.dumps(label).encode())
                 producer.flush(timeout=60)
-                # Wait for the monitor to store the batch and run the check it triggers.
-                deadline = time.monotonic() + 300
-                while app.store.count_records() < end and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                if end >= policy.min_window and end - start >= every:
-                    while len(app.store.check_history(limit=100_000)) <= checks_before and time.monotonic() < deadline:
+                if end - start >= every:
+                    # The check is over once the monitor observed its duration (after the insight is stored).
+                    while checks_done(app) <= finished_before and time.monotonic() < deadline:
                         time.sleep(0.05)
+                finished_before = checks_done(app)
                 checks_before = len(app.store.check_history(limit=100_000))
                 for insight in app.store.insights(1000):
                     loud = insight["severity"] in ("warning", "critical")
