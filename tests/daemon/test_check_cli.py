@@ -111,7 +111,8 @@ def test_a_reference_drawn_from_the_training_file_fakes_no_drift(books_model: Pa
     # the very rows the model was trained from (its training file), against 400 reviews of the test split.
     reference_rows = amazon("train", "books", 1000, seed=1)
     # What the model trained on: its training file less its validation split (the version's profile rows).
-    in_file = Counter(normalise(json.loads(line)["text"]) for line in (books_model / TRAINING_DATA).open())
+    lines = (books_model / TRAINING_DATA).read_text(encoding="utf-8").splitlines()
+    in_file = Counter(normalise(json.loads(line)["text"]) for line in lines)
     in_file.subtract(normalise(t) for t in json.loads((books_model / "reference" / "rows.json").read_text())["texts"])
     trained = {text for text, count in in_file.items() if count > 0}
     seen = sum(normalise(r["text"]) in trained for r in reference_rows)
