@@ -36,11 +36,12 @@ def registry_2k(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path) -> Pa
     return folder / "registry"
 
 
-def config_for(registry: Path, state: Path) -> Config:
+def config_for(registry: Path, state: Path, window_size: int | None = None) -> Config:
+    monitor: dict[str, Any] = {"min_window": 200}
+    if window_size is not None:
+        monitor["window_size"] = window_size
     return load_config(
-        None,
-        {"registry": {"path": str(registry)}, "state": {"dir": str(state)}, "monitor": {"min_window": 200}},
-        environ={},
+        None, {"registry": {"path": str(registry)}, "state": {"dir": str(state)}, "monitor": monitor}, environ={}
     )
 
 
@@ -167,7 +168,8 @@ def test_a_window_of_mixed_numerics_is_checked_on_its_majority_with_one_warning(
         bf16 = start % 500 < 300
         artifact = ModelArtifact.load(path, device="cpu", bf16=bf16)
         store_scored(store, artifact, version, rows[start : start + 100])
-    monitor = Monitor(config_for(registry_2k, tmp_path / "state"), store, Metrics())
+    # The whole interleaved stream is one window, so its majority is the 600 bf16 records.
+    monitor = Monitor(config_for(registry_2k, tmp_path / "state", window_size=1000), store, Metrics())
     with caplog.at_level("WARNING", logger="insightloop.daemon.monitor"):
         assert monitor.check() == [] and monitor.check() == []
     warnings = [r.getMessage() for r in caplog.records if "different numerics" in r.getMessage()]
