@@ -178,7 +178,15 @@ def run_demo(args: argparse.Namespace) -> int:
                 "state": {"dir": str(registry_root.parent / "state")},
                 "api": {"host": "127.0.0.1", "http_port": http_port, "approval_token": token},
                 "scorer": {"max_wait_ms": 50},
-                "monitor": {"window_size": 300, "min_window": 150, "check_every_records": 150, "check_interval_s": 60},
+                # The scenario replays in seconds what production sees in hours, so checks follow the record
+                # count alone (no time cap between them), as its story is told in texts.
+                "monitor": {
+                    "window_size": 300,
+                    "min_window": 150,
+                    "check_every_records": 150,
+                    "check_interval_s": 60,
+                    "min_check_interval_s": 0,
+                },
                 "controller": {
                     "min_new_labels": 200,
                     "cooldown_s": 0,

@@ -117,7 +117,13 @@ def test_an_outside_model_on_outside_traffic_is_watched_and_retrained_with_its_o
     config = make_config(
         registry={"path": str(registry_dir)},
         input=INPUT,
-        monitor={"window_size": 300, "min_window": 150, "check_every_records": 150, "check_interval_s": 3600},
+        monitor={
+            "window_size": 300,
+            "min_window": 150,
+            "check_every_records": 150,
+            "check_interval_s": 3600,
+            "min_check_interval_s": 0,
+        },
         controller={
             "min_new_labels": 150,
             "cooldown_s": 0,

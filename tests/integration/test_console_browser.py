@@ -31,7 +31,13 @@ def test_console_renders_every_view_after_a_loop(make_config, loop_registry: Pat
     config = make_config(
         registry={"path": str(registry_root)},
         api={"approval_token": TOKEN},
-        monitor={"window_size": 300, "min_window": 150, "check_every_records": 150, "check_interval_s": 3600},
+        monitor={
+            "window_size": 300,
+            "min_window": 150,
+            "check_every_records": 150,
+            "check_interval_s": 3600,
+            "min_check_interval_s": 0,
+        },
         controller=FAST_JOBS,
     )
     before = write_jsonl(tmp_path / "before.jsonl", sentiment_rows(300, seed=22, prefix="b"))
