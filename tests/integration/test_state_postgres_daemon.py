@@ -3,7 +3,6 @@ database, a restarted daemon finds them there, and a second process reading the 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,22 +11,13 @@ import pytest
 from insightloop.daemon.replay import replay
 from insightloop.daemon.state import StateStore
 from tests.integration.daemon_process import InProcessDaemon, http_get
+from tests.integration.test_loop import wait_for
 from tests.postgres import PostgresServer
 from tests.synthetic import sentiment_rows, write_jsonl
 
 pytestmark = [pytest.mark.integration]
 
 TEXTS = 240
-
-
-def wait_for(predicate: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
 
 
 def test_the_monitor_keeps_its_records_in_postgres_across_a_restart(
