@@ -280,7 +280,7 @@ class ControllerConfig(_Section):
         200,
         ge=1,
         description="Labeled production texts scored since the insight began needed before its job starts "
-        "(they are the job's production data).",
+        "(they are the job's production data). An insight begins with the texts no earlier check had seen.",
     )
     max_concurrent_jobs: int = Field(1, ge=1, description="Jobs running at once.")
     gpu_hours_per_day: float = Field(8.0, gt=0, description="Budget of GPU-hours (job wall time × GPUs) per day.")

@@ -171,7 +171,9 @@ class Controller:
             log.debug("insight %s is not a reason for a job: %s", insight.id, why)
             return
         # An update of an ongoing insight replaces the stored copy and keeps when it began and its attempts.
-        self.store.save_pending_insight(insight, insight.created_at.timestamp())
+        # It began with the rows no earlier check had seen (the monitor says when they were scored).
+        began = insight.window.unchecked_since or insight.created_at
+        self.store.save_pending_insight(insight, began.timestamp())
 
     # -- launching ------------------------------------------------------------------------
     def _maybe_launch(self) -> None:

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,28 @@ def count_check_due(
     return CheckDecision(True, "due")
 
 
+def unchecked_since(scored_at: Sequence[float], checked_through: float | None) -> float | None:
+    """From when rows count as unseen by an earlier check: just after ``checked_through`` (the newest
+    ``scored_at`` the previous check saw), or the window's oldest row before the first check.
+
+    A job for an insight learns from labels on rows scored from then on. Not the insight's wall-clock time:
+    a backlog stored in one poll was scored before the check that found its drift, and rows beyond the
+    window count too. With nothing new, the newest row stands for the window.
+
+    >>> unchecked_since([1.0, 2.0, 3.0], None)
+    1.0
+    >>> unchecked_since([1.0, 2.0], 5.0)
+    2.0
+    """
+    if not scored_at:
+        return None
+    if checked_through is None:
+        return min(scored_at)
+    if max(scored_at) <= checked_through:
+        return max(scored_at)
+    return math.nextafter(checked_through, math.inf)  # count_scored_since is inclusive
+
+
 def window_from_records(records: list[StoredRecord], class_names: tuple[str, ...]) -> Window:
     """A detectors Window from joined records (columns in the profile's class order)."""
     probabilities = np.array([[r.scores.get(c, 0.0) for c in class_names] for r in records], dtype=np.float64)
@@ -145,6 +168,7 @@ class Monitor:
         self._check_lock = threading.Lock()
         self._since_check = 0
         self._last_check_ended = float("-inf")  # monotonic seconds; none yet
+        self._checked_through: float | None = None  # newest scored_at the previous check saw
         # Where the previous check left the counts the history reports as deltas (scored-at time, dead letters).
         self._history_mark: tuple[float, float] = (time.time(), self._dead_letters_so_far())
         self._ready = threading.Event()
@@ -304,10 +328,16 @@ class Monitor:
         self.observer.on_accuracy(step.labeled_accuracy, step.estimated_accuracy)
         self._record_history(version, step.labeled_accuracy, step.estimated_accuracy, step.gauges, thresholds)
         to_send: list[Insight] = []
+        scored_at = [r.scored_at for r in records]
+        since = unchecked_since(scored_at, self._checked_through)
+        self._checked_through = max(scored_at)
         if step.insight is not None:
             paths = self._write_reports(profile, window)
             html = next((p for p in paths if p.suffix == ".html"), None)
-            insight = step.insight.model_copy(update={"report": str(html) if html else None})
+            span = step.insight.window.model_copy(
+                update={"unchecked_since": datetime.fromtimestamp(since, UTC) if since is not None else None}
+            )
+            insight = step.insight.model_copy(update={"report": str(html) if html else None, "window": span})
             self.store.upsert_insight(
                 insight.id,
                 insight.detector,

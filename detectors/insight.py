@@ -56,6 +56,10 @@ class WindowSpan(_Model):
     start: datetime | None = None
     end: datetime | None = None
     count: int = Field(ge=0)
+    #: When the oldest row that no earlier check had seen was scored (set by the monitor). Labels on rows
+    #: scored from then on are what a job for this insight learns from: rows an earlier check found clean
+    #: are left out, and a backlog that arrived in one poll is not mistaken for rows before the change.
+    unchecked_since: datetime | None = None
 
 
 class DescriptorShift(_Model):

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from insightloop.daemon.ingest import in_sample
-from insightloop.daemon.monitor import count_check_due
+from insightloop.daemon.monitor import count_check_due, unchecked_since
 from insightloop.daemon.state import LabelRow, PredictionRow, StateStore, TextRow
 
 # new records, seconds since the previous check ended, check_every_records, min_check_interval_s, running,
@@ -38,6 +38,25 @@ def test_a_count_triggered_check_needs_the_records_and_the_interval(
     decision = count_check_due(new, since, every, interval, running)
     assert decision.run is run
     assert reason in decision.reason
+
+
+# scored_at of the window's rows, newest scored_at the previous check saw, expected start of the unseen rows
+UNCHECKED_CASES: list[tuple[list[float], float | None, float | None]] = [
+    ([1.0, 2.0, 3.0, 4.0], 2.0, math.nextafter(2.0, math.inf)),  # the rows after the previous check
+    ([4.0, 1.0, 3.0], 2.0, math.nextafter(2.0, math.inf)),  # order does not matter
+    ([3.0, 4.0], 1.0, math.nextafter(1.0, math.inf)),  # a backlog longer than the window: all of it is new
+    ([1.0, 2.0, 3.0], None, 1.0),  # first check (or after a restart): the whole window is unseen
+    ([1.0, 2.0], 5.0, 2.0),  # nothing new (an interval check): the newest row stands for the window
+    ([1.0, 2.0], 2.0, 2.0),
+    ([], None, None),
+]
+
+
+@pytest.mark.parametrize(("scored", "through", "expected"), UNCHECKED_CASES)
+def test_an_insight_begins_with_the_rows_no_earlier_check_saw(
+    scored: list[float], through: float | None, expected: float | None
+) -> None:
+    assert unchecked_since(scored, through) == expected
 
 
 IDS = [f"review-{i}" for i in range(20_000)]
