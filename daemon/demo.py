@@ -245,10 +245,15 @@ def _scored(app: Any) -> int:
     return int(app.metrics.registry.get_sample_value("insightloop_texts_scored_total") or 0)
 
 
+def _serving(app: Any, version: str) -> bool:
+    """Whether the scorer serves ``version`` (its model-version gauge says so)."""
+    return bool(app.metrics.registry.get_sample_value("insightloop_model_version_info", {"version": version}) == 1)
+
+
 def _narrate(
     args: argparse.Namespace, app: Any, registry: Registry, story: Story, url: str, token: str, deadline: float
 ) -> ExitCode:
-    asked = False
+    asked = loading = False
     while time.monotonic() < deadline:
         if app.daemon.stop_event.is_set():
             say("the daemon stopped unexpectedly")
@@ -279,9 +284,15 @@ def _narrate(
                 say("the candidate failed the gate: it stays a candidate; production does not change")
                 return ExitCode.OK
         if story.candidate is not None and registry.production() == story.candidate.version:
-            story.promoted = story.candidate.version
-            say(f"{story.promoted} is in production; the scorer swapped between batches")
-            return ExitCode.OK
+            # Promotion moves the registry pointer; the scorer keeps serving the old version until the new
+            # one is loaded and its numerics measured, so the rest of the stream waits for the swap.
+            if _serving(app, story.candidate.version):
+                story.promoted = story.candidate.version
+                say(f"{story.promoted} is in production; the scorer swapped between batches")
+                return ExitCode.OK
+            if not loading:
+                loading = True
+                say(f"{story.candidate.version} is promoted; the scorer is loading it …")
         if story.candidate is not None and not asked:
             asked = True
             version = story.candidate.version
