@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--base", help="base model: a directory or name (default: packaged all-MiniLM-L6-v2)")
     train.add_argument("--epochs", type=int, default=3)
     train.add_argument("--max-length", type=int, default=128)
+    train.add_argument(
+        "--truncation",
+        choices=["head", "head_tail"],
+        default="head",
+        help="how texts past --max-length are cut: their beginning, or their beginning and end (long reviews)",
+    )
     train.add_argument("--batch-size", type=int, default=16)
     train.add_argument("--learning-rate", type=float, default=5e-5)
     train.add_argument("--seed", type=int, default=0)
@@ -175,6 +181,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         settings = FineTuneSettings(
             epochs=args.epochs,
             max_length=args.max_length,
+            truncation=args.truncation,
             batch_size=args.batch_size,
             learning_rate=args.learning_rate,
             seed=args.seed,

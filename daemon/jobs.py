@@ -63,9 +63,14 @@ def write_spec(
     production = job_dir / "production.jsonl"
     write_production(production, labeled)
     champion_dir = registry.path_of(champion)
-    max_length = registry.artifact_settings(champion).max_length
+    settings = registry.artifact_settings(champion)
+    max_length = settings.max_length
     hyper = HyperParameters(
-        epochs=policy.epochs, learning_rate=policy.learning_rate, batch_size=policy.batch_size, max_length=max_length
+        epochs=policy.epochs,
+        learning_rate=policy.learning_rate,
+        batch_size=policy.batch_size,
+        max_length=max_length,
+        truncation=settings.truncation,
     )
     plan = plan_from_insights(
         list(insights),

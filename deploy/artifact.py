@@ -9,6 +9,7 @@ positions they can take and how their sentence vector is pooled: :func:`family_o
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -37,6 +38,30 @@ CPU_TOKENS_PER_PASS = 2048
 log = logging.getLogger(__name__)
 
 
+#: How a text longer than ``max_length`` is cut: ``head`` keeps its beginning; ``head_tail`` keeps the
+#: first quarter of the budget and the rest from its end (Sun et al., 2019, "How to Fine-Tune BERT for Text
+#: Classification?": head+tail beat head-only on long reviews, whose verdict is often at the end).
+Truncation = Literal["head", "head_tail"]
+TRUNCATIONS: tuple[Truncation, ...] = ("head", "head_tail")
+HEAD_SHARE = 0.25
+
+
+def head_tail(ids: Sequence[int], budget: int, head_share: float = HEAD_SHARE) -> list[int]:
+    """The first ``head_share`` of ``budget`` tokens and the rest from the end (all of ``ids`` if they fit).
+
+    >>> head_tail(list(range(10)), 4)
+    [0, 7, 8, 9]
+    >>> head_tail([1, 2, 3], 4)
+    [1, 2, 3]
+    """
+    if budget < 1:
+        raise ValueError("budget must be at least 1 token")
+    if len(ids) <= budget:
+        return list(ids)
+    head = int(budget * head_share)
+    return [*ids[:head], *ids[len(ids) - (budget - head) :]]
+
+
 class ModelLoadError(DeployPermanentError):
     """A model directory is missing, incomplete or unreadable."""
 
@@ -49,6 +74,7 @@ class ArtifactSettings(BaseModel):
     format_version: int = FORMAT_VERSION
     labels: list[str] = Field(min_length=2)
     max_length: int = Field(ge=1)
+    truncation: Truncation = "head"  # versions saved before the policy existed kept the beginning
     hidden_size: int | None = None
     embedding_dim: int | None = None
     prior_correction: dict[str, float] | None = None  # set by a recalibration job
@@ -298,6 +324,7 @@ class ModelArtifact:
         device: torch.device | None = None,
         info: dict[str, Any] | None = None,
         bf16: bool | None = None,
+        truncation: Truncation | None = None,
     ) -> None:
         if len(labels) < 2:
             raise ValueError("a classifier needs at least two labels")
@@ -314,6 +341,13 @@ class ModelArtifact:
         self.info = dict(info or {})
         saved_pooling = self.info.get("pooling")  # a saved version keeps the pooling its profile was built with
         self.pooling: Pooling = saved_pooling if saved_pooling in POOLERS else self.family.pooling
+        # Training, scoring, the reference profile and the evaluation all tokenise through this artifact,
+        # so the policy a version was validated with is the one it serves with.
+        saved_truncation = self.info.get("truncation")
+        chosen = truncation or (saved_truncation if saved_truncation in TRUNCATIONS else "head")
+        if chosen not in TRUNCATIONS:
+            raise ValueError(f"truncation must be one of {', '.join(TRUNCATIONS)}, not {chosen!r}")
+        self.truncation: Truncation = chosen
         # Padded tokens per forward pass: on CPU, narrow chunks of long texts waste less on padding;
         # a GPU wants wide batches, so there only ``batch_size`` limits a chunk.
         self.max_tokens_per_pass: int | None = CPU_TOKENS_PER_PASS if self.device.type == "cpu" else None
@@ -415,6 +449,7 @@ class ModelArtifact:
             "format_version": FORMAT_VERSION,
             "labels": list(self.labels),
             "max_length": self.max_length,
+            "truncation": self.truncation,
             "hidden_size": int(self.model.config.hidden_size),
             "embedding_dim": self.embedding_dim,
             "family": self.family.name,
@@ -431,9 +466,28 @@ class ModelArtifact:
 
     # -- inference ----------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids of each text, truncated to ``max_length``, without padding."""
-        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
-        return [list(ids) for ids in encoded["input_ids"]]
+        """Token ids of each text, cut to ``max_length`` by :attr:`truncation`, without padding."""
+        if self.truncation == "head":
+            encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
+            return [list(ids) for ids in encoded["input_ids"]]
+        before, after = self._special_tokens_around
+        budget = self.max_length - before - after
+        # Whole texts, then cut (the tokenizer's own truncation keeps a head or a tail, not both); verbose=False:
+        # a text longer than the model takes is expected here, not the mistake the tokenizer warns about.
+        encoded = self.tokenizer(list(texts), truncation=False, verbose=False)["input_ids"]
+        return [
+            [*ids[:before], *head_tail(ids[before : len(ids) - after], budget), *ids[len(ids) - after :]]
+            for ids in encoded
+        ]
+
+    @functools.cached_property
+    def _special_tokens_around(self) -> tuple[int, int]:
+        """How many special tokens the tokenizer puts before and after a single text ([CLS] … [SEP]: 1, 1)."""
+        plain = list(self.tokenizer("a", add_special_tokens=False)["input_ids"])
+        marked = list(self.tokenizer("a")["input_ids"])
+        starts = (i for i in range(len(marked) - len(plain) + 1) if marked[i : i + len(plain)] == plain)
+        before = next(starts, 0)
+        return before, max(0, len(marked) - before - len(plain))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and the pooled last hidden state (pooled as :attr:`family` wants) from one forward pass."""

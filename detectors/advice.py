@@ -265,7 +265,8 @@ def describe_slice(f: SliceFinding) -> str:
 def recommend(profile: ReferenceProfile, diagnosis: Diagnosis, *, quality_focus: bool) -> Recommendation:
     """The cheapest action the evidence supports.
 
-    * errors concentrated in the longest texts → ``retrain`` with a larger ``max_length``;
+    * errors concentrated in the longest texts → ``retrain`` with a larger ``max_length`` (up to
+      ``MAX_LENGTH_CAP``) and ``head_tail`` truncation, which keeps each text's beginning and end;
     * the predicted-class mix moved while the inputs, tested against the reference re-weighted to the
       estimated current class mix (BBSE), look like the reference: every descriptor (weighted KS) and
       the embeddings (weighted MMD) — a pure prior shift → ``recalibrate`` with ``class_weights`` =
@@ -279,17 +280,23 @@ def recommend(profile: ReferenceProfile, diagnosis: Diagnosis, *, quality_focus:
         limit = diagnosis.max_length
         lower = int(long_slice.definition.lower or 0)
         proposed = min(MAX_LENGTH_CAP, 2 * limit) if limit is not None else min(MAX_LENGTH_CAP, max(256, 2 * lower))
-        if limit is None or proposed > limit:
-            truncation = f", which the model truncates at {limit}" if limit is not None else ""
-            return Recommendation(
-                action="retrain",
-                adjust=Adjustments(max_length=proposed, slice_weights={long_slice.definition.format(): 2.0}),
-                because=(
-                    f"errors concentrate in texts of {lower}+ tokens{truncation}: "
-                    f"{long_slice.reference_loss or 0:.0%} → {long_slice.current_loss or 0:.0%} "
-                    f"({long_slice.metric.replace('_', ' ')})"
-                ),
-            )
+        longer = limit is None or proposed > limit
+        truncation = f", which the model truncates at {limit}" if limit is not None else ""
+        # Past any context the model takes, the end of a long text (a review's verdict) is kept too.
+        context = f"a context of {proposed} tokens" if longer else f"the {limit} tokens it takes"
+        return Recommendation(
+            action="retrain",
+            adjust=Adjustments(
+                max_length=proposed if longer else None,
+                truncation="head_tail",
+                slice_weights={long_slice.definition.format(): 2.0},
+            ),
+            because=(
+                f"errors concentrate in texts of {lower}+ tokens{truncation}: "
+                f"{long_slice.reference_loss or 0:.0%} → {long_slice.current_loss or 0:.0%} "
+                f"({long_slice.metric.replace('_', ' ')}); {context}, keeping each text's beginning and end"
+            ),
+        )
     test = diagnosis.predictions
     if diagnosis.prior_explains_inputs and not diagnosis.input_shift:
         weights: dict[str, float] = {}

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from insightloop.deploy import ARTIFACT_FILE, MODEL_DIR, ModelArtifact, Projection, pick_device
+from insightloop.deploy import ARTIFACT_FILE, MODEL_DIR, ModelArtifact, Projection, Truncation, pick_device
 from insightloop.retrain.data import Example
 from insightloop.retrain.distributed import (
     SINGLE_PROCESS,
@@ -50,6 +50,7 @@ class FineTuneSettings:
     projection_dims: int = 32
     seed: int = 0
     device: str = "auto"
+    truncation: Truncation = "head"
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -253,7 +254,14 @@ def fine_tune(
     )
     model.to(device)
     artifact = ModelArtifact(
-        model, tokenizer, labels, None, settings.max_length, device, info={"base_model": str(base)}
+        model,
+        tokenizer,
+        labels,
+        None,
+        settings.max_length,
+        device,
+        info={"base_model": str(base)},
+        truncation=settings.truncation,
     )
     train, validation = stratified_split(examples, settings.validation_share, settings.seed)
     label_index = {label: i for i, label in enumerate(labels)}

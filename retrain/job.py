@@ -205,6 +205,7 @@ def train_candidate(
         settings = FineTuneSettings(
             epochs=plan.hyper.epochs,
             max_length=plan.hyper.max_length,
+            truncation=plan.hyper.truncation,
             batch_size=plan.hyper.batch_size,
             learning_rate=plan.hyper.learning_rate,
             seed=plan.hyper.seed,

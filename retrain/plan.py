@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from insightloop.deploy import InsightRef, utc_now
+from insightloop.deploy import HEAD_SHARE, InsightRef, Truncation, utc_now
 from insightloop.detectors import Insight, SliceKey, SliceKeyText
 
 PLAN_SCHEMA_VERSION: Literal[1] = 1
@@ -38,6 +38,7 @@ class HyperParameters(BaseModel):
     learning_rate: float = Field(3e-5, gt=0)
     batch_size: int = Field(16, ge=1)
     max_length: int = Field(128, ge=8)
+    truncation: Truncation = "head"  # the champion's, unless an insight changes it
     seed: int = 0
     early_stopping_patience: int = Field(1, ge=1)
 
@@ -47,7 +48,7 @@ class PlanAdjustment(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["max_length", "slice_weight", "class_weight", "recent_data_weight", "prior_correction"]
+    kind: Literal["max_length", "truncation", "slice_weight", "class_weight", "recent_data_weight", "prior_correction"]
     target: str = ""  # the slice key or class name it applies to
     value: float
     insight_id: str
@@ -114,6 +115,7 @@ def plan_from_insights(
     slice_weights: dict[str, float] = {}
     class_weights: dict[str, float] = {}
     max_length = max(hyper.max_length, champion_max_length)
+    truncation = hyper.truncation
     for insight in retrain:
         adjust = insight.recommendation.adjust
         because = insight.recommendation.because
@@ -128,6 +130,18 @@ def plan_from_insights(
                 )
             )
             max_length = adjust.max_length
+        if adjust.truncation is not None and adjust.truncation != truncation:
+            # value: the share of the token budget kept from the text's beginning (the rest is its end)
+            adjustments.append(
+                PlanAdjustment(
+                    kind="truncation",
+                    target=adjust.truncation,
+                    value=HEAD_SHARE if adjust.truncation == "head_tail" else 1.0,
+                    insight_id=insight.id,
+                    because=because,
+                )
+            )
+            truncation = adjust.truncation
         for key, weight in adjust.slice_weights.items():
             if weight > slice_weights.get(key, 1.0):
                 slice_weights[key] = weight
@@ -170,7 +184,7 @@ def plan_from_insights(
             DataSource(path=reference_data, role="reference", weight=1.0),
             DataSource(path=production_data, role="production", weight=production_weight),
         ],
-        hyper=hyper.model_copy(update={"max_length": max_length}),
+        hyper=hyper.model_copy(update={"max_length": max_length, "truncation": truncation}),
         slice_weights=slice_weights,
         class_weights=class_weights,
         adjustments=adjustments,

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from insightloop.deploy import ModelArtifact, ModelLoadError, Projection, Registry
+from insightloop.deploy.artifact import head_tail
 
 TEXTS = ["great", "this product is awful and broken, what a terrible thing to buy", "ok", "love it, perfect"]
 
@@ -101,3 +102,67 @@ def test_a_micro_batch_is_one_forward_pass_on_cuda_and_length_sorted_passes_on_a
     assert forward_batch_size(torch.device("cpu"), 32, 64) == 32
     assert forward_batch_size(torch.device("cuda"), 32, 64) == 64
     assert forward_batch_size(torch.device("cuda"), 128, 64) == 128  # never below what was asked for
+
+
+# ids, budget, expected: the first quarter of the budget from the beginning, the rest from the end
+HEAD_TAIL_CASES: list[tuple[list[int], int, list[int]]] = [
+    (list(range(10)), 4, [0, 7, 8, 9]),
+    (list(range(10)), 8, [0, 1, 4, 5, 6, 7, 8, 9]),
+    (list(range(10)), 10, list(range(10))),  # fits: unchanged
+    ([1, 2, 3], 8, [1, 2, 3]),
+    (list(range(10)), 1, [9]),  # a one-token budget keeps the end
+    ([], 4, []),
+]
+
+
+@pytest.mark.parametrize(("ids", "budget", "expected"), HEAD_TAIL_CASES)
+def test_head_tail_keeps_a_quarter_from_the_beginning_and_the_rest_from_the_end(
+    ids: list[int], budget: int, expected: list[int]
+) -> None:
+    kept = head_tail(ids, budget)
+    assert kept == expected and len(kept) == min(len(ids), budget)
+
+
+def test_head_tail_truncation_keeps_the_texts_beginning_and_end_and_survives_a_save(
+    artifact: ModelArtifact, tmp_path: Path
+) -> None:
+    long_text = "opening words " + " ".join(f"filler{i}" for i in range(200)) + " the verdict: awful"
+    artifact.save(tmp_path / "head")
+    head = ModelArtifact.load(tmp_path / "head", device="cpu")
+    assert head.truncation == "head"
+    head_tail_model = ModelArtifact(
+        head.model, head.tokenizer, head.labels, head.projection, head.max_length, truncation="head_tail"
+    )
+    full = head.tokenizer(long_text, add_special_tokens=False, verbose=False)["input_ids"]
+    cls, sep = head.tokenizer.cls_token_id, head.tokenizer.sep_token_id
+    (ids,) = head_tail_model.tokenize([long_text])
+    budget = head.max_length - 2
+    assert len(ids) == head.max_length
+    assert ids[0] == cls and ids[-1] == sep
+    assert ids[1 : 1 + budget // 4] == full[: budget // 4], "the beginning is kept"
+    assert ids[1 + budget // 4 : -1] == full[-(budget - budget // 4) :], "the end is kept: the verdict is there"
+    (head_ids,) = head.tokenize([long_text])
+    assert head_ids[-2] == full[head.max_length - 3] and head_ids[-2] != ids[-2], "head-only loses the end"
+    for short in TEXTS:  # texts that fit are tokenised the same either way
+        assert head_tail_model.tokenize([short]) == head.tokenize([short])
+
+    head_tail_model.save(tmp_path / "head_tail")
+    assert ModelArtifact.read_settings(tmp_path / "head_tail").truncation == "head_tail"
+    loaded = ModelArtifact.load(tmp_path / "head_tail", device="cpu")
+    assert loaded.truncation == "head_tail" and loaded.tokenize([long_text]) == [ids], "what serves is what was saved"
+    with pytest.raises(ValueError, match="truncation must be one of"):
+        ModelArtifact(head.model, head.tokenizer, head.labels, None, 32, truncation="tail")  # type: ignore[arg-type]
+
+
+def test_a_version_saved_before_the_truncation_policy_keeps_the_beginning(
+    artifact: ModelArtifact, tmp_path: Path
+) -> None:
+    import json
+
+    artifact.save(tmp_path / "old")
+    meta_path = tmp_path / "old" / "artifact.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["truncation"]
+    meta_path.write_text(json.dumps(meta))
+    assert ModelArtifact.read_settings(tmp_path / "old").truncation == "head"
+    assert ModelArtifact.load(tmp_path / "old", device="cpu").truncation == "head"

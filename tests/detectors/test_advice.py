@@ -24,13 +24,14 @@ def test_domain_shift_is_retrained_with_weight_on_the_new_traffic(profile: Refer
     rec = actions(profile, Shift(domain=0.6), seed=202)
     assert rec["action"] == "retrain"
     assert "meta.domain=gadgets" in rec["adjust"]["slice_weights"]
-    assert rec["adjust"]["max_length"] is None
+    assert rec["adjust"]["max_length"] is None and rec["adjust"]["truncation"] is None
 
 
 def test_truncated_texts_failing_ask_for_a_longer_max_length(profile: ReferenceProfile) -> None:
     rec = actions(profile, Shift(long_errors=True, long_share=0.15), seed=203)
     assert rec["action"] == "retrain"
     assert rec["adjust"]["max_length"] == 2 * MAX_LENGTH
+    assert rec["adjust"]["truncation"] == "head_tail", "past any context, a long text's end is kept too"
     assert f"length_tokens={MAX_LENGTH}+" in rec["adjust"]["slice_weights"]
 
 

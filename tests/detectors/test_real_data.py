@@ -114,6 +114,7 @@ def test_errors_in_long_texts_name_the_long_slice_and_ask_for_a_longer_max_lengt
             assert top.current_value > top.reference_value
             assert insight.recommendation.action == "retrain"
             assert insight.recommendation.adjust.max_length == 2 * MAX_LENGTH
+            assert insight.recommendation.adjust.truncation == "head_tail"
             assert "length_tokens" in insight.summary
 
 

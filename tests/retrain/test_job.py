@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from insightloop.deploy import Registry, VersionStatus
+from insightloop.deploy import ModelArtifact, Registry, VersionStatus
 from insightloop.detectors import Adjustments, Insight, Recommendation, WindowSpan
 from insightloop.retrain.evaluate import RECENT, REFERENCE, GateSettings
 from insightloop.retrain.job import JobSpec, read_result, run_job
@@ -153,23 +153,33 @@ def test_on_real_reviews_a_job_beats_the_champion_on_the_new_domain(tiny_base: P
     assert "meets the required gain" in record.gate.reasons[0]
 
 
-def test_long_text_insight_trains_with_a_longer_max_length(tiny_base: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def short_text_champion(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A champion trained on short texts with max_length 12 (head truncation), and its training file."""
     from insightloop.daemon.train import train_first_model
     from insightloop.retrain import FineTuneSettings
 
+    root = tmp_path_factory.mktemp("short-champion")
     short = write_jsonl(
-        tmp_path / "short.jsonl", domain_rows(400, 1, "s", KITCHEN_POSITIVE, KITCHEN_NEGATIVE, domain="short")
+        root / "short.jsonl", domain_rows(400, 1, "s", KITCHEN_POSITIVE, KITCHEN_NEGATIVE, domain="short")
     )
-    registry = Registry(tmp_path / "registry")
     train_first_model(
         short,
-        registry.root,
+        root / "registry",
         str(tiny_base),
         FineTuneSettings(epochs=4, learning_rate=2e-3, max_length=12, projection_dims=8),
         promote=True,
         progress=False,
         profile_rounds=20,
     )
+    return root / "registry", short
+
+
+def test_long_text_insight_trains_with_a_longer_max_length(
+    short_text_champion: tuple[Path, Path], tmp_path: Path
+) -> None:
+    shutil.copytree(short_text_champion[0], tmp_path / "registry")
+    registry, short = Registry(tmp_path / "registry"), short_text_champion[1]
     long_rows = domain_rows(300, 2, "l", KITCHEN_POSITIVE, KITCHEN_NEGATIVE, filler_words=20, cue_at_end=True)
     production = write_jsonl(tmp_path / "long.jsonl", long_rows)
     adjust = Adjustments(max_length=48, slice_weights={"length_tokens=12+": 2.0})
@@ -193,6 +203,42 @@ def test_long_text_insight_trains_with_a_longer_max_length(tiny_base: Path, tmp_
     long_slice = next(r for r in sections["slice length_tokens=12+"].rows if r.metric == "accuracy")
     assert long_slice.champion is not None and long_slice.champion < 0.7, "truncation hides the cue from the champion"
     assert long_slice.candidate is not None and long_slice.candidate > long_slice.champion + 0.2
+
+
+def test_keeping_the_end_of_long_texts_reads_what_head_truncation_cut_off(
+    short_text_champion: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # The same context of 12 tokens: only the cut changes. The cue is each long text's last word.
+    shutil.copytree(short_text_champion[0], tmp_path / "registry")
+    registry, short = Registry(tmp_path / "registry"), short_text_champion[1]
+    long_rows = domain_rows(300, 2, "l", KITCHEN_POSITIVE, KITCHEN_NEGATIVE, filler_words=20, cue_at_end=True)
+    production = write_jsonl(tmp_path / "long.jsonl", long_rows)
+    adjust = Adjustments(truncation="head_tail", slice_weights={"length_tokens=12+": 2.0})
+    spec = spec_for(
+        registry,
+        [insight("retrain", adjust, kind="slice_degradation")],
+        production,
+        short,
+        HyperParameters(epochs=4, learning_rate=2e-3, batch_size=16, max_length=12),
+    )
+    assert (spec.plan.hyper.max_length, spec.plan.hyper.truncation) == (12, "head_tail")
+    result = run_job(spec)
+    assert result.version is not None
+    version_dir = registry.path_of(result.version)
+    plan = json.loads((version_dir / "plan.json").read_text())
+    assert [a["target"] for a in plan["adjustments"] if a["kind"] == "truncation"] == ["head_tail"]
+    assert ModelArtifact.read_settings(version_dir).truncation == "head_tail", "the version records its cut"
+    assert ModelArtifact.read_settings(registry.path_of(registry.production() or "")).truncation == "head"
+    record = registry.get(result.version)
+    sections = {s.name: s for s in record.evaluation.sections}  # type: ignore[union-attr]
+    long_slice = next(r for r in sections["slice length_tokens=12+"].rows if r.metric == "accuracy")
+    assert long_slice.champion is not None and long_slice.champion < 0.7, "head truncation hides the cue"
+    assert long_slice.candidate is not None and long_slice.candidate > long_slice.champion + 0.2, long_slice
+    served = ModelArtifact.load(version_dir, device="cpu")  # what serves cuts as what was evaluated
+    assert served.truncation == "head_tail"
+    texts = [r["text"] for r in long_rows[-60:]]
+    right = sum(p == r["label"] for p, r in zip(served.predict(texts).predicted_labels(), long_rows[-60:], strict=True))
+    assert right / len(texts) > 0.8, right
 
 
 def test_recalibration_needs_no_fine_tuning(registry_copy: Registry, train_file: Path, tmp_path: Path) -> None:
