@@ -263,6 +263,67 @@ def test_recalibration_needs_no_fine_tuning(registry_copy: Registry, train_file:
     assert correction["positive"] > 0 > correction["negative"], "positives became more likely a priori"
 
 
+@needs_amazon
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_recalibration_on_a_real_prior_shift_is_kept_only_if_its_measured_gain_holds(
+    tiny_base: Path, tmp_path: Path
+) -> None:
+    """Champion: balanced book reviews. Production: other book reviews resampled to 85% positive (only the
+    class mix moved). The job shifts the priors, measures both models on the newest held-out rows, and the
+    gate keeps the correction only when the gain's interval is above zero; either way the figures are the
+    models' own and the gate's reasons state them."""
+    import math
+    import random
+
+    from insightloop.daemon.train import train_first_model
+    from insightloop.retrain import FineTuneSettings
+
+    reference = write_jsonl(tmp_path / "books.jsonl", amazon("train", "books", 1000, seed=1))
+    settings = FineTuneSettings(epochs=8, learning_rate=3e-3, batch_size=32, max_length=128, projection_dims=8)
+    train_first_model(
+        reference, tmp_path / "registry", str(tiny_base), settings, promote=True, progress=False, profile_rounds=30
+    )
+    registry = Registry(tmp_path / "registry")
+    # Every other book review (600 train rows the champion never saw, the 400 test rows): 500 per class.
+    pool = amazon("train", "books", 600, seed=1, skip=1000) + amazon("test", "books", 400, seed=5)
+    positive = [r for r in pool if r["label"] == "positive"]
+    negative = [r for r in pool if r["label"] == "negative"][: len(positive) * 15 // 85]
+    shifted = positive + negative
+    random.Random(6).shuffle(shifted)
+    production = write_jsonl(tmp_path / "prior.jsonl", shifted)
+    hyper = HyperParameters(epochs=1, max_length=128)
+    spec = spec_for(registry, [insight("recalibrate", kind="prediction_drift")], production, reference, hyper)
+    spec = spec.model_copy(update={"gate": spec.gate.model_copy(update={"min_improvement": 0.0})})
+    assert spec.plan.action == "recalibrate"
+    result = run_job(spec)
+
+    assert result.state == "succeeded", result.error
+    record = registry.get(result.version or "")
+    assert record.lineage.action == "recalibrate"
+    correction = ModelArtifact.read_settings(registry.path_of(record.version)).prior_correction
+    assert correction is not None and correction["positive"] > 0 > correction["negative"]
+    sections = {s.name: s for s in record.evaluation.sections}  # type: ignore[union-attr]
+    recent = next(r for r in sections[RECENT].rows if r.metric == "accuracy")
+    holdout = shifted[math.floor(len(shifted) * 0.7) :]
+    assert recent.n == len(holdout) > 150, "the newest 30% of the production rows"
+    assert recent.champion is not None and recent.candidate is not None and recent.ci_low is not None
+    # The figures are the models' own: re-scored here, the held-out rows give the same accuracies.
+    for version, recorded in ((record.parent, recent.champion), (record.version, recent.candidate)):
+        model = ModelArtifact.load(registry.path_of(version or ""), device="cpu")
+        predicted = model.predict([r["text"] for r in holdout]).predicted_labels()
+        measured = sum(p == r["label"] for p, r in zip(predicted, holdout, strict=True)) / len(holdout)
+        assert abs(measured - recorded) < 1e-9, (version, measured, recorded)
+    gate = record.gate
+    assert gate is not None
+    assert f"accuracy {recent.champion:.4f} → {recent.candidate:.4f}" in gate.reasons[0], gate.reasons
+    if gate.passed:  # kept: it helped, with confidence
+        assert recent.candidate > recent.champion and recent.ci_low > 0, recent
+    else:  # refused with its figures; production is unchanged
+        assert recent.ci_low <= 0 or any("beyond the allowed loss" in r for r in gate.reasons), gate.reasons
+    assert registry.production() == record.parent
+
+
 def test_a_failing_job_leaves_an_error_and_no_version(
     registry_copy: Registry, train_file: Path, tmp_path: Path
 ) -> None:
