@@ -309,6 +309,13 @@ class ControllerConfig(_Section):
     )
     gate_min_improvement: float = Field(0.01, ge=0, description="Accuracy gain on recent data a candidate needs.")
     gate_max_regression: float = Field(0.03, ge=0, description="Accuracy loss allowed on the reference holdout.")
+    ablations: bool | None = Field(
+        None,
+        description="Test each plan adjustment by experiment: the job also trains a variant with it left out, "
+        "records each effect with its interval in the lineage, and the best variant the gate passes becomes the "
+        "candidate. Unset: on when the job runs on a GPU.",
+    )
+    max_ablations: int = Field(3, ge=0, description="Most variants one job trains besides the planned candidate.")
     projection_dims: int = Field(32, ge=1, description="Embedding projection width of candidates.")
     profile_rounds: int = Field(200, ge=0, description="Calibration rounds of a candidate's reference profile.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Device of local jobs.")

@@ -92,6 +92,8 @@ def write_spec(
         projection_dims=policy.projection_dims,
         profile_rounds=policy.profile_rounds,
         gate=GateSettings(min_improvement=policy.gate_min_improvement, max_regression=policy.gate_max_regression),
+        ablations=policy.ablations,
+        max_ablations=policy.max_ablations,
     )
     spec_path = job_dir / "spec.json"
     spec_path.write_text(spec.model_dump_json(indent=2), encoding="utf-8")

@@ -128,6 +128,22 @@ def _gate(candidate: VersionRecord) -> str:
     return f"<p>Gate: {verdict}</p><ul>{reasons}</ul>"
 
 
+def _experiments(candidate: VersionRecord) -> str:
+    tests = candidate.lineage.experiments
+    if not tests:
+        return ""
+    items = "".join(
+        f'<li class="{"pass" if t.supported else "fail"}" data-experiment="{escape(t.kind)}">'
+        f"{escape(t.describe())}</li>"
+        for t in tests
+    )
+    chosen = candidate.lineage.chosen_variant or "planned"
+    return (
+        "<h3>Each adjustment tested by experiment (the same job with it left out)</h3>"
+        f"<ul>{items}</ul><p>This candidate is the {escape(chosen)} variant.</p>"
+    )
+
+
 def _insights(candidate: VersionRecord) -> str:
     if not candidate.insights:
         return "<p>No insight is recorded as the cause of this candidate.</p>"
@@ -141,7 +157,7 @@ def _card(champion: VersionRecord | None, candidate: VersionRecord) -> str:
     return (
         f'<div class="card" data-version="{escape(candidate.version)}">'
         f"<h2>Candidate {escape(candidate.version)} (from {escape(candidate.parent or candidate.base_model)})</h2>"
-        f"{_insights(candidate)}{_gate(candidate)}"
+        f"{_insights(candidate)}{_experiments(candidate)}{_gate(candidate)}"
         f'<div class="side"><div>{_metrics_table(champion, candidate)}</div></div>'
         f"{_evaluation(candidate)}"
         f'<p class="controls"><input class="note" placeholder="note (optional)" size="50">'

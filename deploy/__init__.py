@@ -32,7 +32,7 @@ from insightloop.deploy.events import (
     utc_now,
 )
 from insightloop.deploy.layout import EVALUATION_DIR, PLAN_FILE, PROFILE_DIR, TRAINING_DATA
-from insightloop.deploy.lineage import Lineage, PlanStep, SourceFile, TrainingData
+from insightloop.deploy.lineage import AdjustmentTest, Lineage, PlanStep, SourceFile, TrainingData
 from insightloop.deploy.projection import Projection
 from insightloop.deploy.registry import (
     STALE_INCOMING_S,
@@ -55,6 +55,7 @@ __all__ = [
     "STALE_INCOMING_S",
     "TRAINING_DATA",
     "TRUNCATIONS",
+    "AdjustmentTest",
     "ArtifactSettings",
     "AuditEntry",
     "DeployError",

@@ -59,6 +59,39 @@ class PlanStep(BaseModel):
     insight_id: str
 
 
+class AdjustmentTest(BaseModel):
+    """One adjustment tested by experiment: the planned model against the same job without that adjustment.
+
+    ``effect`` is the accuracy of the model with it minus the one without, on ``evaluated_on`` (the slice the
+    adjustment is about, else the newest production rows), with a paired bootstrap interval. ``supported``:
+    the interval is above zero, so the insight's hypothesis held.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    kind: str
+    target: str = ""
+    insight_id: str
+    evaluated_on: str
+    with_adjustment: float
+    without: float
+    effect: float
+    ci_low: float
+    ci_high: float
+    n: int
+    supported: bool
+
+    def describe(self) -> str:
+        """One line a person reads, e.g. ``truncation head_tail: +6.1 points on slice …, 95% CI [+3.0, +9.2]``."""
+        name = f"{self.kind} {self.target}".strip()
+        verdict = "supported" if self.supported else "not supported"
+        return (
+            f"{name}: {100 * self.effect:+.1f} points on {self.evaluated_on} "
+            f"({self.without:.3f} without → {self.with_adjustment:.3f} with, n={self.n}), "
+            f"95% CI [{100 * self.ci_low:+.1f}, {100 * self.ci_high:+.1f}]: {verdict}"
+        )
+
+
 class Lineage(BaseModel):
     """How a version came to be. Its parent and the insights behind it stay on the record itself."""
 
@@ -68,6 +101,8 @@ class Lineage(BaseModel):
     plan_id: str | None = None
     job_id: str | None = None
     adjustments: list[PlanStep] = Field(default_factory=list)
+    experiments: list[AdjustmentTest] = Field(default_factory=list)  # ablations: each adjustment left out once
+    chosen_variant: str | None = None  # "planned", or the ablation that beat it ("without <kind> <target>")
     settings: dict[str, SettingValue] = Field(default_factory=dict)  # fine-tuning hyper-parameters
     imported_from: str | None = None  # a model directory registered as it was
     imported_sha256: str | None = None

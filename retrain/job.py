@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from insightloop.deploy import (
     EVALUATION_DIR,
+    AdjustmentTest,
     Evaluation,
     EvaluationSection,
     GateVerdict,
@@ -42,6 +43,7 @@ from insightloop.deploy import (
     pick_device,
     utc_now,
 )
+from insightloop.retrain.ablation import PLANNED, ablations, adjustment_test, choose_variant, evaluated_on
 from insightloop.retrain.data import Example, read_jsonl, write_jsonl
 from insightloop.retrain.distributed import SINGLE_PROCESS, Ranks, per_rank_batch, process_group, training_device
 from insightloop.retrain.evaluate import (
@@ -77,6 +79,10 @@ class JobSpec(BaseModel):
     projection_dims: int = Field(32, ge=1)
     profile_rounds: int = Field(100, ge=0)
     result_path: str | None = None
+    # Train a variant per adjustment with it left out, to test each by experiment (None: only on a GPU,
+    # where a variant costs minutes, not the hours it can on a CPU).
+    ablations: bool | None = None
+    max_ablations: int = Field(3, ge=0)
 
     def resolved_result_path(self, spec_path: Path) -> Path:
         """Where the result goes: ``result_path`` or ``<spec>.result.json``."""
@@ -293,6 +299,63 @@ def _evaluation_writer(plan: TrainingPlan, labels: list[str], evaluation: JobEva
     return write
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One trained and evaluated variant of the plan (the planned one, or an ablation)."""
+
+    name: str
+    plan: TrainingPlan
+    trained: TrainedCandidate
+    evaluation: JobEvaluation
+
+    @property
+    def recent_accuracy(self) -> float:
+        section = next((s for s in self.evaluation.sections if s.name == RECENT), None)
+        row = next((r for r in section.rows if r.metric == "accuracy"), None) if section else None
+        return row.candidate if row is not None and row.candidate is not None else 0.0
+
+
+def run_ablations(
+    spec: JobSpec, champion: ModelArtifact, data: JobData, device: str, planned: Variant
+) -> tuple[Variant, list[AdjustmentTest]]:
+    """Train and evaluate one variant per adjustment left out; return the variant that becomes the candidate
+    (:func:`choose_variant`) and each adjustment's test against the planned model."""
+    variants = ablations(spec.plan, spec.max_ablations)
+    if not variants:
+        return planned, []
+    labels = list(champion.labels)
+    sets = dict(planned.evaluation.sets)
+    tests: list[AdjustmentTest] = []
+    trained_variants = [planned]
+    for offset, ablation in enumerate(variants, start=1):
+        log.info("ablation %d of %d: %s", offset, len(variants), ablation.name)
+        variant_spec = spec.model_copy(update={"plan": ablation.plan})
+        trained = train_candidate(variant_spec, champion, data, device)
+        evaluation = evaluate_candidate(variant_spec, champion, trained.artifact, data)
+        trained_variants.append(Variant(ablation.name, ablation.plan, trained, evaluation))
+        name = evaluated_on(ablation.left_out, spec.plan, list(sets), RECENT)
+        rows = sets[name]
+        comparison = compare(
+            name,
+            [str(e.label) for e in rows],
+            Predictions.of(trained.artifact, [e.text for e in rows]),
+            planned.evaluation.predictions[name][1],
+            labels,
+            rounds=spec.gate.bootstrap_rounds,
+            confidence=spec.gate.confidence,
+            seed=spec.plan.hyper.seed + offset,
+        )
+        test = adjustment_test(ablation.left_out, comparison)
+        if test is not None:
+            tests.append(test)
+            log.info("experiment: %s", test.describe())
+    chosen = choose_variant([(v.name, v.evaluation.verdict.passed, v.recent_accuracy) for v in trained_variants])
+    winner = next(v for v in trained_variants if v.name == chosen)
+    if winner.name != PLANNED:
+        log.info("the candidate is the variant %s: it passed the gate and beat the planned model", winner.name)
+    return winner, tests
+
+
 def write_candidate(
     spec: JobSpec,
     registry: Registry,
@@ -300,6 +363,8 @@ def write_candidate(
     data: JobData,
     trained: TrainedCandidate,
     evaluation: JobEvaluation,
+    experiments: Sequence[AdjustmentTest] = (),
+    chosen_variant: str | None = None,
 ) -> VersionRecord:
     """Build the candidate's reference profile and write the version: artifact, profile, data, plan, evaluation."""
     plan = spec.plan
@@ -325,6 +390,8 @@ def write_candidate(
             adjustments=[
                 PlanStep(kind=a.kind, target=a.target, value=a.value, insight_id=a.insight_id) for a in plan.adjustments
             ],
+            experiments=list(experiments),
+            chosen_variant=chosen_variant,
             settings=plan.hyper.model_dump(),
         ),
         insights=plan.insights,
@@ -393,7 +460,24 @@ def run_job(spec: JobSpec, ranks: Ranks = SINGLE_PROCESS) -> JobResult:
             seconds=time.perf_counter() - started,
         )
     evaluation = evaluate_candidate(spec, champion, trained.artifact, data)
-    created = write_candidate(spec, Registry(spec.registry), list(champion.labels), data, trained, evaluation)
+    chosen = Variant(PLANNED, plan, trained, evaluation)
+    experiments: list[AdjustmentTest] = []
+    if spec.ablations if spec.ablations is not None else device.type == "cuda":
+        if ranks.distributed:  # every variant would need the process group again; the planned one stands
+            log.warning("ablations are not run in a distributed job; only the planned candidate is trained")
+        else:
+            chosen, experiments = run_ablations(spec, champion, data, device.type, chosen)
+    created = write_candidate(
+        spec.model_copy(update={"plan": chosen.plan}),
+        Registry(spec.registry),
+        list(champion.labels),
+        data,
+        chosen.trained,
+        chosen.evaluation,
+        experiments,
+        chosen.name if experiments else None,
+    )
+    evaluation = chosen.evaluation
     seconds = time.perf_counter() - started
     log.info("job %s registered %s in %.1f s", spec.job_id, created.version, seconds)
     return JobResult(

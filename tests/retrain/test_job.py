@@ -263,6 +263,46 @@ def test_recalibration_needs_no_fine_tuning(registry_copy: Registry, train_file:
     assert correction["positive"] > 0 > correction["negative"], "positives became more likely a priori"
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_ablations_test_each_adjustment_and_the_approvals_page_says_which_held(
+    short_text_champion: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The plan keeps each long text's end and weights the long slice; the job also trains each variant with one
+    of the two left out. Without head_tail the cue at the end is cut off: that experiment must support the
+    insight, with its effect and interval in the lineage and on the approvals page."""
+    from insightloop.daemon.pages import render_approvals
+
+    shutil.copytree(short_text_champion[0], tmp_path / "registry")
+    registry, short = Registry(tmp_path / "registry"), short_text_champion[1]
+    long_rows = domain_rows(300, 2, "l", KITCHEN_POSITIVE, KITCHEN_NEGATIVE, filler_words=20, cue_at_end=True)
+    production = write_jsonl(tmp_path / "long.jsonl", long_rows)
+    adjust = Adjustments(truncation="head_tail", slice_weights={"length_tokens=12+": 2.0})
+    spec = spec_for(
+        registry,
+        [insight("retrain", adjust, kind="slice_degradation")],
+        production,
+        short,
+        HyperParameters(epochs=4, learning_rate=2e-3, batch_size=16, max_length=12),
+    ).model_copy(update={"ablations": True, "max_ablations": 2})
+    result = run_job(spec)
+
+    assert result.state == "succeeded" and result.version is not None, result.error
+    record = registry.get(result.version)
+    tests = {t.kind: t for t in record.lineage.experiments}
+    assert set(tests) == {"truncation", "slice_weight"}, record.lineage.experiments
+    cut = tests["truncation"]
+    assert cut.evaluated_on == "slice length_tokens=12+" and cut.insight_id == "ins-slice_degradation"
+    assert cut.effect > 0.2 and cut.ci_low > 0 and cut.supported, cut
+    assert cut.without < 0.7 < cut.with_adjustment, "head truncation cuts the cue off; head_tail keeps it"
+    assert abs(cut.with_adjustment - cut.without - cut.effect) < 1e-9
+    assert record.lineage.chosen_variant in ("planned", "without slice_weight length_tokens=12+")
+    chosen_truncation = ModelArtifact.read_settings(registry.path_of(result.version)).truncation
+    assert chosen_truncation == "head_tail", "the variant that cut the cue off is never the candidate"
+    page = render_approvals(registry)
+    assert "tested by experiment" in page and "truncation head_tail: +" in page and ": supported" in page, page
+
+
 @needs_amazon
 @pytest.mark.slow
 @pytest.mark.timeout(600)
