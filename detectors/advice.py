@@ -281,7 +281,13 @@ def recommend(profile: ReferenceProfile, diagnosis: Diagnosis, *, quality_focus:
         lower = int(long_slice.definition.lower or 0)
         proposed = min(MAX_LENGTH_CAP, 2 * limit) if limit is not None else min(MAX_LENGTH_CAP, max(256, 2 * lower))
         longer = limit is None or proposed > limit
-        truncation = f", which the model truncates at {limit}" if limit is not None else ""
+        upper = long_slice.definition.upper
+        if limit is None:
+            truncation = ""
+        elif upper is None or upper > limit:  # upper is exclusive; cut texts count exactly `limit` tokens
+            truncation = f", which the model truncates at {limit}"
+        else:  # a bucket below the limit: long for this model, but not cut
+            truncation = f", near the {limit} tokens the model takes"
         # Past any context the model takes, the end of a long text (a review's verdict) is kept too.
         context = f"a context of {proposed} tokens" if longer else f"the {limit} tokens it takes"
         return Recommendation(
@@ -292,7 +298,7 @@ def recommend(profile: ReferenceProfile, diagnosis: Diagnosis, *, quality_focus:
                 slice_weights={long_slice.definition.format(): 2.0},
             ),
             because=(
-                f"errors concentrate in texts of {lower}+ tokens{truncation}: "
+                f"errors concentrate in texts of {long_slice.definition.value} tokens{truncation}: "
                 f"{long_slice.reference_loss or 0:.0%} → {long_slice.current_loss or 0:.0%} "
                 f"({long_slice.metric.replace('_', ' ')}); {context}, keeping each text's beginning and end"
             ),

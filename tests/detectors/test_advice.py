@@ -33,6 +33,7 @@ def test_truncated_texts_failing_ask_for_a_longer_max_length(profile: ReferenceP
     assert rec["adjust"]["max_length"] == 2 * MAX_LENGTH
     assert rec["adjust"]["truncation"] == "head_tail", "past any context, a long text's end is kept too"
     assert f"length_tokens={MAX_LENGTH}+" in rec["adjust"]["slice_weights"]
+    assert f"texts of {MAX_LENGTH}+ tokens, which the model truncates at {MAX_LENGTH}" in str(rec["because"])
 
 
 def test_quality_drop_without_a_cause_retrains_on_recent_data(profile: ReferenceProfile) -> None:

@@ -115,6 +115,9 @@ def test_errors_in_long_texts_name_the_long_slice_and_ask_for_a_longer_max_lengt
             assert insight.recommendation.action == "retrain"
             assert insight.recommendation.adjust.max_length == 2 * MAX_LENGTH
             assert insight.recommendation.adjust.truncation == "head_tail"
+            # texts of 128-255 tokens are not cut at 256; only the 256+ bucket is
+            said = "which the model truncates at 256" if top.value == f"{MAX_LENGTH}+" else "near the 256 tokens"
+            assert said in insight.recommendation.because, insight.recommendation.because
             assert "length_tokens" in insight.summary
 
 
