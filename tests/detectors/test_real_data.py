@@ -116,7 +116,8 @@ def test_errors_in_long_texts_name_the_long_slice_and_ask_for_a_longer_max_lengt
             assert insight.recommendation.adjust.max_length == 2 * MAX_LENGTH
             assert insight.recommendation.adjust.truncation == "head_tail"
             # texts of 128-255 tokens are not cut at 256; only the 256+ bucket is
-            said = "which the model truncates at 256" if top.value == f"{MAX_LENGTH}+" else "near the 256 tokens"
+            cut = top.value == f"{MAX_LENGTH}+"
+            said = f"which the model truncates at {MAX_LENGTH}" if cut else f"near the {MAX_LENGTH} tokens"
             assert said in insight.recommendation.because, insight.recommendation.because
             assert "length_tokens" in insight.summary
 
