@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 
 RECENT = "recent production (held out by time)"
 REFERENCE = "reference holdout"
+#: A recalibration's reference: the reference holdout resampled to the class mix it corrects to. On the old
+#: mix a prior correction must lose (that is what it is for); at the new mix it must not.
+REFERENCE_AT_MIX = "reference holdout at the current class mix"
 
 
 class GateSettings(BaseModel):
@@ -165,6 +168,30 @@ def evidently_classification_report(
     return path
 
 
+def resample_to_mix(labels: Sequence[str], mix: Mapping[str, float], seed: int = 0) -> list[int]:
+    """Indices of a subsample of rows with ``labels`` whose class shares are ``mix`` (as large as the rows
+    allow, drawn without replacement, in their original order); classes missing from ``mix`` are left out.
+
+    >>> len(resample_to_mix(["a", "b", "a", "b", "a", "b"], {"a": 0.75, "b": 0.25}))  # all three a, one b
+    4
+    """
+    by_class: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_class.setdefault(label, []).append(i)
+    wanted = {c: share for c, share in mix.items() if share > 0 and c in by_class}
+    if not wanted:
+        return []
+    total = sum(wanted.values())
+    size = min(len(by_class[c]) / (share / total) for c, share in wanted.items())
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    for c, share in wanted.items():
+        rows = by_class[c]
+        take = min(len(rows), max(1, round(size * share / total)))
+        chosen += [rows[i] for i in sorted(rng.permutation(len(rows))[:take])] if take < len(rows) else rows
+    return sorted(chosen)
+
+
 def decide(sections: Sequence[EvaluationSection], settings: GateSettings) -> GateVerdict:
     """The gate: recent production must improve by the margin with confidence; the reference must not
     regress beyond the bound. Reasons say which test passed or failed, with the numbers."""
@@ -185,13 +212,13 @@ def decide(sections: Sequence[EvaluationSection], settings: GateSettings) -> Gat
             f"{settings.confidence:.0%} CI [{accuracy.ci_low:+.4f}, {accuracy.ci_high:+.4f}], n={accuracy.n}) "
             f"{'meets' if ok else 'misses'} the required gain of {settings.min_improvement:+.4f} with CI above 0"
         )
-    reference = by_name.get(REFERENCE)
+    reference = by_name.get(REFERENCE_AT_MIX) or by_name.get(REFERENCE)
     ref_accuracy = next((r for r in reference.rows if r.metric == "accuracy"), None) if reference else None
-    if ref_accuracy is not None and ref_accuracy.delta is not None:
+    if reference is not None and ref_accuracy is not None and ref_accuracy.delta is not None:
         ok = ref_accuracy.delta >= -settings.max_regression
         passed &= ok
         reasons.append(
-            f"{REFERENCE}: accuracy {ref_accuracy.champion:.4f} → {ref_accuracy.candidate:.4f} "
+            f"{reference.name}: accuracy {ref_accuracy.champion:.4f} → {ref_accuracy.candidate:.4f} "
             f"(Δ {ref_accuracy.delta:+.4f}) {'within' if ok else 'beyond'} the allowed loss of "
             f"{settings.max_regression:.4f}"
         )

@@ -24,6 +24,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from insightloop.deploy import (
@@ -49,12 +50,14 @@ from insightloop.retrain.distributed import SINGLE_PROCESS, Ranks, per_rank_batc
 from insightloop.retrain.evaluate import (
     RECENT,
     REFERENCE,
+    REFERENCE_AT_MIX,
     GateSettings,
     Predictions,
     classification_report_text,
     compare,
     decide,
     evidently_classification_report,
+    resample_to_mix,
 )
 from insightloop.retrain.finetune import FineTuneSettings, fine_tune, seed_everything, stratified_split
 from insightloop.retrain.plan import TrainingPlan
@@ -128,12 +131,60 @@ def weight_examples(
     return weighted
 
 
+#: Labeled production texts (and of each class) from which the bias shift is fitted to them rather than set
+#: from the priors alone: with a class nearly absent the fit would push its bias without bound.
+MIN_FIT_ROWS = 30
+MIN_FIT_PER_CLASS = 10
+
+
+def fitted_bias_shift(
+    log_probs: NDArray[np.float64], truth: NDArray[np.int64], start: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """The per-class bias shift that makes ``softmax(log_probs + shift)`` fit the labels best (least
+    cross-entropy), kept near ``start`` (the prior ratio) by a small penalty. Convex in ``shift``.
+
+    The prior ratio alone assumes the model's probabilities are calibrated; a fine-tuned network's rarely
+    are, so the shift it gives moves too few predictions. Fitting it on the recent labels corrects that,
+    still as a prior/threshold correction (one number per class), which the gate then tests on newer rows.
+    """
+    from scipy.optimize import minimize
+
+    n = len(truth)
+    onehot = np.eye(log_probs.shape[1])[truth]
+
+    def loss(shift: NDArray[np.float64]) -> tuple[float, NDArray[np.float64]]:
+        z = log_probs + shift
+        z = z - z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(axis=1, keepdims=True)
+        nll = -float(np.log(np.clip(p[np.arange(n), truth], 1e-12, None)).mean())
+        penalty = 1e-3 * float(((shift - start) ** 2).sum())
+        grad = (p - onehot).mean(axis=0) + 2e-3 * (shift - start)
+        return nll + penalty, grad
+
+    result = minimize(loss, start, jac=True, method="L-BFGS-B")
+    shift: NDArray[np.float64] = np.asarray(result.x, dtype=np.float64)
+    centred: NDArray[np.float64] = shift - shift.mean()  # softmax ignores a common offset
+    return centred
+
+
 def recalibrate(champion: ModelArtifact, reference: Sequence[Example], production: Sequence[Example]) -> None:
-    """Prior correction in place: shift the classifier's bias by log(production prior / reference prior)."""
+    """Prior correction in place: shift the classifier's bias by log(production prior / reference prior),
+    fitted to the production labels (:func:`fitted_bias_shift`) when there are ``MIN_FIT_ROWS`` of them."""
     labels = champion.labels
     ref = np.array([sum(e.label == c for e in reference) for c in labels], dtype=np.float64) + 1.0
     cur = np.array([sum(e.label == c for e in production) for c in labels], dtype=np.float64) + 1.0
     shift = np.log((cur / cur.sum()) / (ref / ref.sum()))
+    index = {c: i for i, c in enumerate(labels)}
+    known = [e for e in production if str(e.label) in index]
+    method = "prior ratio"
+    per_class = [sum(str(e.label) == c for e in known) for c in labels]
+    if len(known) >= MIN_FIT_ROWS and min(per_class) >= MIN_FIT_PER_CLASS:
+        probabilities = champion.predict([e.text for e in known]).probabilities.astype(np.float64)
+        truth = np.array([index[str(e.label)] for e in known], dtype=np.int64)
+        shift = fitted_bias_shift(np.log(np.clip(probabilities, 1e-12, None)), truth, shift)
+        method = f"fitted on {len(known)} labeled production texts"
+    champion.info["prior_correction_method"] = method
     head = champion.model.classifier
     layer = head.out_proj if hasattr(head, "out_proj") else head
     with torch.no_grad():
@@ -236,7 +287,13 @@ def evaluate_candidate(
     """Score both models on the reference holdout, the newest production rows and the plan's slices; gate."""
     plan = spec.plan
     labels = list(champion.labels)
-    sets: list[tuple[str, list[Example]]] = [(REFERENCE, list(data.ref_holdout)), (RECENT, list(data.prod_holdout))]
+    sets: list[tuple[str, list[Example]]] = [(REFERENCE, list(data.ref_holdout))]
+    if plan.action == "recalibrate":  # the gate judges a prior correction at the mix it corrects to
+        counts = {c: sum(str(e.label) == c for e in data.prod_train) for c in labels}
+        mix = {c: n / max(1, sum(counts.values())) for c, n in counts.items()}
+        keep = resample_to_mix([str(e.label) for e in data.ref_holdout], mix, plan.hyper.seed)
+        sets.append((REFERENCE_AT_MIX, [data.ref_holdout[i] for i in keep]))
+    sets.append((RECENT, list(data.prod_holdout)))
     holdout_counts = _token_counts(champion, data.prod_holdout)
     for key in plan.evaluation_slices():
         members = [

@@ -310,9 +310,9 @@ def test_a_recalibration_on_a_real_prior_shift_is_kept_only_if_its_measured_gain
     tiny_base: Path, tmp_path: Path
 ) -> None:
     """Champion: balanced book reviews. Production: other book reviews resampled to 85% positive (only the
-    class mix moved). The job shifts the priors, measures both models on the newest held-out rows, and the
-    gate keeps the correction only when the gain's interval is above zero; either way the figures are the
-    models' own and the gate's reasons state them."""
+    class mix moved). The job fits the prior correction, measures both models on the newest held-out rows, and
+    the gate keeps it only when the gain's interval is above zero and the reference at the new mix holds;
+    either way the figures are the models' own and the gate's reasons state them."""
     import math
     import random
 
