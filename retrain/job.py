@@ -383,13 +383,14 @@ def run_ablations(
     labels = list(champion.labels)
     sets = dict(planned.evaluation.sets)
     tests: list[AdjustmentTest] = []
-    trained_variants = [planned]
+    scores = [(PLANNED, planned.evaluation.verdict.passed, planned.recent_accuracy)]
+    leader = planned  # only the planned model and the variant that would win so far stay in memory
     for offset, ablation in enumerate(variants, start=1):
         log.info("ablation %d of %d: %s", offset, len(variants), ablation.name)
         variant_spec = spec.model_copy(update={"plan": ablation.plan})
         trained = train_candidate(variant_spec, champion, data, device)
         evaluation = evaluate_candidate(variant_spec, champion, trained.artifact, data)
-        trained_variants.append(Variant(ablation.name, ablation.plan, trained, evaluation))
+        variant = Variant(ablation.name, ablation.plan, trained, evaluation)
         name = evaluated_on(ablation.left_out, spec.plan, list(sets), RECENT)
         rows = sets[name]
         comparison = compare(
@@ -406,11 +407,12 @@ def run_ablations(
         if test is not None:
             tests.append(test)
             log.info("experiment: %s", test.describe())
-    chosen = choose_variant([(v.name, v.evaluation.verdict.passed, v.recent_accuracy) for v in trained_variants])
-    winner = next(v for v in trained_variants if v.name == chosen)
-    if winner.name != PLANNED:
-        log.info("the candidate is the variant %s: it passed the gate and beat the planned model", winner.name)
-    return winner, tests
+        scores.append((variant.name, evaluation.verdict.passed, variant.recent_accuracy))
+        chosen = choose_variant(scores)
+        leader = planned if chosen == PLANNED else variant if chosen == variant.name else leader
+    if leader.name != PLANNED:
+        log.info("the candidate is the variant %s: it passed the gate and beat the planned model", leader.name)
+    return leader, tests
 
 
 def write_candidate(
