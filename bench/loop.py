@@ -10,13 +10,15 @@ the last 30% of the post-change stream (360 reviews), whose labels the loop neve
     python bench/loop.py [--source books --target kitchen]
     python bench/loop.py --reference REF.jsonl --before B.jsonl --after A.jsonl --oracle-train T.jsonl
 
-Last line: ``loop: delay=<texts> false_alarms=<n> acc_none=<x> acc_loop=<x> acc_oracle=<x> gap_closed=<f>``.
+Last line: ``loop: delay=<texts> false_alarms=<n> acc_none=<x> acc_loop=<x> acc_oracle=<x> gap_closed=<f>``
+(``gap_closed=nan`` when the oracle does not beat no retraining: there is no gap to close).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import shutil
@@ -212,7 +214,8 @@ def main() -> None:
     acc_loop = accuracy(registry.path_of(loop_version or ""), evaluation) if loop_version != v1 else acc_none
     acc_oracle = accuracy(Path(oracle), evaluation)
     gap = acc_oracle - acc_none
-    closed = (acc_loop - acc_none) / gap if gap > 0 else 0.0
+    # Undefined, not 0, when the oracle does not beat no retraining: there is no gap to close.
+    closed = (acc_loop - acc_none) / gap if gap > 0 else math.nan
     minutes = (time.perf_counter() - started) / 60
     print(f"\n{'':<32} {'accuracy':>9}   (last 30% of the post-change stream, n={len(evaluation)})")
     print(f"{'no retraining (' + str(v1) + ')':<32} {acc_none:>9.4f}")
@@ -222,9 +225,10 @@ def main() -> None:
         if version != loop_version:  # a candidate the gate (or a person) kept out of production
             kept_out = accuracy(registry.path_of(version), evaluation)
             print(f"{'candidate kept out (' + version + ')':<32} {kept_out:>9.4f}   (not serving)")
+    why = "" if gap > 0 else f" (undefined: the oracle, {acc_oracle:.4f}, does not beat no retraining)"
     print(
         f"detection delay: {delay} post-change texts; false alarms before the change: {false_alarms}; "
-        f"gap closed: {closed:.2f}; {minutes:.1f} min"
+        f"gap closed: {closed:.2f}{why}; {minutes:.1f} min"
     )
     shutil.rmtree(work / "state" / "reports", ignore_errors=True)
     print(
