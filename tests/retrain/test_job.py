@@ -175,20 +175,30 @@ def short_text_champion(tiny_base: Path, tmp_path_factory: pytest.TempPathFactor
     return root / "registry", short
 
 
-def test_long_text_insight_trains_with_a_longer_max_length(
-    short_text_champion: tuple[Path, Path], tmp_path: Path
-) -> None:
+def long_text_job(
+    short_text_champion: tuple[Path, Path], tmp_path: Path, adjust: Adjustments
+) -> tuple[Registry, list[dict[str, str]], JobSpec]:
+    """A copy of the short-text champion, 300 long texts whose cue is their last word, and the job ``adjust``
+    plans for a long-text insight on them (12 tokens unless ``adjust`` changes it)."""
     shutil.copytree(short_text_champion[0], tmp_path / "registry")
     registry, short = Registry(tmp_path / "registry"), short_text_champion[1]
     long_rows = domain_rows(300, 2, "l", KITCHEN_POSITIVE, KITCHEN_NEGATIVE, filler_words=20, cue_at_end=True)
     production = write_jsonl(tmp_path / "long.jsonl", long_rows)
-    adjust = Adjustments(max_length=48, slice_weights={"length_tokens=12+": 2.0})
     spec = spec_for(
         registry,
         [insight("retrain", adjust, kind="slice_degradation")],
         production,
         short,
         HyperParameters(epochs=4, learning_rate=2e-3, batch_size=16, max_length=12),
+    )
+    return registry, long_rows, spec
+
+
+def test_long_text_insight_trains_with_a_longer_max_length(
+    short_text_champion: tuple[Path, Path], tmp_path: Path
+) -> None:
+    registry, _, spec = long_text_job(
+        short_text_champion, tmp_path, Adjustments(max_length=48, slice_weights={"length_tokens=12+": 2.0})
     )
     assert spec.plan.hyper.max_length == 48
     result = run_job(spec)
@@ -209,17 +219,8 @@ def test_keeping_the_end_of_long_texts_reads_what_head_truncation_cut_off(
     short_text_champion: tuple[Path, Path], tmp_path: Path
 ) -> None:
     # The same context of 12 tokens: only the cut changes. The cue is each long text's last word.
-    shutil.copytree(short_text_champion[0], tmp_path / "registry")
-    registry, short = Registry(tmp_path / "registry"), short_text_champion[1]
-    long_rows = domain_rows(300, 2, "l", KITCHEN_POSITIVE, KITCHEN_NEGATIVE, filler_words=20, cue_at_end=True)
-    production = write_jsonl(tmp_path / "long.jsonl", long_rows)
-    adjust = Adjustments(truncation="head_tail", slice_weights={"length_tokens=12+": 2.0})
-    spec = spec_for(
-        registry,
-        [insight("retrain", adjust, kind="slice_degradation")],
-        production,
-        short,
-        HyperParameters(epochs=4, learning_rate=2e-3, batch_size=16, max_length=12),
+    registry, long_rows, spec = long_text_job(
+        short_text_champion, tmp_path, Adjustments(truncation="head_tail", slice_weights={"length_tokens=12+": 2.0})
     )
     assert (spec.plan.hyper.max_length, spec.plan.hyper.truncation) == (12, "head_tail")
     result = run_job(spec)
@@ -273,18 +274,10 @@ def test_ablations_test_each_adjustment_and_the_approvals_page_says_which_held(
     insight, with its effect and interval in the lineage and on the approvals page."""
     from insightloop.daemon.pages import render_approvals
 
-    shutil.copytree(short_text_champion[0], tmp_path / "registry")
-    registry, short = Registry(tmp_path / "registry"), short_text_champion[1]
-    long_rows = domain_rows(300, 2, "l", KITCHEN_POSITIVE, KITCHEN_NEGATIVE, filler_words=20, cue_at_end=True)
-    production = write_jsonl(tmp_path / "long.jsonl", long_rows)
-    adjust = Adjustments(truncation="head_tail", slice_weights={"length_tokens=12+": 2.0})
-    spec = spec_for(
-        registry,
-        [insight("retrain", adjust, kind="slice_degradation")],
-        production,
-        short,
-        HyperParameters(epochs=4, learning_rate=2e-3, batch_size=16, max_length=12),
-    ).model_copy(update={"ablations": True, "max_ablations": 2})
+    registry, _, planned = long_text_job(
+        short_text_champion, tmp_path, Adjustments(truncation="head_tail", slice_weights={"length_tokens=12+": 2.0})
+    )
+    spec = planned.model_copy(update={"ablations": True, "max_ablations": 2})
     result = run_job(spec)
 
     assert result.state == "succeeded" and result.version is not None, result.error
