@@ -52,9 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-length", type=int, default=128)
     train.add_argument(
         "--truncation",
-        choices=["head", "head_tail"],
+        choices=["head", "head_tail", "chunks"],
         default="head",
-        help="how texts past --max-length are cut: their beginning, or their beginning and end (long reviews)",
+        help="how texts past --max-length are cut: their beginning, their beginning and end (long reviews), "
+        "or not at all (chunks: overlapping windows whose scores are averaged)",
     )
     train.add_argument("--batch-size", type=int, default=16)
     train.add_argument("--learning-rate", type=float, default=5e-5)

@@ -3,6 +3,7 @@
 from insightloop.deploy.artifact import (
     ARTIFACT_FILE,
     HEAD_SHARE,
+    MAX_WINDOWS,
     MODEL_DIR,
     TRUNCATIONS,
     ArtifactSettings,
@@ -49,6 +50,7 @@ __all__ = [
     "ARTIFACT_FILE",
     "EVALUATION_DIR",
     "HEAD_SHARE",
+    "MAX_WINDOWS",
     "MODEL_DIR",
     "PLAN_FILE",
     "PROFILE_DIR",

@@ -4,6 +4,10 @@ One forward pass gives both the class probabilities and a pooled embedding (from
 layer, pooled as the encoder family wants), so scoring and drift monitoring never pay for the model
 twice. The encoder families (BERT, DistilBERT, RoBERTa, XLM-R, DeBERTa-v2) differ in how many
 positions they can take and how their sentence vector is pooled: :func:`family_of` knows each.
+
+A text longer than ``max_length`` is cut by the version's truncation policy, or, with ``chunks``, read
+whole as overlapping windows whose scores are pooled; training, scoring, the reference profile and the
+evaluation all go through this artifact, so every room applies the same policy.
 """
 
 from __future__ import annotations
@@ -40,10 +44,14 @@ log = logging.getLogger(__name__)
 
 #: How a text longer than ``max_length`` is cut: ``head`` keeps its beginning; ``head_tail`` keeps the
 #: first quarter of the budget and the rest from its end (Sun et al., 2019, "How to Fine-Tune BERT for Text
-#: Classification?": head+tail beat head-only on long reviews, whose verdict is often at the end).
-Truncation = Literal["head", "head_tail"]
-TRUNCATIONS: tuple[Truncation, ...] = ("head", "head_tail")
+#: Classification?": head+tail beat head-only on long reviews, whose verdict is often at the end);
+#: ``chunks`` cuts nothing: the text is scored as overlapping windows of ``max_length`` tokens (at most
+#: ``MAX_WINDOWS``, evenly spread) and their probabilities and embeddings are averaged.
+Truncation = Literal["head", "head_tail", "chunks"]
+TRUNCATIONS: tuple[Truncation, ...] = ("head", "head_tail", "chunks")
 HEAD_SHARE = 0.25
+#: Windows per text under ``chunks``: a text's cost is bounded at this many forward rows.
+MAX_WINDOWS = 8
 
 
 def head_tail(ids: Sequence[int], budget: int, head_share: float = HEAD_SHARE) -> list[int]:
@@ -62,6 +70,29 @@ def head_tail(ids: Sequence[int], budget: int, head_share: float = HEAD_SHARE) -
     return [*ids[:head], *ids[len(ids) - (budget - head) :]]
 
 
+def windows(length: int, window: int, max_windows: int = MAX_WINDOWS) -> list[tuple[int, int]]:
+    """(start, end) of the windows of ``window`` tokens that read a text of ``length`` tokens.
+
+    Windows overlap by half, the first starts at the text's beginning and the last ends at its end;
+    past ``max_windows`` windows they are spread evenly (and may no longer overlap).
+
+    >>> windows(10, 4)
+    [(0, 4), (2, 6), (4, 8), (6, 10)]
+    >>> windows(3, 4)
+    [(0, 3)]
+    >>> windows(100, 10, max_windows=3)
+    [(0, 10), (45, 55), (90, 100)]
+    """
+    if window < 1 or max_windows < 1:
+        raise ValueError("a window needs at least 1 token and a text at least 1 window")
+    if length <= window:
+        return [(0, length)]
+    stride = max(1, window // 2)
+    count = min(max_windows, math.ceil((length - window) / stride) + 1)
+    starts = np.linspace(0, length - window, count).round().astype(int) if count > 1 else np.zeros(1, dtype=int)
+    return [(int(s), int(s) + window) for s in starts]
+
+
 class ModelLoadError(DeployPermanentError):
     """A model directory is missing, incomplete or unreadable."""
 
@@ -75,6 +106,7 @@ class ArtifactSettings(BaseModel):
     labels: list[str] = Field(min_length=2)
     max_length: int = Field(ge=1)
     truncation: Truncation = "head"  # versions saved before the policy existed kept the beginning
+    max_windows: int = Field(default=MAX_WINDOWS, ge=1)  # windows per text under ``chunks``
     hidden_size: int | None = None
     embedding_dim: int | None = None
     prior_correction: dict[str, float] | None = None  # set by a recalibration job
@@ -89,7 +121,7 @@ class PredictionBatch:
     labels: tuple[str, ...]
     probabilities: NDArray[np.float32]  # (n, n_labels)
     embeddings: NDArray[np.float32]  # (n, projection dims)
-    token_counts: NDArray[np.int64]  # tokens per text after truncation
+    token_counts: NDArray[np.int64]  # tokens per text after truncation (whole texts under ``chunks``)
 
     def predicted_labels(self) -> list[str]:
         """The most probable label of each row."""
@@ -311,6 +343,13 @@ def position_limit(config: Any, tokenizer: Any = None) -> int:
     return limit
 
 
+def _sum_by(owners: NDArray[np.int64], values: NDArray[np.float32], n: int) -> NDArray[np.float32]:
+    """Rows of ``values`` summed per owner: ``n`` rows out."""
+    total = np.zeros((n, values.shape[1]), dtype=np.float32)
+    np.add.at(total, owners, values)
+    return total
+
+
 class ModelArtifact:
     """A loaded classifier ready to score, or freshly trained and ready to save."""
 
@@ -348,6 +387,8 @@ class ModelArtifact:
         if chosen not in TRUNCATIONS:
             raise ValueError(f"truncation must be one of {', '.join(TRUNCATIONS)}, not {chosen!r}")
         self.truncation: Truncation = chosen
+        saved_windows = self.info.get("max_windows")
+        self.max_windows = int(saved_windows) if isinstance(saved_windows, int) and saved_windows > 0 else MAX_WINDOWS
         # Padded tokens per forward pass: on CPU, narrow chunks of long texts waste less on padding;
         # a GPU wants wide batches, so there only ``batch_size`` limits a chunk.
         self.max_tokens_per_pass: int | None = CPU_TOKENS_PER_PASS if self.device.type == "cpu" else None
@@ -450,6 +491,7 @@ class ModelArtifact:
             "labels": list(self.labels),
             "max_length": self.max_length,
             "truncation": self.truncation,
+            "max_windows": self.max_windows,
             "hidden_size": int(self.model.config.hidden_size),
             "embedding_dim": self.embedding_dim,
             "family": self.family.name,
@@ -466,19 +508,44 @@ class ModelArtifact:
 
     # -- inference ----------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids of each text, cut to ``max_length`` by :attr:`truncation`, without padding."""
+        """Token ids of each text, cut to ``max_length`` by :attr:`truncation` (whole under ``chunks``), unpadded."""
         if self.truncation == "head":
             encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
             return [list(ids) for ids in encoded["input_ids"]]
-        before, after = self._special_tokens_around
-        budget = self.max_length - before - after
         # Whole texts, then cut (the tokenizer's own truncation keeps a head or a tail, not both); verbose=False:
         # a text longer than the model takes is expected here, not the mistake the tokenizer warns about.
         encoded = self.tokenizer(list(texts), truncation=False, verbose=False)["input_ids"]
+        if self.truncation == "chunks":
+            return [list(ids) for ids in encoded]
+        before, after = self._special_tokens_around
+        budget = self.max_length - before - after
         return [
             [*ids[:before], *head_tail(ids[before : len(ids) - after], budget), *ids[len(ids) - after :]]
             for ids in encoded
         ]
+
+    def split_windows(self, token_ids: Sequence[Sequence[int]]) -> tuple[list[list[int]], NDArray[np.int64]]:
+        """The forward rows for tokenised texts and the text each row belongs to.
+
+        Under ``chunks`` a text longer than ``max_length`` becomes its :func:`windows`, each wrapped in the
+        tokenizer's special tokens; otherwise each text is one row as it is.
+        """
+        if self.truncation != "chunks":
+            return [list(ids) for ids in token_ids], np.arange(len(token_ids), dtype=np.int64)
+        before, after = self._special_tokens_around
+        budget = max(1, self.max_length - before - after)
+        rows: list[list[int]] = []
+        owners: list[int] = []
+        for owner, ids in enumerate(token_ids):
+            if len(ids) <= self.max_length:
+                rows.append(list(ids))
+                owners.append(owner)
+                continue
+            head, body, tail = ids[:before], ids[before : len(ids) - after], ids[len(ids) - after :]
+            for start, end in windows(len(body), budget, self.max_windows):
+                rows.append([*head, *body[start:end], *tail])
+                owners.append(owner)
+        return rows, np.asarray(owners, dtype=np.int64)
 
     @functools.cached_property
     def _special_tokens_around(self) -> tuple[int, int]:
@@ -509,24 +576,41 @@ class ModelArtifact:
     def predict_tokenized(
         self, token_ids: Sequence[Sequence[int]], batch_size: int = 32, max_tokens: int | None = None
     ) -> PredictionBatch:
-        """Like :meth:`predict`, for texts tokenised already (e.g. off the critical path)."""
+        """Like :meth:`predict`, for texts tokenised already (e.g. off the critical path).
+
+        Under ``chunks`` a text's probabilities and pooled vector are the means over its windows.
+        """
+        rows, owners = self.split_windows(token_ids)
+        probabilities, pooled = self._forward_rows(rows, batch_size, max_tokens)
         n = len(token_ids)
+        if len(rows) != n:
+            counts = np.bincount(owners, minlength=n).astype(np.float32)[:, None]
+            probabilities = _sum_by(owners, probabilities, n) / counts
+            pooled = _sum_by(owners, pooled, n) / counts
+        embeddings = self.projection.transform(pooled) if self.projection is not None else pooled
+        lengths = np.array([len(ids) for ids in token_ids], dtype=np.int64)
+        return PredictionBatch(self.labels, probabilities, embeddings, lengths)
+
+    def _forward_rows(
+        self, rows: Sequence[Sequence[int]], batch_size: int, max_tokens: int | None
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """Probabilities and pooled last hidden states of forward rows, in length-sorted chunks."""
+        n = len(rows)
         hidden = int(self.model.config.hidden_size)
         probabilities = np.zeros((n, len(self.labels)), dtype=np.float32)
         pooled_all = np.zeros((n, hidden), dtype=np.float32)
-        lengths = np.array([len(ids) for ids in token_ids], dtype=np.int64)
+        lengths = np.array([len(ids) for ids in rows], dtype=np.int64)
         order = np.argsort(lengths, kind="stable")
         use_bf16 = self.bf16
         budget = self.max_tokens_per_pass if max_tokens is None else max_tokens if max_tokens > 0 else None
         with torch.inference_mode():
-            for rows in length_chunks(lengths, order, batch_size, budget):
-                batch = {k: v.to(self.device) for k, v in self._pad([token_ids[i] for i in rows]).items()}
+            for chunk in length_chunks(lengths, order, batch_size, budget):
+                batch = {k: v.to(self.device) for k, v in self._pad([rows[i] for i in chunk]).items()}
                 with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
                     logits, pooled = self.forward(batch)
-                probabilities[rows] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-                pooled_all[rows] = pooled.float().cpu().numpy()
-        embeddings = self.projection.transform(pooled_all) if self.projection is not None else pooled_all
-        return PredictionBatch(self.labels, probabilities, embeddings, lengths)
+                probabilities[chunk] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+                pooled_all[chunk] = pooled.float().cpu().numpy()
+        return probabilities, pooled_all
 
     def _pad(self, sequences: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
         """``input_ids`` and ``attention_mask`` padded to the longest sequence (what ``tokenizer.pad`` makes,

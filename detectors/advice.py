@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -262,11 +262,35 @@ def describe_slice(f: SliceFinding) -> str:
 
 
 # -- recommendation -----------------------------------------------------------------------------
+def long_text_context(limit: int | None, lower: int) -> tuple[int | None, Literal["head_tail", "chunks"]]:
+    """The context a long-text insight asks for: (a new ``max_length`` or None, the truncation policy).
+
+    ``limit``: the tokens the model takes (None: unknown); ``lower``: where the failing length slice starts.
+    Below ``MAX_LENGTH_CAP`` the context doubles (up to the cap) and each text keeps its beginning and end
+    (``head_tail``); at the cap nothing longer fits, so the whole text is read as overlapping windows
+    (``chunks``).
+
+    >>> long_text_context(128, 128)
+    (256, 'head_tail')
+    >>> long_text_context(384, 256)
+    (512, 'head_tail')
+    >>> long_text_context(512, 512)
+    (None, 'chunks')
+    >>> long_text_context(None, 64)
+    (256, 'head_tail')
+    """
+    if limit is None:
+        return min(MAX_LENGTH_CAP, max(256, 2 * lower)), "head_tail"
+    if limit >= MAX_LENGTH_CAP:
+        return None, "chunks"
+    return min(MAX_LENGTH_CAP, 2 * limit), "head_tail"
+
+
 def recommend(profile: ReferenceProfile, diagnosis: Diagnosis, *, quality_focus: bool) -> Recommendation:
     """The cheapest action the evidence supports.
 
-    * errors concentrated in the longest texts → ``retrain`` with a larger ``max_length`` (up to
-      ``MAX_LENGTH_CAP``) and ``head_tail`` truncation, which keeps each text's beginning and end;
+    * errors concentrated in the longest texts → ``retrain`` with the context :func:`long_text_context`
+      gives: a larger ``max_length`` with ``head_tail`` truncation, or ``chunks`` at the position cap;
     * the predicted-class mix moved while the inputs, tested against the reference re-weighted to the
       estimated current class mix (BBSE), look like the reference: every descriptor (weighted KS) and
       the embeddings (weighted MMD) — a pure prior shift → ``recalibrate`` with ``class_weights`` =
@@ -278,9 +302,7 @@ def recommend(profile: ReferenceProfile, diagnosis: Diagnosis, *, quality_focus:
     long_slice = diagnosis.long_text_slice
     if long_slice is not None:
         limit = diagnosis.max_length
-        lower = int(long_slice.definition.lower or 0)
-        proposed = min(MAX_LENGTH_CAP, 2 * limit) if limit is not None else min(MAX_LENGTH_CAP, max(256, 2 * lower))
-        longer = limit is None or proposed > limit
+        proposed, cut = long_text_context(limit, int(long_slice.definition.lower or 0))
         upper = long_slice.definition.upper
         if limit is None:
             truncation = ""
@@ -288,19 +310,19 @@ def recommend(profile: ReferenceProfile, diagnosis: Diagnosis, *, quality_focus:
             truncation = f", which the model truncates at {limit}"
         else:  # a bucket below the limit: long for this model, but not cut
             truncation = f", near the {limit} tokens the model takes"
-        # Past any context the model takes, the end of a long text (a review's verdict) is kept too.
-        context = f"a context of {proposed} tokens" if longer else f"the {limit} tokens it takes"
+        if cut == "chunks":
+            context = f"overlapping windows of the {limit} tokens it takes, over each whole text"
+        else:  # past any context the model takes, the end of a long text (a review's verdict) is kept too
+            context = f"a context of {proposed or limit} tokens, keeping each text's beginning and end"
         return Recommendation(
             action="retrain",
             adjust=Adjustments(
-                max_length=proposed if longer else None,
-                truncation="head_tail",
-                slice_weights={long_slice.definition.format(): 2.0},
+                max_length=proposed, truncation=cut, slice_weights={long_slice.definition.format(): 2.0}
             ),
             because=(
                 f"errors concentrate in texts of {long_slice.definition.value} tokens{truncation}: "
                 f"{long_slice.reference_loss or 0:.0%} → {long_slice.current_loss or 0:.0%} "
-                f"({long_slice.metric.replace('_', ' ')}); {context}, keeping each text's beginning and end"
+                f"({long_slice.metric.replace('_', ' ')}); {context}"
             ),
         )
     test = diagnosis.predictions

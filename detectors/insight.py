@@ -146,8 +146,9 @@ class Adjustments(_Model):
     :class:`SliceKey` wire forms)."""
 
     max_length: int | None = Field(default=None, ge=1)
-    #: How a text past ``max_length`` is cut: ``head_tail`` keeps its beginning and its end.
-    truncation: Literal["head", "head_tail"] | None = None
+    #: How a text past ``max_length`` is cut: ``head_tail`` keeps its beginning and its end; ``chunks`` reads
+    #: it whole as overlapping windows.
+    truncation: Literal["head", "head_tail", "chunks"] | None = None
     slice_weights: dict[SliceKeyText, Finite] = Field(default_factory=dict)
     class_weights: dict[str, Finite] = Field(default_factory=dict)
     recent_data_weight: OptionalFinite = None

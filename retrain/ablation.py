@@ -5,8 +5,8 @@ same data, seed and recipe otherwise). The planned model against each variant, o
 about, says whether the insight's hypothesis held ("longer context: +6.1 points on texts of 256+ tokens,
 95% CI [+3.0, +9.2]"). The variants are plans, so what was tested is what would be trained again.
 
-Adjustments that can be left out: ``max_length`` (back to the champion's), ``truncation`` (back to the other
-policy), each ``slice_weight`` and each ``class_weight``. ``recent_data_weight`` changes a data weight whose
+Adjustments that can be left out: ``max_length`` (back to the champion's), ``truncation`` (back to the policy it
+replaced), each ``slice_weight`` and each ``class_weight``. ``recent_data_weight`` changes a data weight whose
 earlier value the plan does not keep, and a recalibration has nothing to leave out: neither is ablated.
 """
 
@@ -38,7 +38,7 @@ def _without(plan: TrainingPlan, adjustment: PlanAdjustment) -> TrainingPlan:
         hyper = plan.hyper.model_copy(update={"max_length": int(adjustment.target)})
         return plan.model_copy(update={"hyper": hyper, "adjustments": rest})
     if adjustment.kind == "truncation":
-        before = "head" if adjustment.target == "head_tail" else "head_tail"
+        before = adjustment.replaces or ("head_tail" if adjustment.target == "head" else "head")
         hyper = plan.hyper.model_copy(update={"truncation": before})
         return plan.model_copy(update={"hyper": hyper, "adjustments": rest})
     if adjustment.kind == "slice_weight":

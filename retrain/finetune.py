@@ -265,13 +265,16 @@ def fine_tune(
     )
     train, validation = stratified_split(examples, settings.validation_share, settings.seed)
     label_index = {label: i for i, label in enumerate(labels)}
-    token_ids = artifact.tokenize([e.text for e in train])
-    targets = [label_index[str(e.label)] for e in train]
-    weights = [float(e.weight) for e in train]
-    if any(w < 0 for w in weights) or sum(weights) <= 0:
+    # Under ``chunks`` a long text trains as each of its windows, with its label; its weight is shared among
+    # them so that every text counts as much as under the other policies.
+    token_ids, owners = artifact.split_windows(artifact.tokenize([e.text for e in train]))
+    per_text = np.bincount(owners, minlength=len(train))
+    targets = [label_index[str(train[o].label)] for o in owners]
+    weights = [float(train[o].weight) / int(per_text[o]) for o in owners]
+    if any(e.weight < 0 for e in train) or sum(weights) <= 0:
         raise ValueError("example weights must be non-negative and not all zero")
 
-    steps_per_epoch = math.ceil(len(train) / settings.batch_size)
+    steps_per_epoch = math.ceil(len(token_ids) / settings.batch_size)
     total_steps = steps_per_epoch * settings.epochs
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     scheduler = get_linear_schedule_with_warmup(  # type: ignore[no-untyped-call]
@@ -296,9 +299,9 @@ def fine_tune(
     seen = 0
     for epoch in range(settings.epochs):
         model.train()
-        order = torch.randperm(len(train), generator=generator).tolist()
+        order = torch.randperm(len(token_ids), generator=generator).tolist()
         bar = tqdm(
-            total=len(train),
+            total=len(token_ids),
             desc=f"epoch {epoch + 1}/{settings.epochs}",
             unit="text",
             disable=not progress,

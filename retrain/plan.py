@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from insightloop.deploy import HEAD_SHARE, InsightRef, Truncation, utc_now
+from insightloop.deploy import HEAD_SHARE, MAX_WINDOWS, InsightRef, Truncation, utc_now
 from insightloop.detectors import Insight, SliceKey, SliceKeyText
 
 PLAN_SCHEMA_VERSION: Literal[1] = 1
@@ -51,6 +51,7 @@ class PlanAdjustment(BaseModel):
     kind: Literal["max_length", "truncation", "slice_weight", "class_weight", "recent_data_weight", "prior_correction"]
     target: str = ""  # the slice key or class name it applies to
     value: float
+    replaces: str | None = None  # the champion's setting it changes, where a variant needs it back (truncation)
     insight_id: str
     because: str
 
@@ -96,6 +97,15 @@ class TrainingPlan(BaseModel):
         return max(matched) if matched else None
 
 
+def truncation_value(truncation: Truncation) -> float:
+    """What a truncation adjustment records as its value.
+
+    >>> [truncation_value(t) for t in ("head", "head_tail", "chunks")]
+    [1.0, 0.25, 8.0]
+    """
+    return {"head_tail": HEAD_SHARE, "chunks": float(MAX_WINDOWS)}.get(truncation, 1.0)
+
+
 def plan_from_insights(
     insights: Sequence[Insight],
     champion_version: str | None,
@@ -131,12 +141,14 @@ def plan_from_insights(
             )
             max_length = adjust.max_length
         if adjust.truncation is not None and adjust.truncation != truncation:
-            # value: the share of the token budget kept from the text's beginning (the rest is its end)
+            # value: the share of the token budget kept from the text's beginning (the rest is its end); for
+            # chunks, the most windows a text is read in
             adjustments.append(
                 PlanAdjustment(
                     kind="truncation",
                     target=adjust.truncation,
-                    value=HEAD_SHARE if adjust.truncation == "head_tail" else 1.0,
+                    value=truncation_value(adjust.truncation),
+                    replaces=truncation,
                     insight_id=insight.id,
                     because=because,
                 )

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from insightloop.deploy import ModelArtifact, ModelLoadError, Projection, Registry
-from insightloop.deploy.artifact import head_tail
+from insightloop.deploy.artifact import MAX_WINDOWS, head_tail, windows
 
 TEXTS = ["great", "this product is awful and broken, what a terrible thing to buy", "ok", "love it, perfect"]
 
@@ -166,3 +166,60 @@ def test_a_version_saved_before_the_truncation_policy_keeps_the_beginning(
     meta_path.write_text(json.dumps(meta))
     assert ModelArtifact.read_settings(tmp_path / "old").truncation == "head"
     assert ModelArtifact.load(tmp_path / "old", device="cpu").truncation == "head"
+
+
+# length, window, max windows, expected (start, end) pairs
+WINDOW_CASES = [
+    (10, 4, 8, [(0, 4), (2, 6), (4, 8), (6, 10)]),  # half overlap, beginning to end
+    (11, 4, 8, [(0, 4), (2, 6), (4, 8), (5, 9), (7, 11)]),  # spread evenly when the stride does not divide
+    (4, 4, 8, [(0, 4)]),  # fits: one window
+    (0, 4, 8, [(0, 0)]),
+    (100, 10, 3, [(0, 10), (45, 55), (90, 100)]),  # capped: spread over the whole text
+    (100, 10, 1, [(0, 10)]),  # one window: the beginning
+]
+
+
+@pytest.mark.parametrize(("length", "window", "most", "expected"), WINDOW_CASES)
+def test_windows_cover_the_beginning_and_the_end_and_overlap(
+    length: int, window: int, most: int, expected: list[tuple[int, int]]
+) -> None:
+    found = windows(length, window, most)
+    assert found == expected
+    assert all(end - start == min(window, length) for start, end in found) and len(found) <= most
+
+
+def test_chunks_read_a_long_text_whole_as_windows_whose_scores_are_averaged(
+    artifact: ModelArtifact, tmp_path: Path
+) -> None:
+    long_text = "opening words " + " ".join(f"filler{i}" for i in range(60)) + " the verdict: awful"
+    chunks = ModelArtifact(
+        artifact.model,
+        artifact.tokenizer,
+        artifact.labels,
+        artifact.projection,
+        artifact.max_length,
+        truncation="chunks",
+    )
+    (ids,) = chunks.tokenize([long_text])
+    full = artifact.tokenizer(long_text, verbose=False)["input_ids"]
+    assert ids == full, "nothing is cut"
+    rows, owners = chunks.split_windows([ids])
+    assert 1 < len(rows) <= MAX_WINDOWS and owners.tolist() == [0] * len(rows)
+    assert all(len(r) <= artifact.max_length and r[0] == full[0] and r[-1] == full[-1] for r in rows)
+    assert rows[0][:-1] == full[: artifact.max_length - 1], "the first window is the text's beginning"
+    assert rows[-1][1:] == full[-(artifact.max_length - 1) :], "the last window is its end"
+
+    pooled = chunks.predict([long_text, *TEXTS], batch_size=3)
+    windows_alone = artifact.predict_tokenized(rows, batch_size=1)  # each window as a text of its own (head fits)
+    assert np.allclose(pooled.probabilities[0], windows_alone.probabilities.mean(axis=0), atol=1e-5)
+    assert not np.allclose(pooled.probabilities[0], artifact.predict([long_text]).probabilities[0], atol=1e-4)
+    assert pooled.token_counts[0] == len(full), "the whole text's length, not a window's"
+    head = artifact.predict(TEXTS)
+    assert np.allclose(pooled.probabilities[1:], head.probabilities, atol=1e-5), "texts that fit: as before"
+    assert np.allclose(pooled.embeddings[1:], head.embeddings, atol=1e-4)
+
+    chunks.save(tmp_path / "chunks")
+    assert ModelArtifact.read_settings(tmp_path / "chunks").truncation == "chunks"
+    loaded = ModelArtifact.load(tmp_path / "chunks", device="cpu")
+    assert (loaded.truncation, loaded.max_windows) == ("chunks", MAX_WINDOWS)
+    assert np.allclose(loaded.predict([long_text]).probabilities, pooled.probabilities[:1], atol=1e-5)

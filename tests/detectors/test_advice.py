@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from insightloop.detectors import ReferenceProfile, check_all
+from insightloop.detectors.advice import long_text_context
 from tests.detectors.worlds import MAX_LENGTH, Shift, make_window
 
 
@@ -41,3 +44,20 @@ def test_quality_drop_without_a_cause_retrains_on_recent_data(profile: Reference
     assert rec["action"] == "retrain"
     assert rec["adjust"]["recent_data_weight"] == 2.0
     assert rec["adjust"]["max_length"] is None and not rec["adjust"]["class_weights"]
+
+
+@pytest.mark.parametrize(
+    ("limit", "lower", "expected"),
+    [
+        (128, 128, (256, "head_tail")),  # twice the context, keeping each text's beginning and end
+        (384, 256, (512, "head_tail")),  # up to the position cap
+        (512, 512, (None, "chunks")),  # at the cap nothing longer fits: read the whole text in windows
+        (1024, 512, (None, "chunks")),
+        (None, 64, (256, "head_tail")),  # the model's limit unknown: from the failing slice
+        (None, 400, (512, "head_tail")),
+    ],
+)
+def test_a_long_text_insight_asks_for_more_context_then_for_windows_at_the_cap(
+    limit: int | None, lower: int, expected: tuple[int | None, str]
+) -> None:
+    assert long_text_context(limit, lower) == expected

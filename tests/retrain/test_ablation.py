@@ -114,3 +114,21 @@ def test_the_best_variant_the_gate_passed_becomes_the_candidate(
     scores: list[tuple[str, bool, float]], chosen: str
 ) -> None:
     assert choose_variant(scores) == chosen
+
+
+@pytest.mark.parametrize(
+    ("target", "replaces", "back_to"),
+    [
+        ("chunks", "head_tail", "head_tail"),  # reading long texts whole, tested against the cut it replaced
+        ("chunks", "head", "head"),
+        ("head_tail", None, "head"),  # a plan saved before adjustments named what they replaced
+    ],
+)
+def test_leaving_out_a_truncation_goes_back_to_the_policy_it_replaced(
+    target: str, replaces: str | None, back_to: str
+) -> None:
+    cut = PlanAdjustment(kind="truncation", target=target, value=1.0, replaces=replaces, insight_id="i1", because="b")
+    planned = plan(cut).model_copy(update={"hyper": HyperParameters(max_length=512, truncation=target)})  # type: ignore[arg-type]
+    (variant,) = ablations(planned, budget=3)
+    assert variant.name == f"without truncation {target}"
+    assert (variant.plan.hyper.truncation, variant.plan.hyper.max_length) == (back_to, 512)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from insightloop.deploy import ModelArtifact, Registry, VersionStatus
@@ -176,13 +177,18 @@ def short_text_champion(tiny_base: Path, tmp_path_factory: pytest.TempPathFactor
 
 
 def long_text_job(
-    short_text_champion: tuple[Path, Path], tmp_path: Path, adjust: Adjustments
+    short_text_champion: tuple[Path, Path], tmp_path: Path, adjust: Adjustments, words_after_cue: int = 0
 ) -> tuple[Registry, list[dict[str, str]], JobSpec]:
-    """A copy of the short-text champion, 300 long texts whose cue is their last word, and the job ``adjust``
-    plans for a long-text insight on them (12 tokens unless ``adjust`` changes it)."""
+    """A copy of the short-text champion, 300 long texts whose cue follows 20 filler words (and precedes
+    ``words_after_cue`` more), and the job ``adjust`` plans for a long-text insight on them (12 tokens unless
+    ``adjust`` changes it)."""
     shutil.copytree(short_text_champion[0], tmp_path / "registry")
     registry, short = Registry(tmp_path / "registry"), short_text_champion[1]
     long_rows = domain_rows(300, 2, "l", KITCHEN_POSITIVE, KITCHEN_NEGATIVE, filler_words=20, cue_at_end=True)
+    after = [r["text"].split()[2:] for r in domain_rows(300, 3, "x", ["x"], ["x"], filler_words=words_after_cue)]
+    long_rows = [
+        {**r, "text": " ".join([r["text"], *more[:words_after_cue]])} for r, more in zip(long_rows, after, strict=True)
+    ]
     production = write_jsonl(tmp_path / "long.jsonl", long_rows)
     spec = spec_for(
         registry,
@@ -240,6 +246,37 @@ def test_keeping_the_end_of_long_texts_reads_what_head_truncation_cut_off(
     texts = [r["text"] for r in long_rows[-60:]]
     right = sum(p == r["label"] for p, r in zip(served.predict(texts).predicted_labels(), long_rows[-60:], strict=True))
     assert right / len(texts) > 0.8, right
+
+
+def test_chunks_read_a_cue_in_the_middle_of_a_long_text_that_any_cut_of_12_tokens_loses(
+    short_text_champion: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # Each cue has 20 filler words before it and 12 after: 12 tokens from the beginning, or 3 from the beginning
+    # and 9 from the end (head_tail), never hold it. Overlapping windows of 12 tokens over the whole text do.
+    registry, long_rows, spec = long_text_job(
+        short_text_champion,
+        tmp_path,
+        Adjustments(truncation="chunks", slice_weights={"length_tokens=12+": 2.0}),
+        words_after_cue=12,
+    )
+    assert (spec.plan.hyper.max_length, spec.plan.hyper.truncation) == (12, "chunks")
+    result = run_job(spec)
+    assert result.version is not None, result.error
+    version_dir = registry.path_of(result.version)
+    assert ModelArtifact.read_settings(version_dir).truncation == "chunks", "the version records its policy"
+    served = ModelArtifact.load(version_dir, device="cpu")
+    texts = [r["text"] for r in long_rows[-60:]]
+    cut = ModelArtifact(served.model, served.tokenizer, served.labels, None, 12, truncation="head_tail")
+    assert all(len(ids) > 30 for ids in served.tokenize(texts)), "the texts are far past 12 tokens"
+    record = registry.get(result.version)
+    sections = {s.name: s for s in record.evaluation.sections}  # type: ignore[union-attr]
+    long_slice = next(r for r in sections["slice length_tokens=12+"].rows if r.metric == "accuracy")
+    assert long_slice.champion is not None and long_slice.champion < 0.7, "head truncation loses the cue"
+    assert long_slice.candidate is not None and long_slice.candidate > long_slice.champion + 0.2, long_slice
+    truth = [r["label"] for r in long_rows[-60:]]
+    read_whole = np.mean([p == t for p, t in zip(served.predict(texts).predicted_labels(), truth, strict=True)])
+    cut_off = np.mean([p == t for p, t in zip(cut.predict(texts).predicted_labels(), truth, strict=True)])
+    assert read_whole > 0.8 and read_whole > cut_off + 0.2, (read_whole, cut_off)
 
 
 def test_recalibration_needs_no_fine_tuning(registry_copy: Registry, train_file: Path, tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from insightloop.deploy import HEAD_SHARE
+from insightloop.deploy import HEAD_SHARE, MAX_WINDOWS
 from insightloop.detectors import Adjustments, Recommendation
 from insightloop.retrain.plan import HyperParameters, plan_from_insights
 from tests.synthetic import make_insight
@@ -22,6 +22,8 @@ CASES: list[tuple[str, list[tuple[int | None, str | None]], int, str, list[tuple
     ("head_tail", [(256, "head_tail")], 256, "head_tail", []),  # already so: no adjustment to trace
     ("head", [(256, "head_tail"), (512, "head_tail")], 512, "head_tail", [("head_tail", "i0")]),  # traced once
     ("head", [(None, None)], 128, "head", []),  # advice that says nothing about the cut
+    ("head_tail", [(None, "chunks")], 128, "chunks", [("chunks", "i0")]),  # at the position cap: read it whole
+    ("head", [(256, "head_tail"), (None, "chunks")], 256, "chunks", [("head_tail", "i0"), ("chunks", "i1")]),
 ]
 
 
@@ -50,4 +52,7 @@ def test_the_plan_keeps_the_champions_truncation_unless_an_insight_changes_it(
     assert (plan.hyper.max_length, plan.hyper.truncation) == (max_length, truncation)
     found = [(a.target, a.insight_id) for a in plan.adjustments if a.kind == "truncation"]
     assert found == traced
-    assert all(a.value == HEAD_SHARE for a in plan.adjustments if a.kind == "truncation")
+    cuts = [a for a in plan.adjustments if a.kind == "truncation"]
+    assert [a.replaces for a in cuts] == [champion, *(a.target for a in cuts)][: len(cuts)], "each says what it changed"
+    windows = {"head_tail": HEAD_SHARE, "chunks": float(MAX_WINDOWS)}
+    assert all(a.value == windows[a.target] for a in cuts)
