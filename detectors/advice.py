@@ -7,7 +7,7 @@ different detectors about the same window tell the same story and recommend the 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -29,7 +29,8 @@ from insightloop.detectors.insight import (
 )
 from insightloop.detectors.prediction_stats import PredictionTest, prediction_test
 from insightloop.detectors.quality_stats import estimated_quality, labeled_quality
-from insightloop.detectors.slice_stats import SliceAnalysis, SliceStats, slice_analysis
+from insightloop.detectors.slice_stats import SliceAnalysis, SliceStats, slice_analysis, slice_mask
+from insightloop.detectors.slicekey import SliceKey
 from insightloop.detectors.window import Window
 
 if TYPE_CHECKING:
@@ -58,6 +59,8 @@ class Diagnosis:
     quality_drop: bool
     long_text_slice: SliceStats | None
     max_length: int | None
+    #: Tokens the long slice's texts need to be read whole (typical), when there is a long slice.
+    long_text_tokens: int | None = None
 
     @property
     def degraded(self) -> list[SliceStats]:
@@ -97,16 +100,8 @@ def diagnose(profile: ReferenceProfile, window: Window) -> Diagnosis:
             lab is not None and lab.n_current >= 30 and lab.p_value <= DIAGNOSIS_ALPHA and lab.accuracy_drop > 0.02
         ) or (est is not None and est.p_value <= DIAGNOSIS_ALPHA and est.drop > 0.02)
         limit = profile.effective_max_length
-        long_slice = None
-        for s in slices.degraded(DIAGNOSIS_ALPHA, min_delta=0.02)[:2]:
-            d = s.definition
-            if (
-                d.kind == "length"
-                and d.lower is not None
-                and ((limit is not None and d.lower >= limit / 2) or (limit is None and d.lower >= 128))
-            ):
-                long_slice = s
-                break
+        long_slice = long_text_slice(slices, limit, quality_drop, DIAGNOSIS_ALPHA)
+        needed = tokens_needed(profile, window, long_slice.definition) if long_slice is not None else None
         return Diagnosis(
             descriptors=desc,
             conditional_descriptors=conditional,
@@ -119,9 +114,57 @@ def diagnose(profile: ReferenceProfile, window: Window) -> Diagnosis:
             quality_drop=quality_drop,
             long_text_slice=long_slice,
             max_length=limit,
+            long_text_tokens=needed,
         )
 
     return profile.window_memo(window, ("diagnosis",), compute)
+
+
+def is_long(definition: SliceKey, limit: int | None) -> bool:
+    """A length slice of texts long for a model taking ``limit`` tokens: from half of it (128 when unknown)."""
+    if definition.kind != "length" or definition.lower is None:
+        return False
+    return definition.lower >= (limit / 2 if limit is not None else 128)
+
+
+def long_text_slice(slices: SliceAnalysis, limit: int | None, quality_drop: bool, alpha: float) -> SliceStats | None:
+    """The long-text slice a diagnosis blames, or None.
+
+    Either errors concentrate in a long slice (one of the two most degraded slices), or the traffic itself
+    became long: a long slice holding most of the window, grown significantly, while quality dropped. The
+    second is the case when every new text is long (full reviews after one-sentence snippets): a slice
+    holding the whole window cannot show where the loss is, but the change of traffic is that slice. It is
+    returned with the whole windows' (estimated) error rates as its loss.
+    """
+    for found in slices.degraded(alpha, min_delta=0.02)[:2]:
+        if is_long(found.definition, limit):
+            return found
+    if not quality_drop:
+        return None
+    for grown in slices.grown(alpha):
+        if is_long(grown.definition, limit) and grown.share_current >= 0.5:
+            return replace(
+                grown,
+                reference_loss=slices.overall_reference_loss,
+                current_loss=slices.overall_current_loss,
+                loss_count=grown.count_current,
+            )
+    return None
+
+
+def tokens_needed(profile: ReferenceProfile, window: Window, definition: SliceKey) -> int | None:
+    """Tokens the texts of a slice need to be read whole: their median word count times the reference's
+    tokens per word (from the reference texts the model did not cut). The window's token counts cannot say:
+    they stop at the model's limit. None when there is nothing to measure."""
+    ref, cur = profile.descriptors, profile.describe(window)
+    limit = profile.effective_max_length
+    whole = ref["length_tokens"] < limit if limit is not None else np.ones(ref["length_tokens"].shape, dtype=bool)
+    ref_words = float(ref["length_words"][whole].sum())
+    rows = slice_mask(profile, window, definition)
+    if ref_words <= 0 or not rows.any():
+        return None
+    per_word = float(ref["length_tokens"][whole].sum()) / ref_words
+    return round(float(np.median(cur["length_words"][rows])) * per_word)
 
 
 # -- evidence -----------------------------------------------------------------------------------
@@ -262,28 +305,33 @@ def describe_slice(f: SliceFinding) -> str:
 
 
 # -- recommendation -----------------------------------------------------------------------------
-def long_text_context(limit: int | None, lower: int) -> tuple[int | None, Literal["head_tail", "chunks"]]:
+def long_text_context(
+    limit: int | None, lower: int, needed: int | None = None
+) -> tuple[int | None, Literal["head_tail", "chunks"]]:
     """The context a long-text insight asks for: (a new ``max_length`` or None, the truncation policy).
 
-    ``limit``: the tokens the model takes (None: unknown); ``lower``: where the failing length slice starts.
-    Below ``MAX_LENGTH_CAP`` the context doubles (up to the cap) and each text keeps its beginning and end
-    (``head_tail``); at the cap nothing longer fits, so the whole text is read as overlapping windows
-    (``chunks``).
+    ``limit``: the tokens the model takes (None: unknown); ``lower``: where the failing length slice starts;
+    ``needed``: the tokens its texts need whole (None: unknown). Below ``MAX_LENGTH_CAP`` the context grows to
+    the power of two that holds the texts, at least doubling and at most the cap, and each text keeps its
+    beginning and end (``head_tail``); at the cap nothing longer fits, so the whole text is read as
+    overlapping windows (``chunks``).
 
     >>> long_text_context(128, 128)
     (256, 'head_tail')
+    >>> long_text_context(128, 128, needed=300)
+    (512, 'head_tail')
     >>> long_text_context(384, 256)
     (512, 'head_tail')
-    >>> long_text_context(512, 512)
+    >>> long_text_context(512, 512, needed=900)
     (None, 'chunks')
     >>> long_text_context(None, 64)
     (256, 'head_tail')
     """
-    if limit is None:
-        return min(MAX_LENGTH_CAP, max(256, 2 * lower)), "head_tail"
-    if limit >= MAX_LENGTH_CAP:
+    if limit is not None and limit >= MAX_LENGTH_CAP:
         return None, "chunks"
-    return min(MAX_LENGTH_CAP, 2 * limit), "head_tail"
+    floor = 2 * limit if limit is not None else max(256, 2 * lower)
+    holds = 1 << max(0, int(needed) - 1).bit_length() if needed else 0
+    return min(MAX_LENGTH_CAP, max(floor, holds)), "head_tail"
 
 
 def recommend(profile: ReferenceProfile, diagnosis: Diagnosis, *, quality_focus: bool) -> Recommendation:
@@ -302,7 +350,8 @@ def recommend(profile: ReferenceProfile, diagnosis: Diagnosis, *, quality_focus:
     long_slice = diagnosis.long_text_slice
     if long_slice is not None:
         limit = diagnosis.max_length
-        proposed, cut = long_text_context(limit, int(long_slice.definition.lower or 0))
+        needed = diagnosis.long_text_tokens
+        proposed, cut = long_text_context(limit, int(long_slice.definition.lower or 0), needed)
         upper = long_slice.definition.upper
         if limit is None:
             truncation = ""
@@ -314,14 +363,21 @@ def recommend(profile: ReferenceProfile, diagnosis: Diagnosis, *, quality_focus:
             context = f"overlapping windows of the {limit} tokens it takes, over each whole text"
         else:  # past any context the model takes, the end of a long text (a review's verdict) is kept too
             context = f"a context of {proposed or limit} tokens, keeping each text's beginning and end"
+            if needed is not None and needed > (proposed or 0):
+                context += f" (they need about {needed} whole)"
+        where = (
+            f"errors concentrate in texts of {long_slice.definition.value} tokens{truncation}"
+            if long_slice.loss_p_value is not None
+            else f"traffic moved to texts of {long_slice.definition.value} tokens{truncation} "
+            f"({long_slice.share_reference:.0%} → {long_slice.share_current:.0%}) and quality dropped"
+        )
         return Recommendation(
             action="retrain",
             adjust=Adjustments(
                 max_length=proposed, truncation=cut, slice_weights={long_slice.definition.format(): 2.0}
             ),
             because=(
-                f"errors concentrate in texts of {long_slice.definition.value} tokens{truncation}: "
-                f"{long_slice.reference_loss or 0:.0%} → {long_slice.current_loss or 0:.0%} "
+                f"{where}: {long_slice.reference_loss or 0:.0%} → {long_slice.current_loss or 0:.0%} "
                 f"({long_slice.metric.replace('_', ' ')}); {context}"
             ),
         )

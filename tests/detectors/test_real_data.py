@@ -6,6 +6,7 @@ Skipped with a reason when the data folder is absent. See ``realdata.py`` for th
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
 
@@ -154,3 +155,41 @@ def test_a_pure_label_mix_shift_asks_for_recalibration(books: tuple[StandIn, Ref
     assert weights["positive"] > 1 > weights["negative"]
     shares = {c.name: c for c in insights[0].evidence.classes}
     assert shares["positive"].current_share > shares["positive"].reference_share
+
+
+def test_full_movie_reviews_after_one_sentence_snippets_ask_for_a_longer_context() -> None:
+    """A model trained on SST-2 snippets meets full movie reviews: every text is now cut at the model's
+    limit, so no slice of the window can show where the errors are. The traffic that became long is the
+    diagnosis, and the recommendation is a longer context that keeps each review's beginning and end."""
+    data = AMAZON.parent
+    if not (data / "sst2" / "train.jsonl").is_file() or not (data / "movie_review_polarity" / "test.jsonl").is_file():
+        pytest.skip("the sst2 and movie_review_polarity data are not in ../shared/data")
+
+    def read(path: str) -> list[dict[str, Any]]:
+        with open(data / path, encoding="utf-8") as handle:
+            return [json.loads(line) for line in handle]
+
+    snippets = read("sst2/train.jsonl")
+    random.Random(5).shuffle(snippets)
+    model = fit_stand_in(snippets[:3000], read("sst2/dev.jsonl")[:800])
+    profile = ReferenceProfile.build(
+        model.window(read("sst2/dev.jsonl")[:800]),
+        vocabulary_from_texts(r["text"] for r in snippets[:3000]),
+        false_alarm_rate=0.001,
+        n_rounds=100,
+        seed=0,
+        window_size=400,
+        max_length=MAX_LENGTH,
+    )
+    current = model.window(read("movie_review_polarity/test.jsonl"))
+    assert np.mean(current.token_counts >= MAX_LENGTH) > 0.9, "nearly every review is cut"
+    insights = serious(check_all(profile, current, "sst2-v1").insights)
+    assert insights, "full reviews after snippets must be seen"
+    for insight in insights:
+        adjust = insight.recommendation.adjust
+        assert insight.recommendation.action == "retrain", insight.recommendation
+        assert (adjust.max_length, adjust.truncation) == (2 * MAX_LENGTH, "head_tail"), insight.recommendation
+        because = insight.recommendation.because
+        assert f"traffic moved to texts of {MAX_LENGTH}+ tokens" in because, because
+        needed = int(because.split("they need about ")[1].split()[0])  # ~700 words: more than even 512 holds
+        assert needed > 2 * MAX_LENGTH, because
