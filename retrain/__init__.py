@@ -14,9 +14,9 @@ from insightloop.retrain.finetune import (
     seed_everything,
     stratified_split,
 )
-from insightloop.retrain.job import JobResult, JobSpec, read_result, run_job, run_spec_file
+from insightloop.retrain.job import JobResult, JobSpec, read_result, run_job, run_spec_file, train_upper_bound
 from insightloop.retrain.kubernetes_runner import KubernetesRunner
-from insightloop.retrain.plan import HyperParameters, plan_from_insights
+from insightloop.retrain.plan import HyperParameters, TrainingPlan, plan_from_insights
 from insightloop.retrain.profile import (
     TRAINING_DATA,
     build_profile,
@@ -47,6 +47,7 @@ __all__ = [
     "RetrainPermanentError",
     "RetrainTemporaryError",
     "Runner",
+    "TrainingPlan",
     "build_profile",
     "default_base_model",
     "fine_tune",
@@ -65,5 +66,6 @@ __all__ = [
     "scored_window",
     "seed_everything",
     "stratified_split",
+    "train_upper_bound",
     "write_jsonl",
 ]

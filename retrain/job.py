@@ -111,7 +111,7 @@ class JobResult(BaseModel):
 
 def _token_counts(artifact: ModelArtifact, examples: Sequence[Example]) -> list[int]:
     """Untruncated token counts, so 'at or past the old max_length' stays recognisable."""
-    encoded = artifact.tokenizer([e.text for e in examples], truncation=False)["input_ids"]
+    encoded = artifact.tokenizer([e.text for e in examples], truncation=False, verbose=False)["input_ids"]
     return [len(ids) for ids in encoded]
 
 
@@ -279,6 +279,19 @@ def train_candidate(
         trained = TrainedCandidate(artifact, [*data.reference, *data.prod_train], validation, {})
     trained.artifact.info.update({"plan_id": plan.id, "parent": plan.base_version})
     return trained
+
+
+def train_upper_bound(spec: JobSpec, device: str = "auto") -> ModelArtifact:
+    """The plan's recipe trained on all of its data, nothing held out for a gate: what the loop could reach
+    with perfect patience (``bench/loop.py``'s upper bound). Not registered."""
+    plan = spec.plan
+    reference_path = next(d.path for d in plan.data if d.role == "reference")
+    production_path = next(d.path for d in plan.data if d.role == "production")
+    reference = read_jsonl(reference_path, require_label=True)
+    production = read_jsonl(production_path, require_label=True)
+    data = JobData(reference_path, production_path, reference, reference, [], production, [])
+    champion = ModelArtifact.load(plan.base_model, device=device)
+    return train_candidate(spec, champion, data, champion.device.type).artifact
 
 
 def evaluate_candidate(
