@@ -298,7 +298,7 @@ def interval(values: Sequence[float]) -> tuple[float, float, float]:
 def gap_closed(none: float, loop: float, oracle: float) -> tuple[float, str]:
     """(loop − none) / (oracle − none), or nan with the reason when the upper bound does not beat no retraining.
 
-    >>> gap_closed(0.6, 0.7, 0.8)
+    >>> gap_closed(0.5, 0.75, 1.0)
     (0.5, '')
     >>> gap_closed(0.6, 0.7, 0.6)[1]
     'the upper bound (0.6000) does not beat no retraining (0.6000)'
