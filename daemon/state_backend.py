@@ -166,12 +166,16 @@ class SqliteBackend:
         self._raw.execute("COMMIT")
 
     def migrate(self, migrations: Sequence[str]) -> None:
-        version = self.schema_version()
-        for number, script in enumerate(migrations[version:], start=version + 1):
+        while True:
             with self.transaction() as conn:
-                for statement in split_statements(script):
+                # Read under BEGIN IMMEDIATE's write lock: another process migrating the same file waits here,
+                # then sees the version it wrote.
+                version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+                if version >= len(migrations):
+                    return
+                for statement in split_statements(migrations[version]):
                     conn.execute(statement)
-                conn.execute(f"PRAGMA user_version={number}")
+                conn.execute(f"PRAGMA user_version={version + 1}")
 
     def schema_version(self) -> int:
         return int(self._raw.execute("PRAGMA user_version").fetchone()[0])

@@ -297,6 +297,33 @@ def test_the_sqlite_file_is_where_it_always_was(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def test_processes_opening_one_new_sqlite_file_at_once_migrate_it_once(tmp_path: Path) -> None:
+    """Two replicas sharing a state directory start together: each must see the other's migrations, not redo them
+    (\"table insights already exists\" once stopped one of two scorers started side by side)."""
+    for attempt in range(5):  # the race needs both to read version 0 before either commits
+        directory = tmp_path / f"attempt-{attempt}"
+        opened: list[StateStore] = []
+        errors: list[BaseException] = []
+        start = threading.Barrier(4)
+
+        def open_store(directory: Path = directory) -> None:
+            start.wait()
+            try:
+                opened.append(StateStore(directory))
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_store, name=f"opener-{n}") for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not errors, errors
+        assert [s.schema_version for s in opened] == [len(MIGRATIONS)] * 4
+        for store in opened:
+            store.close()
+
+
 def test_one_polled_batch_lands_as_the_three_calls_would(store_opener: StoreOpener, tmp_path: Path) -> None:
     """The monitor's batched ingest (add_polled) and the per-kind calls leave the same records and waiting labels."""
     now = 1_764_633_600.5

@@ -103,7 +103,11 @@ class DaemonProcess:
         return self
 
     def wait_ready(self, timeout_s: float = 90.0) -> dict[str, Any]:
-        return wait_ready(self.url, timeout_s, self.process)
+        try:
+            return wait_ready(self.url, timeout_s, self.process)
+        except AssertionError as error:  # the daemon's own words say why
+            self._log.flush()
+            raise AssertionError(f"{error}; its log ends:\n{self.log_text()[-3000:]}") from None
 
     def terminate(self, timeout_s: float = 60.0) -> int:
         """SIGTERM and wait; return the exit code."""
