@@ -58,6 +58,9 @@ def bars() -> bool:
     return sys.stdout.isatty()
 
 
+FIRST_TICK_S = 5.0
+
+
 class Ticker:
     """Says ``what()`` every ``every_s`` seconds until stopped: progress as lines, for output that is not a terminal."""
 
@@ -79,7 +82,10 @@ class Ticker:
 
     def _run(self) -> None:
         last, quiet = "", 0
-        while not self._stop.wait(self._every_s):
+        # A first sign of life soon, however long the interval: a fast machine may finish before one interval.
+        wait_s = min(self._every_s, FIRST_TICK_S)
+        while not self._stop.wait(wait_s):
+            wait_s = self._every_s
             line = self._what()
             quiet += 1
             if line != last or quiet >= 4:  # news at once; otherwise a sign of life now and then

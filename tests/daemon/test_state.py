@@ -297,27 +297,32 @@ def test_the_sqlite_file_is_where_it_always_was(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def open_at_once(directory: Path, openers: int) -> tuple[list[StateStore], list[BaseException]]:
+    """``openers`` threads open a store on ``directory`` at one moment: the stores opened and the errors raised."""
+    opened: list[StateStore] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(openers)
+
+    def open_store() -> None:
+        start.wait()
+        try:
+            opened.append(StateStore(directory))
+        except BaseException as exc:  # reported by the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store, name=f"opener-{n}") for n in range(openers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return opened, errors
+
+
 def test_processes_opening_one_new_sqlite_file_at_once_migrate_it_once(tmp_path: Path) -> None:
     """Two replicas sharing a state directory start together: each must see the other's migrations, not redo them
-    (\"table insights already exists\" once stopped one of two scorers started side by side)."""
-    for attempt in range(5):  # the race needs both to read version 0 before either commits
-        directory = tmp_path / f"attempt-{attempt}"
-        opened: list[StateStore] = []
-        errors: list[BaseException] = []
-        start = threading.Barrier(4)
-
-        def open_store(directory: Path = directory) -> None:
-            start.wait()
-            try:
-                opened.append(StateStore(directory))
-            except BaseException as exc:  # reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=open_store, name=f"opener-{n}") for n in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
+    ("table insights already exists" once stopped one of two scorers started side by side)."""
+    for attempt in range(5):  # the race needs two to read version 0 before either commits
+        opened, errors = open_at_once(tmp_path / f"attempt-{attempt}", 4)
         assert not errors, errors
         assert [s.schema_version for s in opened] == [len(MIGRATIONS)] * 4
         for store in opened:
