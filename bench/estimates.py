@@ -287,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
         help="use a version `insightloop train` already made from SOURCE instead of training one",
     )
     parser.add_argument("--cache", type=Path, help="model and score cache (default ~/.cache/insightloop-bench)")
+    parser.add_argument(
+        "--train-rows", type=int, default=800, help="source rows per trained model (at most 1,300: 300 stay held out)"
+    )
+    parser.add_argument("--epochs", type=int, default=1, help="epochs per trained model")
     args = parser.parse_args(argv)
 
     if not (DATA / "amazon_multidomain_sentiment" / "train.jsonl").is_file():
@@ -309,13 +313,19 @@ def main(argv: list[str] | None = None) -> int:
         cache = args.cache or Path.home() / ".cache" / "insightloop-bench"
         # Sized for two shared CPU cores: 64 tokens (Amazon reviews are cut; SST-2 sentences mostly fit),
         # 800 source rows per model, 300 rows per target.
-        settings = FineTuneSettings(epochs=1, learning_rate=5e-5, batch_size=16, max_length=64, projection_dims=8)
+        settings = FineTuneSettings(
+            epochs=args.epochs, learning_rate=5e-5, batch_size=16, max_length=64, projection_dims=8
+        )
         quick = args.quick
-        chosen = sources(400, 200, 200, ("books", "sst2")) if quick else sources(800, 300, 300, args.sources)
+        chosen = (
+            sources(400, 200, 200, ("books", "sst2"))
+            if quick
+            else sources(min(args.train_rows, 1300), 300, 300, args.sources)
+        )
     cache.mkdir(parents=True, exist_ok=True)
     reuse = {name: Path(path) for name, _, path in (item.partition("=") for item in args.reuse)}
     print(
-        f"model: {'tiny BERT' if args.smoke else 'all-MiniLM-L6-v2'}, {settings.epochs} epoch, "
+        f"model: {'tiny BERT' if args.smoke else 'all-MiniLM-L6-v2'}, {settings.epochs} epoch(s), "
         f"max_length {settings.max_length}; {torch.get_num_threads()} threads; cache {cache}"
     )
 
