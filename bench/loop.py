@@ -20,7 +20,8 @@ bound does not beat no retraining.
 Cases: ``books-kitchen`` and ``kitchen-books`` (Amazon reviews across domains), ``sst2-movie`` (one-sentence
 snippets, then full movie reviews of about 700 words: the long-text case), or your own files with
 ``--reference/--before/--after[/--oracle-train]``. ``--quick`` (the default on a machine without a GPU) fits
-2 CPU cores; ``--full`` uses every row the cases have.
+2 CPU cores; ``--full`` uses every row the cases have; ``--smoke`` runs the plumbing on few rows and 64 tokens
+(for tests: its figures mean little).
 
     python bench/loop.py --quick                       # all three cases, 3 seeds
     python bench/loop.py --case sst2-movie --seeds 5
@@ -55,7 +56,7 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CASES = ("books-kitchen", "kitchen-books", "sst2-movie")
 #: Rows per case part: (source training, stream before the change, stream after it, extra target rows for the
 #: upper bound). The last 30% of "after" is the evaluation set.
-SIZES = {"quick": (1000, 300, 800, 400), "full": (1600, 400, 1200, 800)}
+SIZES = {"smoke": (300, 250, 900, 100), "quick": (1000, 300, 800, 400), "full": (1600, 400, 1200, 800)}
 #: What the bench sets that a deployment would not: anything of the monitor, controller or gate is listed here.
 DEVIATIONS = ("approval=bench_approves_what_the_gate_passed",)
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
@@ -210,9 +211,15 @@ def run_once(data: CaseData, seed: int, args: argparse.Namespace, work: Path) ->
             # The model has served a while before the change: the monitor has checked the source traffic once
             # (loading and re-scoring its reference first) before the first target text arrives.
             replay(config, before_file, rate=args.rate, labels_delay=args.labels_delay, progress=False)
-            settled = time.monotonic() + 600
-            while not app.store.check_history(limit=1) and time.monotonic() < settled:
-                time.sleep(0.5)
+            if len(data.before) >= config.monitor.min_window:
+                settled = time.monotonic() + 600
+                while not app.store.check_history(limit=1) and time.monotonic() < settled:
+                    time.sleep(0.5)
+            else:
+                notes.append(
+                    f"{len(data.before)} texts before the change are fewer than monitor.min_window "
+                    f"({config.monitor.min_window}): no check of the source traffic before the change"
+                )
             replay(config, after_file, rate=args.rate, labels_delay=args.labels_delay, progress=False)
             replayed = time.monotonic()
             while time.monotonic() < replayed + args.wait_s:
@@ -227,8 +234,8 @@ def run_once(data: CaseData, seed: int, args: argparse.Namespace, work: Path) ->
                 if job is not None and job.state == "failed":
                     notes.append(f"job {job.id} failed: {job.error}")
                     break
-                if job is None and time.monotonic() > replayed + 180:
-                    notes.append("no retraining job started within 3 minutes of the stream's end")
+                if job is None and time.monotonic() > replayed + min(180.0, args.wait_s):
+                    notes.append(f"no retraining job started within {min(180.0, args.wait_s):.0f} s of the stream")
                     break
                 time.sleep(2)
             app.daemon.stop_event.set()
@@ -318,13 +325,16 @@ def main() -> None:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help=f"rows per part {SIZES['quick']} (2 CPU cores)")
     size.add_argument("--full", action="store_true", help=f"rows per part {SIZES['full']} (a GPU)")
+    size.add_argument("--smoke", action="store_true", help=f"rows per part {SIZES['smoke']}, 64 tokens (for tests)")
     parser.add_argument("--seeds", type=int, default=3, help="repeats per case (at least 3 for an interval)")
     parser.add_argument("--base", help="base model (default: the packaged all-MiniLM-L6-v2)")
     parser.add_argument(
         "--epochs", type=int, default=2, help="epochs of the first model (the job's: controller.epochs)"
     )
-    parser.add_argument("--max-length", type=int, default=128, help="max_length of the first model")
-    parser.add_argument("--learning-rate", type=float, default=5e-5, help="learning rate of the first model")
+    parser.add_argument("--max-length", type=int, help="max_length of the first model (128; 64 for --smoke)")
+    parser.add_argument(
+        "--learning-rate", type=float, help="learning rate of the first model (5e-5; 1e-4 for --smoke's few rows)"
+    )
     parser.add_argument("--limit", type=int, help="at most this many rows per file of your own case")
     parser.add_argument("--labels-delay", type=int, default=100, help="labels arrive this many texts late")
     parser.add_argument(
@@ -335,18 +345,24 @@ def main() -> None:
         "monitor.min_check_interval_s after the last)",
     )
     parser.add_argument(
-        "--wait-s", type=float, default=3600.0, help="most seconds to wait for the job after the stream"
+        "--wait-s", type=float, help="most seconds to wait for the job after the stream (3600; 600 for --smoke)"
     )
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args()
     import torch
 
-    sized = "full" if args.full or (not args.quick and torch.cuda.is_available()) else "quick"
+    sized = (
+        "smoke" if args.smoke else "full" if args.full or (not args.quick and torch.cuda.is_available()) else "quick"
+    )
     own = args.reference is not None
     if own and (args.before is None or args.after is None):
         parser.error("your own case needs --reference, --before and --after")
     cases = ["own"] if own else (args.case or list(CASES))
     root = args.workdir or Path(tempfile.mkdtemp(prefix="insightloop-loop-"))
+    smoke_defaults = (("max_length", 64, 128), ("learning_rate", 1e-4, 5e-5), ("wait_s", 600.0, 3600.0))
+    for name, smoke, otherwise in smoke_defaults:
+        if getattr(args, name) is None:
+            setattr(args, name, smoke if args.smoke else otherwise)
     lines = []
     closed_all: list[float] = []
     for case in cases:
