@@ -122,7 +122,7 @@ def unique() -> str:
 
 @pytest.fixture
 def make_config(broker: EmbeddedBroker, trained_registry: Path, tmp_path: Path, unique: str) -> Any:
-    """Build a Config for this test: its own topics and group on the session broker."""
+    """Build a Config for this test: its own topics and consumer groups on the session broker."""
 
     def build(**sections: dict[str, Any]) -> Config:
         base: dict[str, Any] = {
@@ -136,6 +136,10 @@ def make_config(broker: EmbeddedBroker, trained_registry: Path, tmp_path: Path, 
                 for name in ("texts", "predictions", "labels", "insights", "models", "deadletter")
             },
             "scorer": {"group_id": f"scorer-{unique}", "max_wait_ms": 50, "drain_timeout_s": 15},
+            # Groups of their own too: a member another test's killed daemon left in a shared group holds up
+            # every join until the broker's rebalance timeout (a monitor once waited past 120 s for its join).
+            "monitor": {"group_id": f"monitor-{unique}"},
+            "controller": {"group_id": f"controller-{unique}"},
             "registry": {"path": str(trained_registry)},
             "state": {"dir": str(tmp_path / "state")},
             "api": {"host": "127.0.0.1", "http_port": 0},

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -10,15 +9,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT.parent / "shared" / "data" / "amazon_multidomain_sentiment"
-NUMBER = r"-?\d+(?:\.\d+)?"
+from tests.bench.scripts import ENV, NUMBER, ROOT, needs_data
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.slow,
-    pytest.mark.skipif(not (DATA / "test.jsonl").is_file(), reason="needs the real data in ../shared/data"),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, needs_data("amazon_multidomain_sentiment/test.jsonl")]
 
 SCRIPTS = {
     "scoring": (
@@ -47,12 +40,11 @@ SCRIPTS = {
 
 
 def test_each_bench_script_prints_its_summary_line(tmp_path: Path) -> None:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1", "TOKENIZERS_PARALLELISM": "false"}
     # The three run side by side: most of their time is start-up, broker joins and waits, not CPU.
     running = {}
     for name, (command, _) in SCRIPTS.items():
         out = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed below
-        running[name] = (subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env), out)
+        running[name] = (subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=ENV), out)
     failures = []
     for name, (process, out) in running.items():
         try:

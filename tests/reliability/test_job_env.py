@@ -47,16 +47,22 @@ def _wait_done(runner: LocalRunner, handle: str, timeout_s: float = 60) -> None:
 def test_a_real_retrain_job_does_not_see_the_daemons_secrets(tmp_path: Path) -> None:
     """`insightloop retrain --spec` started by the runner, its environment read from /proc while it runs."""
     runner = LocalRunner(tmp_path / "logs")
+    # The spec is a FIFO this test holds open: the job blocks reading it, so it is alive while we look; then
+    # it reads "{}", not a valid spec, and fails (a fast machine once finished the job before the look).
     spec = tmp_path / "spec.json"
-    spec.write_text("{}")  # not a valid spec: the job fails once it has imported, after we looked
+    os.mkfifo(spec)
+    writer = os.open(spec, os.O_RDWR)  # a FIFO opened read-write does not wait for a reader
     handle = runner.submit("job-env", spec)
     try:
         pid = int(runner.status(handle).message.split()[-1])
         seen = _environ_of(pid)
         assert "python" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     finally:
+        os.write(writer, b"{}")
+        os.close(writer)
         _wait_done(runner, handle)
         runner.cleanup(handle)
+    assert runner.status(handle).finished
     for name, value in SECRETS.items():
         assert name not in seen, f"the job inherited {name}"
         assert all(value not in v for v in seen.values())
