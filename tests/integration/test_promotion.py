@@ -94,7 +94,11 @@ def test_approve_swaps_refuses_broken_versions_and_rolls_back(make_config, regis
         assert status == 401
         assert registry.production() == v1 and registry.get(v2).status == VersionStatus.CANDIDATE
 
-        feeder = threading.Thread(target=replay, args=(config, stream), kwargs={"rate": 300, "progress": False})
+        # The first 800 texts are in flight while the swap happens; the last 400 come once v2 serves (how long
+        # a swap takes varies: on a busy machine the whole stream was scored before it finished).
+        feeder = threading.Thread(
+            target=replay, args=(config, stream), kwargs={"rate": 300, "limit": 800, "progress": False}
+        )
         feeder.start()
         try:
             read_topic(config, config.topics.predictions, until=lambda got: len(got) >= 200)
@@ -103,6 +107,11 @@ def test_approve_swaps_refuses_broken_versions_and_rolls_back(make_config, regis
             assert ModelEvent.model_validate(body["event"]).version == v2
         finally:
             feeder.join()
+        wait_for(
+            lambda: json.loads(http_get(url + "/readyz")[1])["workers"]["scorer"]["model_version"] == v2,
+            message="the scorer to serve v2",
+        )
+        replay(config, stream, skip=800, progress=False)
         predictions = read_topic(
             config,
             config.topics.predictions,
