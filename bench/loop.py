@@ -222,6 +222,7 @@ def run_once(data: CaseData, seed: int, args: argparse.Namespace, work: Path) ->
                 )
             replay(config, after_file, rate=args.rate, labels_delay=args.labels_delay, progress=False)
             replayed = time.monotonic()
+            start_wait_s = min(180.0, args.wait_s)  # a job starts within minutes of its insight, or not at all
             while time.monotonic() < replayed + args.wait_s:
                 jobs = app.store.jobs(5)
                 job = jobs[0] if jobs else None
@@ -234,8 +235,8 @@ def run_once(data: CaseData, seed: int, args: argparse.Namespace, work: Path) ->
                 if job is not None and job.state == "failed":
                     notes.append(f"job {job.id} failed: {job.error}")
                     break
-                if job is None and time.monotonic() > replayed + min(180.0, args.wait_s):
-                    notes.append(f"no retraining job started within {min(180.0, args.wait_s):.0f} s of the stream")
+                if job is None and time.monotonic() > replayed + start_wait_s:
+                    notes.append(f"no retraining job started within {start_wait_s:.0f} s of the stream")
                     break
                 time.sleep(2)
             app.daemon.stop_event.set()

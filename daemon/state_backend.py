@@ -170,7 +170,7 @@ class SqliteBackend:
             with self.transaction() as conn:
                 # Read under BEGIN IMMEDIATE's write lock: another process migrating the same file waits here,
                 # then sees the version it wrote.
-                version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+                version = self.schema_version()
                 if version >= len(migrations):
                     return
                 for statement in split_statements(migrations[version]):

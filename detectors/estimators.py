@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 from numpy.typing import NDArray
@@ -231,7 +231,4 @@ def _estimator(name: EstimatorName) -> Estimator:
     return estimate
 
 
-ESTIMATORS: dict[EstimatorName, Estimator] = {
-    name: _estimator(name)
-    for name in ("average_confidence", "calibrated_confidence", "temperature_scaled", "doc", "atc")
-}
+ESTIMATORS: dict[EstimatorName, Estimator] = {name: _estimator(name) for name in get_args(EstimatorName)}
