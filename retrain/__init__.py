@@ -1,6 +1,7 @@
 """retrain: training data, the fine-tuning job (and, with the Retraining issue, plans and evaluation)."""
 
 from insightloop.retrain.data import DataFileError, Example, iter_json_rows, iter_jsonl, read_jsonl, write_jsonl
+from insightloop.retrain.entity_eval import EntityReport, EntityScore, entity_report
 from insightloop.retrain.errors import RetrainError, RetrainPermanentError, RetrainTemporaryError
 from insightloop.retrain.evaluate import RECENT, GateSettings
 from insightloop.retrain.finetune import (
@@ -16,6 +17,17 @@ from insightloop.retrain.finetune import (
 )
 from insightloop.retrain.job import JobResult, JobSpec, read_result, run_job, run_spec_file, train_upper_bound
 from insightloop.retrain.kubernetes_runner import KubernetesRunner
+from insightloop.retrain.ner_data import (
+    EntityLabel,
+    NerRow,
+    TaggedSentence,
+    entity_types,
+    read_conll,
+    read_ner_jsonl,
+    read_ner_rows,
+    sentence_of,
+    tag_counts,
+)
 from insightloop.retrain.plan import HyperParameters, TrainingPlan, plan_from_insights
 from insightloop.retrain.profile import (
     TRAINING_DATA,
@@ -31,6 +43,9 @@ __all__ = [
     "RECENT",
     "TRAINING_DATA",
     "DataFileError",
+    "EntityLabel",
+    "EntityReport",
+    "EntityScore",
     "Example",
     "FineTuneResult",
     "FineTuneSettings",
@@ -43,20 +58,27 @@ __all__ = [
     "KubernetesRunner",
     "LabelSetError",
     "LocalRunner",
+    "NerRow",
     "RetrainError",
     "RetrainPermanentError",
     "RetrainTemporaryError",
     "Runner",
+    "TaggedSentence",
     "TrainingPlan",
     "build_profile",
     "default_base_model",
+    "entity_report",
+    "entity_types",
     "fine_tune",
     "fit_projection",
     "iter_json_rows",
     "iter_jsonl",
     "load_profile",
     "plan_from_insights",
+    "read_conll",
     "read_jsonl",
+    "read_ner_jsonl",
+    "read_ner_rows",
     "read_result",
     "rescore_profile",
     "run_job",
@@ -65,7 +87,9 @@ __all__ = [
     "save_tiny_bert",
     "scored_window",
     "seed_everything",
+    "sentence_of",
     "stratified_split",
+    "tag_counts",
     "train_upper_bound",
     "write_jsonl",
 ]
