@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 
 #: Significance level of the secondary tests a diagnosis makes (which descriptors moved, which slices).
 DIAGNOSIS_ALPHA = 0.01
+#: Largest reference share of texts a model truncates for which its reading of them counts as unvalidated.
+UNSEEN_LONG_SHARE = 0.05
+#: Accuracy drop (point estimate, labeled or estimated) that makes truncated new traffic a long-text case.
+LONG_TEXT_MIN_DROP = 0.02
 #: Longest ``max_length`` a recommendation proposes (the position limit of BERT-style encoders).
 MAX_LENGTH_CAP = 512
 #: Characters of an example text kept in an insight.
@@ -61,6 +65,8 @@ class Diagnosis:
     max_length: int | None
     #: Tokens the long slice's texts need to be read whole (typical), when there is a long slice.
     long_text_tokens: int | None = None
+    #: The accuracy drop's point estimate (labeled where 30 labels exist, else estimated; 0 when unknown).
+    quality_drop_estimate: float = 0.0
 
     @property
     def degraded(self) -> list[SliceStats]:
@@ -99,8 +105,10 @@ def diagnose(profile: ReferenceProfile, window: Window) -> Diagnosis:
         quality_drop = (
             lab is not None and lab.n_current >= 30 and lab.p_value <= DIAGNOSIS_ALPHA and lab.accuracy_drop > 0.02
         ) or (est is not None and est.p_value <= DIAGNOSIS_ALPHA and est.drop > 0.02)
+        drops = [lab.accuracy_drop] if lab is not None and lab.n_current >= 30 else []
+        drop_estimate = drops[0] if drops else (est.drop if est is not None else 0.0)
         limit = profile.effective_max_length
-        long_slice = long_text_slice(slices, limit, quality_drop, DIAGNOSIS_ALPHA)
+        long_slice = long_text_slice(slices, limit, quality_drop, DIAGNOSIS_ALPHA, drop_estimate)
         needed = tokens_needed(profile, window, long_slice.definition) if long_slice is not None else None
         return Diagnosis(
             descriptors=desc,
@@ -115,9 +123,15 @@ def diagnose(profile: ReferenceProfile, window: Window) -> Diagnosis:
             long_text_slice=long_slice,
             max_length=limit,
             long_text_tokens=needed,
+            quality_drop_estimate=float(drop_estimate),
         )
 
     return profile.window_memo(window, ("diagnosis",), compute)
+
+
+def truncates(definition: SliceKey, limit: int | None) -> bool:
+    """A length slice of texts the model cuts: counted at its limit, so the slice starts there."""
+    return definition.kind == "length" and limit is not None and (definition.lower or 0) >= limit
 
 
 def is_long(definition: SliceKey, limit: int | None) -> bool:
@@ -127,22 +141,38 @@ def is_long(definition: SliceKey, limit: int | None) -> bool:
     return definition.lower >= (limit / 2 if limit is not None else 128)
 
 
-def long_text_slice(slices: SliceAnalysis, limit: int | None, quality_drop: bool, alpha: float) -> SliceStats | None:
+def long_text_slice(
+    slices: SliceAnalysis, limit: int | None, quality_drop: bool, alpha: float, drop_estimate: float = 0.0
+) -> SliceStats | None:
     """The long-text slice a diagnosis blames, or None.
 
     Either errors concentrate in a long slice (one of the two most degraded slices), or the traffic itself
-    became long: a long slice holding most of the window, grown significantly, while quality dropped. The
-    second is the case when every new text is long (full reviews after one-sentence snippets): a slice
-    holding the whole window cannot show where the loss is, but the change of traffic is that slice. It is
-    returned with the whole windows' (estimated) error rates as its loss.
+    became long, grown significantly:
+
+    * a long slice holding most of the window while quality dropped significantly; when every new text is
+      long (full reviews after one-sentence snippets) a slice holding the whole window cannot show where the
+      loss is, but the change of traffic is that slice;
+    * or texts the model truncates, which its reference held almost none of (≤ ``UNSEEN_LONG_SHARE``), while
+      the accuracy's point estimate fell (``drop_estimate`` > ``LONG_TEXT_MIN_DROP``): nothing shows that
+      the model reads them, and it cannot see all of them. This is the case early in such a change, when the
+      new texts are a minority of the window and too few labels make the drop significant; the candidate's
+      gate (and its ablation) then decide whether the longer context helps.
+
+    A grown slice is returned with the whole window's (estimated) error rates as its loss.
     """
     for found in slices.degraded(alpha, min_delta=0.02)[:2]:
         if is_long(found.definition, limit):
             return found
-    if not quality_drop:
-        return None
     for grown in slices.grown(alpha):
-        if is_long(grown.definition, limit) and grown.share_current >= 0.5:
+        if not is_long(grown.definition, limit):
+            continue
+        most_and_worse = quality_drop and grown.share_current >= 0.5
+        unseen_and_cut = (
+            truncates(grown.definition, limit)
+            and grown.share_reference <= UNSEEN_LONG_SHARE
+            and drop_estimate > LONG_TEXT_MIN_DROP
+        )
+        if most_and_worse or unseen_and_cut:
             return replace(
                 grown,
                 reference_loss=slices.overall_reference_loss,
@@ -370,6 +400,11 @@ def recommend(profile: ReferenceProfile, diagnosis: Diagnosis, *, quality_focus:
             if long_slice.loss_p_value is not None
             else f"traffic moved to texts of {long_slice.definition.value} tokens{truncation} "
             f"({long_slice.share_reference:.0%} → {long_slice.share_current:.0%}) and quality dropped"
+            + (
+                ""
+                if diagnosis.quality_drop
+                else f" by an estimated {diagnosis.quality_drop_estimate * 100:.1f} points (not yet significant)"
+            )
         )
         return Recommendation(
             action="retrain",

@@ -93,25 +93,32 @@ HALF_LENGTH = stats("length_tokens=64-127", (0.0, 0.8), 1e-30, None)
 SHORT_ERRORS = stats("length_tokens=16-31", (0.3, 0.3), 0.9, (0.1, 0.5))
 DOMAIN = stats("meta.domain=kitchen", (0.0, 0.9), 1e-30, None)
 
-# slices, the model's limit, quality dropped, the slice blamed (None: no long-text diagnosis)
-LONG_CASES: list[tuple[list[SliceStats], int | None, bool, SliceStats | None]] = [
-    ([LONG_ERRORS], 128, False, LONG_ERRORS),  # errors concentrate in truncated texts
-    ([SHORT_ERRORS], 128, True, None),  # errors in short texts are not about the context
-    ([ALL_LONG], 128, True, ALL_LONG),  # the traffic became long texts, and quality dropped
-    ([ALL_LONG], 128, False, None),  # long traffic the model still reads well: nothing to fix
-    ([HALF_LENGTH], 128, True, HALF_LENGTH),  # from half of the context on, a text is long for the model
-    ([HALF_LENGTH], 512, True, None),  # ...but 64 tokens is short for a model taking 512
-    ([DOMAIN], 128, True, None),  # traffic moved, but not to long texts
-    ([stats("length_tokens=128+", (0.3, 0.4), 1e-8, None)], 128, True, None),  # grown, but a minority of the traffic
+EARLY_LONG = stats("length_tokens=128+", (0.0, 0.38), 1e-8, None)  # new long texts, a minority of the window so far
+SEEN_LONG = stats("length_tokens=128+", (0.3, 0.4), 1e-8, None)  # the reference held texts this long too
+
+# slices, the model's limit, quality dropped (significantly), the drop's point estimate, the slice blamed
+LONG_CASES: list[tuple[list[SliceStats], int | None, bool, float, SliceStats | None]] = [
+    ([LONG_ERRORS], 128, False, 0.0, LONG_ERRORS),  # errors concentrate in truncated texts
+    ([SHORT_ERRORS], 128, True, 0.1, None),  # errors in short texts are not about the context
+    ([ALL_LONG], 128, True, 0.1, ALL_LONG),  # the traffic became long texts, and quality dropped
+    ([ALL_LONG], 128, False, 0.0, None),  # long traffic the model still reads well: nothing to fix
+    ([HALF_LENGTH], 128, True, 0.1, HALF_LENGTH),  # from half of the context on, a text is long for the model
+    ([HALF_LENGTH], 512, True, 0.1, None),  # ...but 64 tokens is short for a model taking 512
+    ([DOMAIN], 128, True, 0.1, None),  # traffic moved, but not to long texts
+    ([SEEN_LONG], 128, True, 0.1, None),  # grown, but a minority of the traffic, and seen in the reference
+    ([EARLY_LONG], 128, False, 0.05, EARLY_LONG),  # texts it cuts and never saw, accuracy falling: not yet significant
+    ([EARLY_LONG], 128, False, 0.0, None),  # ...the same with accuracy holding
+    ([SEEN_LONG], 128, False, 0.05, None),  # ...and with texts like them in the reference
+    ([stats("length_tokens=64-127", (0.0, 0.38), 1e-8, None)], 128, False, 0.05, None),  # long, but not cut
 ]
 
 
-@pytest.mark.parametrize(("found", "limit", "dropped", "expected"), LONG_CASES)
+@pytest.mark.parametrize(("found", "limit", "dropped", "drop", "expected"), LONG_CASES)
 def test_a_long_text_diagnosis_needs_errors_in_long_texts_or_traffic_that_became_long_and_worse(
-    found: list[SliceStats], limit: int | None, dropped: bool, expected: SliceStats | None
+    found: list[SliceStats], limit: int | None, dropped: bool, drop: float, expected: SliceStats | None
 ) -> None:
     analysis = SliceAnalysis("labels", found, sum(s.loss_p_value is not None for s in found), 0.2, 0.35)
-    blamed = long_text_slice(analysis, limit, dropped, 0.01)
+    blamed = long_text_slice(analysis, limit, dropped, 0.01, drop)
     if expected is None:
         assert blamed is None
         return
