@@ -37,6 +37,11 @@ MODEL_DIR = "model"
 PROJECTION_FILE = "projection.npz"
 FORMAT_VERSION = 1
 QUANTIZED_INT8 = "dynamic-int8"
+#: What a model version does: one label per text, or one tag per word (named entities). Recorded in
+#: ``artifact.json`` as ``task``; versions written before it existed are text classifiers.
+Task = Literal["text-classification", "token-classification"]
+TASKS: tuple[Task, ...] = ("text-classification", "token-classification")
+TOKEN_TASK: Task = "token-classification"
 CPU_TOKENS_PER_PASS = 2048
 
 log = logging.getLogger(__name__)
@@ -103,6 +108,7 @@ class ArtifactSettings(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     format_version: int = FORMAT_VERSION
+    task: Task = "text-classification"
     labels: list[str] = Field(min_length=2)
     max_length: int = Field(ge=1)
     truncation: Truncation = "head"  # versions saved before the policy existed kept the beginning
@@ -429,6 +435,10 @@ class ModelArtifact:
             raise ModelLoadError(f"{root} is not a model version: {ARTIFACT_FILE} is missing")
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            if meta.get("task", "text-classification") != "text-classification":
+                raise ModelLoadError(
+                    f"{root} is a {meta['task']} model: load it with TokenClassifier, not as a text classifier"
+                )
             target = pick_device(device)
             tokenizer = AutoTokenizer.from_pretrained(root / MODEL_DIR)
             model = AutoModelForSequenceClassification.from_pretrained(root / MODEL_DIR)
@@ -488,6 +498,7 @@ class ModelArtifact:
         meta = {
             **self.info,
             "format_version": FORMAT_VERSION,
+            "task": "text-classification",
             "labels": list(self.labels),
             "max_length": self.max_length,
             "truncation": self.truncation,

@@ -38,6 +38,13 @@ from insightloop.retrain.profile import (
     scored_window,
 )
 from insightloop.retrain.runners import JobState, JobStatus, LocalRunner, Runner
+from insightloop.retrain.token_finetune import (
+    TokenFineTuneResult,
+    evaluate_tagger,
+    fine_tune_tokens,
+    split_sentences,
+    tag_set,
+)
 
 __all__ = [
     "RECENT",
@@ -64,12 +71,15 @@ __all__ = [
     "RetrainTemporaryError",
     "Runner",
     "TaggedSentence",
+    "TokenFineTuneResult",
     "TrainingPlan",
     "build_profile",
     "default_base_model",
     "entity_report",
     "entity_types",
+    "evaluate_tagger",
     "fine_tune",
+    "fine_tune_tokens",
     "fit_projection",
     "iter_json_rows",
     "iter_jsonl",
@@ -88,8 +98,10 @@ __all__ = [
     "scored_window",
     "seed_everything",
     "sentence_of",
+    "split_sentences",
     "stratified_split",
     "tag_counts",
+    "tag_set",
     "train_upper_bound",
     "write_jsonl",
 ]
