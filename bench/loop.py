@@ -25,6 +25,7 @@ snippets, then full movie reviews of about 700 words: the long-text case), or yo
 
     python bench/loop.py --quick                       # all three cases, 3 seeds
     python bench/loop.py --case sst2-movie --seeds 5
+    python bench/loop.py --case sst2-movie --seeds 1 --first-seed 2   # one more seed for an earlier run
     python bench/loop.py --reference REF.jsonl --before B.jsonl --after A.jsonl --oracle-train T.jsonl
 
 One line per case, then a summary, all beginning ``loop:``; the case lines read
@@ -328,6 +329,9 @@ def main() -> None:
     size.add_argument("--full", action="store_true", help=f"rows per part {SIZES['full']} (a GPU)")
     size.add_argument("--smoke", action="store_true", help=f"rows per part {SIZES['smoke']}, 64 tokens (for tests)")
     parser.add_argument("--seeds", type=int, default=3, help="repeats per case (at least 3 for an interval)")
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="seeds run from this one on (to add seeds to an earlier run)"
+    )
     parser.add_argument("--base", help="base model (default: the packaged all-MiniLM-L6-v2)")
     parser.add_argument(
         "--epochs", type=int, default=2, help="epochs of the first model (the job's: controller.epochs)"
@@ -368,7 +372,7 @@ def main() -> None:
     closed_all: list[float] = []
     for case in cases:
         runs: list[RunResult] = []
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             work = root / case / f"seed{seed}"
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir(parents=True)
