@@ -29,6 +29,7 @@ import functools
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -139,6 +140,29 @@ def is_postgres_url(url: str) -> bool:
 # -- SQLite -------------------------------------------------------------------------------
 
 
+#: How long an SQLite connection waits for another one's lock before it gives up.
+SQLITE_BUSY_S = 30.0
+
+
+def wal_mode(raw: sqlite3.Connection, wait_s: float = SQLITE_BUSY_S) -> None:
+    """Put the file in WAL mode, waiting out other connections' locks.
+
+    Switching a new file to WAL needs it to itself, and SQLite answers "database is locked" at once instead
+    of using the busy timeout: two replicas opening one new state file together would lose one of them.
+    """
+    deadline = time.monotonic() + wait_s
+    pause = 0.01
+    while True:
+        try:
+            raw.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+
+
 class SqliteBackend:
     """One SQLite file in WAL mode; one connection shared under the store's lock."""
 
@@ -147,9 +171,9 @@ class SqliteBackend:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.location = str(path)
-        raw = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        raw = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=SQLITE_BUSY_S)
         raw.row_factory = sqlite3.Row
-        raw.execute("PRAGMA journal_mode=WAL")
+        wal_mode(raw)
         raw.execute("PRAGMA synchronous=NORMAL")
         raw.execute("PRAGMA foreign_keys=ON")
         self._raw = raw
