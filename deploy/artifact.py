@@ -134,6 +134,17 @@ class PredictionBatch:
         return [self.labels[i] for i in self.probabilities.argmax(axis=1)]
 
 
+def save_model_files(model: Any, tokenizer: Any, labels: Sequence[str], path: Path | str) -> Path:
+    """The transformers model (its label names set) and tokenizer under ``path/MODEL_DIR``; returns ``path``."""
+    root = Path(path)
+    root.mkdir(parents=True, exist_ok=True)
+    model.config.id2label = dict(enumerate(labels))
+    model.config.label2id = {label: i for i, label in enumerate(labels)}
+    model.save_pretrained(root / MODEL_DIR)
+    tokenizer.save_pretrained(root / MODEL_DIR)
+    return root
+
+
 def pick_device(requested: str = "auto") -> torch.device:
     """Resolve 'auto' to CUDA when present, otherwise CPU."""
     if requested == "cuda" and not torch.cuda.is_available():
@@ -487,12 +498,7 @@ class ModelArtifact:
         """Write model, tokenizer, label set and projection into ``path``."""
         if self.quantized:
             raise ValueError("a quantized artifact cannot be saved; save the fp32 model it was loaded from")
-        root = Path(path)
-        root.mkdir(parents=True, exist_ok=True)
-        self.model.config.id2label = dict(enumerate(self.labels))
-        self.model.config.label2id = {label: i for i, label in enumerate(self.labels)}
-        self.model.save_pretrained(root / MODEL_DIR)
-        self.tokenizer.save_pretrained(root / MODEL_DIR)
+        root = save_model_files(self.model, self.tokenizer, self.labels, path)
         if self.projection is not None:
             self.projection.save(root / PROJECTION_FILE)
         meta = {

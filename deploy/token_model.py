@@ -29,6 +29,7 @@ from insightloop.deploy.artifact import (
     ModelLoadError,
     Task,
     pick_device,
+    save_model_files,
 )
 from insightloop.deploy.entities import EntitySpan, char_spans, spans_from_tags, split_words
 
@@ -166,12 +167,7 @@ class TokenClassifier:
 
     def save(self, path: Path | str) -> None:
         """Model, tokenizer and ``artifact.json`` (with ``task``) into ``path``."""
-        root = Path(path)
-        root.mkdir(parents=True, exist_ok=True)
-        self.model.config.id2label = dict(enumerate(self.labels))
-        self.model.config.label2id = {label: i for i, label in enumerate(self.labels)}
-        self.model.save_pretrained(root / MODEL_DIR)
-        self.tokenizer.save_pretrained(root / MODEL_DIR)
+        root = save_model_files(self.model, self.tokenizer, self.labels, path)
         meta = {
             **self.info,
             "format_version": FORMAT_VERSION,
