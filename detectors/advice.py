@@ -105,8 +105,8 @@ def diagnose(profile: ReferenceProfile, window: Window) -> Diagnosis:
         quality_drop = (
             lab is not None and lab.n_current >= 30 and lab.p_value <= DIAGNOSIS_ALPHA and lab.accuracy_drop > 0.02
         ) or (est is not None and est.p_value <= DIAGNOSIS_ALPHA and est.drop > 0.02)
-        drops = [lab.accuracy_drop] if lab is not None and lab.n_current >= 30 else []
-        drop_estimate = drops[0] if drops else (est.drop if est is not None else 0.0)
+        labeled = lab is not None and lab.n_current >= 30
+        drop_estimate = lab.accuracy_drop if labeled and lab is not None else est.drop if est is not None else 0.0
         limit = profile.effective_max_length
         long_slice = long_text_slice(slices, limit, quality_drop, DIAGNOSIS_ALPHA, drop_estimate)
         needed = tokens_needed(profile, window, long_slice.definition) if long_slice is not None else None

@@ -4,8 +4,8 @@ Every reader returns :class:`TaggedSentence` records: the words, their tags in I
 used; the spans are the same) and, where the source had raw text, the text and each word's character offsets.
 
 * CoNLL (``eng.train`` and friends): one word per line, columns separated by spaces, the tag in the last
-  column (``tag_column``), a blank line between sentences, ``-DOCSTART-`` lines between documents. The
-  file's scheme is IOB1 by default (CoNLL-2003's); ``scheme="IOB2"`` for files written that way.
+  column (``tag_column``), a blank line between sentences, ``-DOCSTART-`` lines between documents. IOB1
+  (CoNLL-2003's) and IOB2 read alike: both name the same spans.
 * JSON Lines texts: ``{"id", "text"}`` (raw text, split into words by :func:`split_words`) or
   ``{"id", "tokens": [...]}``.
 * JSON Lines labels: ``{"id", "tags": [...]}`` (one per word, either scheme) or
@@ -64,15 +64,11 @@ class TaggedSentence(BaseModel):
         return spans_from_tags(self.tags)
 
 
-def read_conll(
-    path: Path | str, scheme: TagScheme = "IOB1", tag_column: int = -1, limit: int | None = None
-) -> list[TaggedSentence]:
-    """Sentences of a CoNLL file, tags converted from ``scheme`` to IOB2; DataFileError names file and line."""
+def read_conll(path: Path | str, tag_column: int = -1, limit: int | None = None) -> list[TaggedSentence]:
+    """Sentences of a CoNLL file (IOB1 or IOB2), tags rewritten as IOB2; DataFileError names file and line."""
     path = Path(path)
     if not path.is_file():
         raise DataFileError(f"{path}: no such file")
-    if scheme not in ("IOB1", "IOB2"):
-        raise DataFileError(f"{path}: unknown tag scheme {scheme!r} (IOB1 or IOB2)")
     sentences: list[TaggedSentence] = []
     for sentence in _conll_sentences(path, tag_column):
         sentences.append(sentence)
