@@ -8,11 +8,16 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from insightloop.deploy import EntitySpan
 
 SCHEMA_VERSION = 1
+#: The schema of a prediction that carries entities (a token classifier's): version 1 plus ``task``,
+#: ``entities`` and ``token_confidence``. Text classifiers' predictions stay at version 1, unchanged.
+ENTITY_SCHEMA_VERSION = 2
 RAW_KEEP_BYTES = 2048  # how much of a rejected message the dead letter keeps
 ERROR_KEEP_CHARS = 1000  # how much of the reason's text a dead letter keeps
 DESCRIBE_ITEMS = 5  # validation errors named in an invalid-fields reason (the rest are counted)
@@ -81,14 +86,89 @@ class TextEvent(BaseModel):
         raise ValueError("ts must be an RFC 3339 string or epoch milliseconds")
 
 
+class EntityLabel(BaseModel):
+    """The gold entities of one text: IOB1/IOB2 ``tags`` (one per word of the text as
+    :func:`~insightloop.deploy.split_words` splits it) or character ``entities``, exactly one of the two.
+
+    The store keeps it as its compact JSON in the label column; the monitor reads it back against the text.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tags: list[str] | None = Field(None, min_length=1)
+    entities: list[EntitySpan] | None = None
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> EntityLabel:
+        if (self.tags is None) == (self.entities is None):
+            raise ValueError("an entity label has either 'tags' or 'entities', not both and not neither")
+        return self
+
+    def encode(self) -> str:
+        """The stored form (compact JSON)."""
+        return self.model_dump_json(exclude_none=True)
+
+    @classmethod
+    def decode(cls, stored: str) -> EntityLabel:
+        """The label :meth:`encode` stored; ValueError for anything else (a text classifier's label)."""
+        return cls.model_validate_json(stored)
+
+
 class LabelEvent(BaseModel):
-    """Delayed ground truth for a text (the labels topic)."""
+    """Delayed ground truth for a text (the labels topic): a class ``label`` for a text classifier, word
+    ``tags`` or character ``entities`` for a token classifier (exactly one of the three)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     id: str = Field(min_length=1, max_length=512)
-    label: str = Field(min_length=1)
+    label: str | None = Field(None, min_length=1)
+    tags: list[str] | None = Field(None, min_length=1)
+    entities: list[EntitySpan] | None = None
     ts: datetime | None = None
+
+    @model_validator(mode="after")
+    def _one_label(self) -> LabelEvent:
+        given = [name for name in ("label", "tags", "entities") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"a label event has exactly one of 'label', 'tags' or 'entities' (got {given or 'none'})")
+        return self
+
+    @property
+    def entity_label(self) -> EntityLabel | None:
+        """The gold entities, when this label is a token classifier's."""
+        if self.label is not None:
+            return None
+        return EntityLabel(tags=self.tags, entities=self.entities)
+
+    def stored(self) -> str:
+        """What the store keeps in its label column: the class, or the entity label's compact JSON."""
+        entity = self.entity_label
+        return entity.encode() if entity is not None else str(self.label)
+
+
+class PredictedEntity(BaseModel):
+    """One entity a token classifier found in a raw text: character span, type, string and confidence."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    start: int = Field(ge=0)
+    end: int = Field(gt=0)
+    type: str = Field(min_length=1)
+    text: str
+    confidence: float = Field(ge=0.0, le=1.0)
+
+
+class TokenConfidence(BaseModel):
+    """A text's word confidences in brief: their mean and minimum, how many words, entities and words past
+    the model's ``max_length`` (tagged ``O``, confidence 0)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    mean: float = Field(ge=0.0, le=1.0)
+    min: float = Field(ge=0.0, le=1.0)
+    words: int = Field(ge=0)
+    entity_count: int = Field(ge=0)
+    truncated_words: int = Field(0, ge=0)
 
 
 class PredictionEvent(BaseModel):
@@ -107,6 +187,39 @@ class PredictionEvent(BaseModel):
     scored_at: datetime = Field(default_factory=utc_now)
     # The numerics that produced the scores (``ModelArtifact.precision``); absent from older producers.
     precision: str | None = Field(None, pattern=r"^[a-z0-9]{1,16}/(float32|bfloat16|int8)$")
+    # A token classifier's prediction (schema 2): ``label`` names the entity types found (``"LOC+PER"``, or
+    # ``"O"``), ``scores`` is empty and the entities and word confidences are here.
+    task: Literal["text-classification", "token-classification"] = "text-classification"
+    entities: list[PredictedEntity] | None = None
+    token_confidence: TokenConfidence | None = None
+
+
+class EntityDetail(BaseModel):
+    """A token classifier's prediction as the store keeps it (the records' ``entities`` column, JSON)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    entities: list[PredictedEntity]
+    token_confidence: TokenConfidence
+
+    @classmethod
+    def of(cls, prediction: PredictionEvent) -> EntityDetail | None:
+        """The entity part of ``prediction``; None for a text classifier's."""
+        if prediction.entities is None or prediction.token_confidence is None:
+            return None
+        return cls(entities=prediction.entities, token_confidence=prediction.token_confidence)
+
+
+def entity_types_label(types: list[str]) -> str:
+    """The text-level label of a token classifier's prediction: its entity types, sorted, joined by ``+``
+    (``"O"`` when it found none), so per-text views (the console, the predicted column) stay readable.
+
+    >>> entity_types_label(["PER", "LOC", "PER"])
+    'LOC+PER'
+    >>> entity_types_label([])
+    'O'
+    """
+    return "+".join(sorted(set(types))) or "O"
 
 
 class DeadLetter(BaseModel):

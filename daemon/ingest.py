@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from insightloop.daemon.config import Config
 from insightloop.daemon.events import (
     DeadLetter,
+    EntityDetail,
     LabelEvent,
     PredictionEvent,
     RejectedMessage,
@@ -43,11 +44,40 @@ from insightloop.daemon.events import (
 from insightloop.daemon.mapping import MessageMapping
 from insightloop.daemon.metrics import MonitorObserver
 from insightloop.daemon.state import LabelRow, PredictionRow, StateStore, TextRow
-from insightloop.deploy import DeployError, Registry
+from insightloop.deploy import TOKEN_TASK, DeployError, Registry, TagSequenceError, Task, parse_tag
 
 log = logging.getLogger(__name__)
 
 _HASH_SPACE = 1 << 64
+
+
+def label_problem(label: LabelEvent, known: frozenset[str] | None, task: Task) -> str | None:
+    """Why ``label`` cannot be kept for the production model (its ``known`` labels, its ``task``), or None.
+
+    A text classifier takes a class it knows; a token classifier takes word tags or character entities whose
+    types are among its tags' types. The other shapes would train a label the model does not have.
+    """
+    if known is None:
+        return None
+    entity = label.entity_label
+    if task != TOKEN_TASK:
+        if entity is not None:
+            return "word tags or entities sent for a text classifier: its labels are classes ('label')"
+        if label.label not in known:
+            return f"unknown label: {label.label!r} is not in the production model's label set {sorted(known)}"
+        return None
+    if entity is None:
+        return f"a class label {label.label!r} sent for a token classifier: send 'tags' or 'entities'"
+    types = {kind for tag in known if (kind := parse_tag(tag, 0)[1]) is not None}
+    try:
+        found = {kind for i, tag in enumerate(entity.tags or []) if (kind := parse_tag(tag, i)[1]) is not None}
+    except TagSequenceError as exc:
+        return f"unreadable tags: {exc}"
+    found |= {e.type for e in entity.entities or []}
+    unknown = sorted(found - types)
+    if unknown:
+        return f"unknown entity type(s) {unknown}: not among the production model's types {sorted(types)}"
+    return None
 
 
 def in_sample(text_id: str, sample_rate: float) -> bool:
@@ -100,6 +130,7 @@ class Ingest:
         self.producer: Any = None
         self.last: PollCounts = PollCounts({}, {})  #: what the latest poll did
         self._label_set: tuple[str | None, frozenset[str] | None] = (None, None)
+        self.task: Task = "text-classification"  #: the production model's task (read with its labels)
 
     def label_set(self) -> frozenset[str] | None:
         """The production model's labels (None while no version serves: then every label is kept)."""
@@ -112,11 +143,12 @@ class Ingest:
             return None
         if self._label_set[0] != version:
             try:
-                labels = frozenset(self.registry.artifact_settings(version).labels)
+                settings = self.registry.artifact_settings(version)
             except DeployError as exc:
                 log.warning("cannot read the labels of %s (%s); labels are not checked this batch", version, exc)
                 return None
-            self._label_set = (version, labels)
+            self._label_set = (version, frozenset(settings.labels))
+            self.task = settings.task
         return self._label_set[1]
 
     def __call__(self, records: Sequence[Any]) -> int:
@@ -196,7 +228,19 @@ class Ingest:
             except ValidationError as exc:
                 log.warning("skipping a malformed prediction: %s", str(exc)[:200])
                 continue
-            rows.append(PredictionRow(p.id, p.model_version, p.label, p.scores, p.embedding, p.n_tokens, p.precision))
+            detail = EntityDetail.of(p)
+            rows.append(
+                PredictionRow(
+                    p.id,
+                    p.model_version,
+                    p.label,
+                    p.scores,
+                    p.embedding,
+                    p.n_tokens,
+                    p.precision,
+                    detail.model_dump_json() if detail is not None else None,
+                )
+            )
         return rows, out
 
     def _labels(self, records: list[Any], letters: list[DeadLetter]) -> tuple[list[LabelRow], int]:
@@ -214,14 +258,14 @@ class Ingest:
             except ValidationError as exc:
                 letters.append(dead_letter_of(record, RejectReason.INVALID_FIELDS, str(exc)[:500]))
                 continue
-            if known is not None and label.label not in known:
-                error = f"unknown label: {label.label!r} is not in the production model's label set {sorted(known)}"
-                letters.append(dead_letter_of(record, RejectReason.INVALID_FIELDS, error[:500]))
+            problem = label_problem(label, known, self.task)
+            if problem is not None:
+                letters.append(dead_letter_of(record, RejectReason.INVALID_FIELDS, problem[:500]))
                 continue
             if not in_sample(label.id, self.sample_rate):
                 out += 1
                 continue
-            rows.append(LabelRow(label.id, label.label))
+            rows.append(LabelRow(label.id, label.stored()))
         return rows, out
 
     def _label_event(self, record: Any) -> LabelEvent:

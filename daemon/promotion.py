@@ -12,7 +12,15 @@ from collections.abc import Callable
 
 from insightloop.daemon.errors import PermanentError
 from insightloop.daemon.metrics import Metrics
-from insightloop.deploy import ModelArtifact, ModelEvent, ModelLoadError, Registry, VersionRecord
+from insightloop.deploy import (
+    TOKEN_TASK,
+    ModelArtifact,
+    ModelEvent,
+    ModelLoadError,
+    Registry,
+    TokenClassifier,
+    VersionRecord,
+)
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +33,12 @@ class ModelRefusedError(PermanentError):
 
 def validate_loadable(registry: Registry, version: str) -> None:
     """Load ``version`` on the CPU and smoke-test it; raise ModelRefusedError if it cannot serve."""
+    path = registry.path_of(version)
     try:
-        ModelArtifact.load(registry.path_of(version), device="cpu").smoke_test()
+        if ModelArtifact.read_settings(path).task == TOKEN_TASK:
+            TokenClassifier.load(path, device="cpu").smoke_test()
+        else:
+            ModelArtifact.load(path, device="cpu").smoke_test()
     except ModelLoadError as exc:
         raise ModelRefusedError(f"{version} cannot serve: {exc}") from exc
 

@@ -64,7 +64,11 @@ def replay(
             _wait_for_acks(producer, futures)
 
     def send_label(label: LabelEvent) -> None:
-        payload = label.model_dump_json() if mapping.identity else mapping.label_message(label.id, label.label)
+        payload = (
+            label.model_dump_json(exclude_none=True)
+            if mapping.identity
+            else mapping.label_message(label.id, label.stored())
+        )
         send(config.topics.labels, label.id, payload)
 
     try:

@@ -26,22 +26,28 @@ from kafka.errors import (
 from insightloop.daemon.config import Config, ScorerConfig
 from insightloop.daemon.errors import NoModelError, TemporaryError
 from insightloop.daemon.events import (
+    ENTITY_SCHEMA_VERSION,
     DeadLetter,
+    PredictedEntity,
     PredictionEvent,
     RejectedMessage,
     RejectReason,
     TextEvent,
+    TokenConfidence,
     dead_letter_of,
     encode_dead_letter,
+    entity_types_label,
 )
 from insightloop.daemon.kafka import make_consumer, make_producer
 from insightloop.daemon.mapping import mapping_for
 from insightloop.daemon.metrics import ObserverSet, ScorerObserver
 from insightloop.daemon.scorer_numerics import load_serving_artifact
 from insightloop.deploy import (
+    TOKEN_TASK,
     ModelArtifact,
     ModelLoadError,
     Registry,
+    TokenClassifier,
     cpu_has_native_bf16,
     forward_batch_size,
     set_cpu_threads,
@@ -58,7 +64,7 @@ class ServingModel:
     """A loaded model and the registry version it came from."""
 
     version: str
-    artifact: ModelArtifact
+    artifact: ModelArtifact | TokenClassifier
 
 
 def load_options(config: Config) -> dict[str, Any]:
@@ -76,9 +82,20 @@ def load_options(config: Config) -> dict[str, Any]:
     }
 
 
-def load_serving_artifact_of(registry: Registry, version: str, settings: ScorerConfig) -> ModelArtifact:
-    """``version`` loaded with the numerics the scorer serves with (measured at load on a CPU), smoke-tested."""
-    artifact = load_serving_artifact(registry.path_of(version), settings)
+def load_serving_artifact_of(
+    registry: Registry, version: str, settings: ScorerConfig
+) -> ModelArtifact | TokenClassifier:
+    """``version`` loaded with the numerics the scorer serves with (measured at load on a CPU), smoke-tested.
+
+    A token classifier serves in float32 on the configured device: the numerics choice is measured for text
+    classifiers only.
+    """
+    path = registry.path_of(version)
+    artifact: ModelArtifact | TokenClassifier
+    if ModelArtifact.read_settings(path).task == TOKEN_TASK:
+        artifact = TokenClassifier.load(path, device=settings.device)
+    else:
+        artifact = load_serving_artifact(path, settings)
     artifact.smoke_test()
     return artifact
 
@@ -418,6 +435,8 @@ class Scorer:
     def _score_batch(self, events: Sequence[TextEvent]) -> list[PredictionEvent]:
         assert self.model is not None
         model = self.model
+        if isinstance(model.artifact, TokenClassifier):
+            return self._score_entities(model.version, model.artifact, events)
         started = time.perf_counter()
         size = forward_batch_size(model.artifact.device, self.config.scorer.inference_batch_size, len(events))
         batch = model.artifact.predict([e.text for e in events], size)
@@ -435,6 +454,48 @@ class Scorer:
                     n_tokens=int(batch.token_counts[row]),
                     ts=event.ts,
                     precision=model.artifact.precision,
+                )
+            )
+        self.observer.on_batch(len(events), seconds)
+        return out
+
+    def _score_entities(
+        self, version: str, classifier: TokenClassifier, events: Sequence[TextEvent]
+    ) -> list[PredictionEvent]:
+        """A token classifier's predictions (schema 2): entities with character offsets into each raw text."""
+        started = time.perf_counter()
+        size = forward_batch_size(classifier.device, self.config.scorer.inference_batch_size, len(events))
+        scored = classifier.score_texts([e.text for e in events], size)
+        seconds = time.perf_counter() - started
+        precision = f"{classifier.device.type}/float32"
+        out = []
+        for event, text in zip(events, scored, strict=True):
+            entities = [
+                PredictedEntity(
+                    start=e.span.start, end=e.span.end, type=e.span.type, text=e.text, confidence=e.confidence
+                )
+                for e in text.entities
+            ]
+            out.append(
+                PredictionEvent(
+                    schema_version=ENTITY_SCHEMA_VERSION,
+                    task=TOKEN_TASK,
+                    id=event.id,
+                    model_version=version,
+                    label=entity_types_label([e.type for e in entities]),
+                    scores={},
+                    embedding=[round(float(x), EMBEDDING_DECIMALS) for x in text.embedding],
+                    n_tokens=text.words,
+                    ts=event.ts,
+                    precision=precision,
+                    entities=entities,
+                    token_confidence=TokenConfidence(
+                        mean=min(1.0, text.mean_confidence),
+                        min=min(1.0, text.min_confidence),
+                        words=text.words,
+                        entity_count=len(entities),
+                        truncated_words=text.truncated_words,
+                    ),
                 )
             )
         self.observer.on_batch(len(events), seconds)

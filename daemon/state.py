@@ -132,6 +132,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX check_history_by_time ON check_history (at);
     """,
+    # 7: a token classifier's entities and word confidences (PredictionEvent schema 2), as JSON.
+    """
+    ALTER TABLE records ADD COLUMN entities TEXT;
+    """,
 ]
 #: Default bounds of the waiting labels (the monitor passes its ``waiting_labels_*`` settings).
 WAITING_LABELS_MAX_ROWS = 10_000
@@ -159,6 +163,8 @@ class PredictionRow:
     embedding: list[float]
     n_tokens: int
     precision: str | None = None
+    #: A token classifier's entities and word confidences: :class:`~insightloop.daemon.events.EntityDetail` JSON.
+    entities: str | None = None
 
 
 @dataclass(frozen=True)
@@ -237,6 +243,7 @@ class StoredRecord:
     scored_at: float
     label: str | None
     precision: str | None = None
+    entities: str | None = None  # as PredictionRow.entities
 
 
 class DetectorPoint(BaseModel):
@@ -402,29 +409,7 @@ class StateStore:
 
     def add_predictions(self, rows: list[PredictionRow], now: float) -> None:
         """Record predictions, each with the numerics that made it."""
-        with self.transaction() as conn:
-            conn.executemany(
-                """INSERT INTO records (id, received_at, model_version, predicted, scores, embedding, n_tokens,
-                       scored_at, precision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                   ON CONFLICT(id) DO UPDATE SET model_version=excluded.model_version,
-                       predicted=excluded.predicted, scores=excluded.scores, embedding=excluded.embedding,
-                       n_tokens=excluded.n_tokens, scored_at=excluded.scored_at, precision=excluded.precision""",
-                [
-                    (
-                        r.id,
-                        now,
-                        r.model_version,
-                        r.label,
-                        json.dumps(r.scores),
-                        np.asarray(r.embedding, dtype=np.float32).tobytes(),
-                        r.n_tokens,
-                        now,
-                        r.precision,
-                    )
-                    for r in rows
-                ],
-            )
-            _join_waiting_labels(conn, [r.id for r in rows])
+        self.add_polled([], rows, [], now)
 
     def add_labels(
         self,
@@ -482,7 +467,7 @@ class StateStore:
 
         def scored(r: PredictionRow) -> tuple[Any, ...]:
             embedding = np.asarray(r.embedding, dtype=np.float32).tobytes()
-            return (r.model_version, r.label, json.dumps(r.scores), embedding, r.n_tokens, now, r.precision)
+            return (r.model_version, r.label, json.dumps(r.scores), embedding, r.n_tokens, now, r.precision, r.entities)
 
         both = [i for i in by_text if i in by_prediction]
         waiting = 0
@@ -490,11 +475,12 @@ class StateStore:
             if both:
                 conn.executemany(
                     """INSERT INTO records (id, received_at, ts, text, meta, model_version, predicted, scores,
-                           embedding, n_tokens, scored_at, precision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                           embedding, n_tokens, scored_at, precision, entities)
+                           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                        ON CONFLICT(id) DO UPDATE SET text=excluded.text, ts=excluded.ts, meta=excluded.meta,
                            model_version=excluded.model_version, predicted=excluded.predicted,
                            scores=excluded.scores, embedding=excluded.embedding, n_tokens=excluded.n_tokens,
-                           scored_at=excluded.scored_at, precision=excluded.precision""",
+                           scored_at=excluded.scored_at, precision=excluded.precision, entities=excluded.entities""",
                     [
                         (i, now, by_text[i].ts, by_text[i].text, json.dumps(by_text[i].meta), *scored(by_prediction[i]))
                         for i in both
@@ -511,10 +497,11 @@ class StateStore:
             if prediction_only:
                 conn.executemany(
                     """INSERT INTO records (id, received_at, model_version, predicted, scores, embedding, n_tokens,
-                           scored_at, precision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                           scored_at, precision, entities) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                        ON CONFLICT(id) DO UPDATE SET model_version=excluded.model_version,
                            predicted=excluded.predicted, scores=excluded.scores, embedding=excluded.embedding,
-                           n_tokens=excluded.n_tokens, scored_at=excluded.scored_at, precision=excluded.precision""",
+                           n_tokens=excluded.n_tokens, scored_at=excluded.scored_at, precision=excluded.precision,
+                           entities=excluded.entities""",
                     [(r.id, now, *scored(r)) for r in prediction_only],
                 )
             _join_waiting_labels(conn, [*by_text, *(i for i in by_prediction if i not in by_text)])
@@ -803,4 +790,5 @@ def _record(row: Row) -> StoredRecord:
         scored_at=float(row["scored_at"]),
         label=row["label"],
         precision=row["precision"],
+        entities=row["entities"],
     )

@@ -86,6 +86,28 @@ class TokenPredictions:
         }
 
 
+@dataclass(frozen=True)
+class FoundEntity:
+    """One predicted entity of a raw text: its character span, its string and its confidence (the lowest
+    confidence of its words: an entity is only as sure as its weakest word)."""
+
+    span: EntitySpan
+    text: str
+    confidence: float
+
+
+@dataclass(frozen=True)
+class ScoredText:
+    """What one forward pass says about one raw text."""
+
+    entities: list[FoundEntity]
+    words: int
+    mean_confidence: float
+    min_confidence: float
+    truncated_words: int
+    embedding: NDArray[np.float32]
+
+
 class TokenClassifier:
     """A fine-tuned token-classification model with its tokenizer and tag set (``labels``, IOB2)."""
 
@@ -161,9 +183,46 @@ class TokenClassifier:
 
     def predict_texts(self, texts: Sequence[str], batch_size: int = 32) -> list[list[EntitySpan]]:
         """Entities of raw texts as character spans (words by :func:`split_words`)."""
+        return [[found.span for found in text.entities] for text in self.score_texts(texts, batch_size)]
+
+    def score_texts(self, texts: Sequence[str], batch_size: int = 32) -> list[ScoredText]:
+        """Entities (character spans with their strings and confidences), confidences and embeddings of raw
+        texts, from one forward pass per batch."""
         split = [split_words(text) for text in texts]
         predictions = self.predict([words for words, _ in split], batch_size)
-        return [char_spans(spans, offsets) for spans, (_, offsets) in zip(predictions.entities, split, strict=True)]
+        scored: list[ScoredText] = []
+        for row, (text, (words, offsets)) in enumerate(zip(texts, split, strict=True)):
+            confidences = predictions.confidences[row]
+            word_spans = predictions.entities[row]
+            found = [
+                FoundEntity(
+                    span=character,
+                    text=text[character.start : character.end],
+                    confidence=float(confidences[span.start : span.end].min()),
+                )
+                for span, character in zip(word_spans, char_spans(word_spans, offsets), strict=True)
+            ]
+            summary = predictions.summary(row)
+            scored.append(
+                ScoredText(
+                    entities=found,
+                    words=len(words),
+                    mean_confidence=summary["mean_confidence"],
+                    min_confidence=summary["min_confidence"],
+                    truncated_words=predictions.truncated_words[row],
+                    embedding=predictions.embeddings[row],
+                )
+            )
+        return scored
+
+    def smoke_test(self) -> None:
+        """Score two fixed texts and check the outputs are finite; ModelLoadError if not."""
+        scored = self.score_texts(["A short smoke test in Paris .", "Another text , for the smoke test ."])
+        for text in scored:
+            if not (np.all(np.isfinite(text.embedding)) and 0.0 <= text.min_confidence <= text.mean_confidence <= 1.0):
+                raise ModelLoadError(
+                    "smoke test failed: the token classifier returned invalid confidences or embeddings"
+                )
 
     def save(self, path: Path | str) -> None:
         """Model, tokenizer and ``artifact.json`` (with ``task``) into ``path``."""
