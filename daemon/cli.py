@@ -45,7 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--reference", action="store_true", help="print the configuration reference (Markdown) instead")
 
     train = commands.add_parser("train", help="fine-tune a first model and register it")
-    train.add_argument("--data", type=Path, required=True, help="JSON Lines with text and label")
+    train.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="JSON Lines with text and label; for --task token-classification a CoNLL file or NER JSON Lines",
+    )
+    train.add_argument(
+        "--task",
+        choices=["text-classification", "token-classification"],
+        default="text-classification",
+        help="one label per text, or one tag per word (named entities)",
+    )
     train.add_argument("--registry", type=Path, required=True, help="model registry directory")
     train.add_argument("--base", help="base model: a directory or name (default: packaged all-MiniLM-L6-v2)")
     train.add_argument("--epochs", type=int, default=3)
@@ -174,7 +185,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     """Fine-tune a first model; the last line printed is the new version's directory."""
     from insightloop.daemon.logs import setup_logging
-    from insightloop.daemon.train import train_first_model
+    from insightloop.daemon.train import train_first_model, train_first_tagger
     from insightloop.retrain import FineTuneSettings
 
     setup_logging(args.log_level or "INFO")
@@ -203,7 +214,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             if send is not None:
                 send(event)
 
-    path = train_first_model(
+    train = train_first_tagger if args.task == "token-classification" else train_first_model
+    path = train(
         args.data, args.registry, args.base, settings, args.promote, progress=not args.no_progress, publish=publish
     )
     print(path, flush=True)

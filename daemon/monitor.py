@@ -24,7 +24,7 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,27 +33,34 @@ from typing import Any
 import numpy as np
 
 from insightloop.daemon.config import Config
+from insightloop.daemon.events import EntityDetail, EntityLabel
 from insightloop.daemon.ingest import Ingest
 from insightloop.daemon.kafka import make_consumer, make_producer
 from insightloop.daemon.metrics import Metrics, observers_of
 from insightloop.daemon.profiles import ProfileCache
 from insightloop.daemon.publisher import Publisher
 from insightloop.daemon.state import CheckPoint, DetectorPoint, StateStore, StoredRecord
-from insightloop.deploy import Registry
+from insightloop.deploy import PROFILE_DIR, TOKEN_TASK, DeployError, Registry, Task
 from insightloop.detectors import (
     AlarmBudget,
     CheckResult,
     ConditionTracker,
     DetectorGauge,
+    EntityProfile,
+    EntityWindow,
     Insight,
     ReferenceProfile,
     SeverityRule,
+    StepOutcome,
     TrackerState,
     Window,
     all_detectors,
     check_step,
+    entity_check_step,
+    write_entity_report,
     write_reports,
 )
+from insightloop.retrain import EntityRow, ScoredEntity, entity_window
 
 log = logging.getLogger(__name__)
 TRACKER_KEY = "tracker"
@@ -121,16 +128,48 @@ def unchecked_since(scored_at: Sequence[float], checked_through: float | None) -
     return math.nextafter(checked_through, math.inf)  # count_scored_since is inclusive
 
 
+def entity_window_from_records(records: list[StoredRecord]) -> EntityWindow:
+    """A token classifier's window from joined records; a record without entities counts as finding none."""
+    rows = []
+    for r in records:
+        detail = EntityDetail.model_validate_json(r.entities) if r.entities else None
+        gold = None
+        if r.label:
+            try:
+                gold = EntityLabel.decode(r.label)
+            except ValueError:
+                gold = None  # a class label stored before the version changed task: not this model's
+        rows.append(
+            EntityRow(
+                id=r.id,
+                text=r.text,
+                entities=[
+                    ScoredEntity(e.start, e.end, e.type, e.text, e.confidence)
+                    for e in (detail.entities if detail else [])
+                ],
+                mean_confidence=detail.token_confidence.mean if detail else 0.0,
+                embedding=r.embedding.tolist(),
+                gold_tags=gold.tags if gold else None,
+                gold_spans=gold.entities if gold else None,
+                meta=r.meta,
+                ts=_timestamp(r.ts),
+            )
+        )
+    return entity_window(rows)
+
+
+def _timestamp(ts: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(ts) if ts else None
+    except ValueError:
+        return None
+
+
 def window_from_records(records: list[StoredRecord], class_names: tuple[str, ...]) -> Window:
     """A detectors Window from joined records (columns in the profile's class order)."""
     probabilities = np.array([[r.scores.get(c, 0.0) for c in class_names] for r in records], dtype=np.float64)
     embeddings = np.vstack([r.embedding for r in records]).astype(np.float64)
-    timestamps: list[datetime | None] = []
-    for r in records:
-        try:
-            timestamps.append(datetime.fromisoformat(r.ts) if r.ts else None)
-        except ValueError:
-            timestamps.append(None)
+    timestamps = [_timestamp(r.ts) for r in records]
     return Window(
         ids=[r.id for r in records],
         texts=[r.text for r in records],
@@ -164,6 +203,8 @@ class Monitor:
             store, config.topics.insights, self.observer, ack_timeout_s=config.kafka.request_timeout_ms / 1000
         )
         self._warned_mixed: set[str] = set()  # versions
+        self._tasks: dict[str, Task] = {}
+        self._entity_profiles: dict[str, EntityProfile | None] = {}
         self._scheduler: Any = None
         self._check_lock = threading.Lock()
         self._since_check = 0
@@ -308,19 +349,37 @@ class Monitor:
         )
         records = [r for r in self.store.recent_records(self.policy.window_size, model_version=version) if r.text]
         precision, records = self._one_precision(version, records)
-        profile = self.profiles.get(version, precision)
-        if profile is None or len(records) < self.policy.min_window:
-            return False
-        window = window_from_records(records, profile.class_names)
-        step = check_step(
-            profile,
-            window,
-            version,
-            self.tracker.state(),
-            min_severity=self.policy.min_severity,
-            budget=self.budget,
-            rule=self.severity_rule,
-        )
+        write_reports: Callable[[], list[Path]]
+        if self._task_of(version) == TOKEN_TASK:
+            entity_profile = self._entity_profile(version)
+            if entity_profile is None or len(records) < self.policy.min_window:
+                return False
+            entity_window = entity_window_from_records(records)
+            step = entity_check_step(
+                entity_profile,
+                entity_window,
+                version,
+                self.tracker.state(),
+                min_severity=self.policy.min_severity,
+                budget=self.budget,
+                rule=self.severity_rule,
+            )
+            write_reports = lambda: self._write_entity_report(step)  # noqa: E731
+        else:
+            profile = self.profiles.get(version, precision)
+            if profile is None or len(records) < self.policy.min_window:
+                return False
+            window = window_from_records(records, profile.class_names)
+            step = check_step(
+                profile,
+                window,
+                version,
+                self.tracker.state(),
+                min_severity=self.policy.min_severity,
+                budget=self.budget,
+                rule=self.severity_rule,
+            )
+            write_reports = lambda: self._write_reports(profile, window)  # noqa: E731
         self.last_check = step.result
         thresholds = {r.detector: r.threshold for r in step.result.results}
         for gauge in step.gauges:
@@ -332,7 +391,7 @@ class Monitor:
         since = unchecked_since(scored_at, self._checked_through)
         self._checked_through = max(scored_at)
         if step.insight is not None:
-            paths = self._write_reports(profile, window)
+            paths = write_reports()
             html = next((p for p in paths if p.suffix == ".html"), None)
             span = step.insight.window.model_copy(
                 update={"unchecked_since": datetime.fromtimestamp(since, UTC) if since is not None else None}
@@ -353,6 +412,37 @@ class Monitor:
         self.store.save_condition_and_outbox(TRACKER_KEY, json.loads(step.tracker.model_dump_json()), to_send)
         self.tracker = ConditionTracker.from_state(step.tracker)
         return bool(to_send)
+
+    def _task_of(self, version: str) -> Task:
+        """The version's task (read once per version; a text classifier when it cannot be read)."""
+        if version not in self._tasks:
+            try:
+                self._tasks[version] = self.registry.artifact_settings(version).task
+            except DeployError as exc:
+                log.warning("cannot read the task of %s (%s); checking it as a text classifier", version, exc)
+                return "text-classification"
+        return self._tasks[version]
+
+    def _entity_profile(self, version: str) -> EntityProfile | None:
+        """A token classifier version's entity reference (None, logged once, when it has none usable)."""
+        if version not in self._entity_profiles:
+            try:
+                self._entity_profiles[version] = EntityProfile.load(self.registry.path_of(version) / PROFILE_DIR)
+            except (OSError, ValueError, KeyError) as exc:
+                log.error("version %s has no usable entity reference (%s); checks are off", version, exc)
+                self._entity_profiles[version] = None
+        return self._entity_profiles[version]
+
+    def _write_entity_report(self, step: StepOutcome) -> list[Path]:
+        """The project's HTML page of an entity insight (Evidently has no entity-level report)."""
+        if step.insight is None:
+            return []
+        stem = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        try:
+            return [write_entity_report(step.insight, step.result, self.reports_dir / f"entities-{stem}.html")]
+        except OSError:
+            log.exception("could not write the entity report")
+            return []
 
     def _dead_letters_so_far(self) -> float:
         """Dead letters this process has sent (the scorer's and the monitor's, all reasons)."""

@@ -17,11 +17,18 @@ from insightloop.daemon.promotion import ModelService, Publisher
 from insightloop.deploy import Lineage, Registry, SourceFile, VersionDraft, VersionRecord, VersionStatus, utc_now
 from insightloop.retrain import (
     FineTuneSettings,
+    TaggedSentence,
+    build_entity_profile,
     build_profile,
     default_base_model,
     fine_tune,
+    fine_tune_tokens,
+    read_conll,
     read_jsonl,
+    read_ner_jsonl,
+    split_sentences,
     write_jsonl,
+    write_tagged_jsonl,
 )
 
 log = logging.getLogger(__name__)
@@ -91,6 +98,68 @@ def train_first_model(
         created.version,
         {k: round(v, 4) for k, v in result.metrics.items() if k.startswith("validation_")},
     )
+    if promote:
+        ModelService(registry, publish).approve(created.version, by=by, note=PROMOTE_NOTE)
+        log.info("promoted %s to production", created.version)
+    return registry.path_of(created.version).resolve()
+
+
+def read_tagged(path: Path) -> list[TaggedSentence]:
+    """Labeled sentences of a CoNLL file, or of JSON Lines in the NER shapes (``.jsonl``/``.json``)."""
+    if path.suffix in (".jsonl", ".json"):
+        return read_ner_jsonl(path)
+    return read_conll(path)
+
+
+def train_first_tagger(
+    data: Path,
+    registry_path: Path,
+    base: str | None,
+    settings: FineTuneSettings,
+    promote: bool,
+    progress: bool = True,
+    profile_rounds: int = 200,
+    publish: Publisher | None = None,
+) -> Path:
+    """:func:`train_first_model` for a token classifier: fine-tune on tagged sentences, build the entity
+    reference from the held-out split, write the version (task ``token-classification``), maybe promote."""
+    sentences = [s for s in read_tagged(data) if s.tags]
+    base_model = base or default_base_model()
+    train, held = split_sentences(sentences, settings.validation_share, settings.seed)
+    log.info("fine-tuning %s on %d tagged sentences from %s (%d held out)", base_model, len(train), data, len(held))
+    result = fine_tune_tokens(train, base_model, settings, validation=held, progress=progress)
+    profile = build_entity_profile(result.classifier, held, train, n_rounds=profile_rounds, seed=settings.seed)
+    report = result.report
+    metrics = {
+        "validation_entity_micro_f1": report.micro.f1,
+        "validation_entity_macro_f1": report.macro.f1,
+        "validation_entity_weighted_f1": report.weighted.f1,
+        **{f"validation_f1_{score.name}": score.f1 for score in report.types},
+    }
+    registry = Registry(registry_path)
+    record = VersionRecord(
+        version="pending",
+        created_at=utc_now(),
+        status=VersionStatus.CANDIDATE,
+        parent=None,
+        base_model=str(base_model),
+        labels=list(result.classifier.labels),
+        metrics=metrics,
+        lineage=Lineage(action="train", settings={**asdict(settings), "task": "token-classification"}),
+    )
+    draft = VersionDraft(
+        record=record,
+        save_artifact=result.classifier.save,
+        save_profile=profile.save,
+        save_training_data=lambda path: write_tagged_jsonl(path, sentences),
+        sources=[
+            SourceFile(role="train", path=str(data), rows=len(sentences), train_rows=len(train), holdout_rows=len(held))
+        ],
+        validation_rows=len(held),
+    )
+    by = getpass.getuser()
+    created = registry.write_version(draft, by=by, reason=f"trained on {data}")
+    log.info("registered %s (held-out entity micro F1 %.4f)\n%s", created.version, report.micro.f1, report.table())
     if promote:
         ModelService(registry, publish).approve(created.version, by=by, note=PROMOTE_NOTE)
         log.info("promoted %s to production", created.version)

@@ -58,7 +58,8 @@ def sha256_of(path: Path) -> str:
 
 
 def summarise_training_data(path: Path) -> tuple[int, dict[str, int]]:
-    """Rows and label counts of a JSON Lines file of training examples."""
+    """Rows and label counts of a JSON Lines file of training examples (a tagged sentence's ``tags`` in IOB2
+    count its entities, by type)."""
     rows = 0
     counts: dict[str, int] = {}
     with open(path, encoding="utf-8") as handle:
@@ -66,11 +67,14 @@ def summarise_training_data(path: Path) -> tuple[int, dict[str, int]]:
             if not line.strip():
                 continue
             try:
-                label = json.loads(line).get("label")
-            except (json.JSONDecodeError, AttributeError) as exc:
+                row = json.loads(line)
+                tags = row.get("tags")
+                labels = [t[2:] for t in tags if t.startswith("B-")] if isinstance(tags, list) else [row.get("label")]
+            except (json.JSONDecodeError, AttributeError, TypeError) as exc:
                 raise VersionWriteError(f"{path}:{number}: training data is not a JSON object per line") from exc
             rows += 1
-            counts[str(label)] = counts.get(str(label), 0) + 1
+            for label in labels:
+                counts[str(label)] = counts.get(str(label), 0) + 1
     return rows, dict(sorted(counts.items()))
 
 

@@ -11,6 +11,16 @@ from insightloop.detectors.calibration import AlarmBudget, ConfidenceCalibrator,
 from insightloop.detectors.cost import DEFAULT_SEVERITY_RULE, SeverityRule, accuracy_cost, severity_for_cost
 from insightloop.detectors.descriptors import DESCRIPTOR_NAMES, compute_descriptors, vocabulary_from_texts
 from insightloop.detectors.drift import DescriptorDrift, EmbeddingDrift, PredictionDrift
+from insightloop.detectors.entity_checks import (
+    ENTITY_DETECTORS,
+    EntityDetector,
+    all_entity_detectors,
+    calibrate_entity_profile,
+    entity_check_step,
+    fit_entity_calibrator,
+)
+from insightloop.detectors.entity_report import entity_report_html, write_entity_report
+from insightloop.detectors.entity_window import EntityProfile, EntityWindow, WindowEntity, entity_key, line_shape
 from insightloop.detectors.errors import DetectorError, DetectorPermanentError, DetectorTemporaryError
 from insightloop.detectors.insight import (
     INSIGHT_SCHEMA_VERSION,
@@ -43,7 +53,14 @@ from insightloop.detectors.registry import DETECTORS, CheckResult, DetectorResul
 from insightloop.detectors.reports import build_reports, drift_report, quality_report, save_report, write_reports
 from insightloop.detectors.slicekey import SliceKey, SliceKeyError, SliceKeyText, meta_value_str
 from insightloop.detectors.slices import SliceDegradation
-from insightloop.detectors.step import DetectorGauge, StepOutcome, check_step, detector_key, traffic_key
+from insightloop.detectors.step import (
+    DetectorGauge,
+    StepOutcome,
+    check_step,
+    detector_key,
+    follow_conditions,
+    traffic_key,
+)
 from insightloop.detectors.tracker import Condition, ConditionTracker, TrackerState, Transition
 from insightloop.detectors.window import Window
 
@@ -51,6 +68,7 @@ __all__ = [
     "DEFAULT_SEVERITY_RULE",
     "DESCRIPTOR_NAMES",
     "DETECTORS",
+    "ENTITY_DETECTORS",
     "INSIGHT_SCHEMA_VERSION",
     "LOSS_METRICS",
     "MIN_PROFILE_ROWS",
@@ -72,6 +90,9 @@ __all__ = [
     "DetectorResult",
     "DetectorTemporaryError",
     "EmbeddingDrift",
+    "EntityDetector",
+    "EntityProfile",
+    "EntityWindow",
     "EstimatedQualityDrop",
     "Evidence",
     "Example",
@@ -93,15 +114,24 @@ __all__ = [
     "TrackerState",
     "Transition",
     "Window",
+    "WindowEntity",
     "WindowSpan",
     "accuracy_cost",
     "all_detectors",
+    "all_entity_detectors",
     "build_reports",
+    "calibrate_entity_profile",
     "check_all",
     "check_step",
     "compute_descriptors",
     "detector_key",
     "drift_report",
+    "entity_check_step",
+    "entity_key",
+    "entity_report_html",
+    "fit_entity_calibrator",
+    "follow_conditions",
+    "line_shape",
     "macro_f1",
     "macro_f1_batch",
     "merge_insights",
@@ -117,5 +147,6 @@ __all__ = [
     "traffic_key",
     "training_overlap",
     "vocabulary_from_texts",
+    "write_entity_report",
     "write_reports",
 ]

@@ -184,6 +184,8 @@ class AccuracyCost(_Model):
     n_labeled: int = Field(0, ge=0)
     reference_accuracy: Finite
     current_accuracy: Finite
+    #: What the points are of: a text classifier's accuracy, or a token classifier's entity micro F1.
+    metric: Literal["accuracy", "entity micro F1"] = "accuracy"
 
     def describe(self) -> str:
         """One clause for a summary."""
@@ -193,9 +195,8 @@ class AccuracyCost(_Model):
             f"{self.n - self.n_labeled} newer ones",
             "estimated": f"estimated without labels on {self.n} texts",
         }[self.source]
-        return (
-            f"expected accuracy cost {self.points:.1f} points (95% interval {self.low:.1f} to {self.high:.1f}, {how})"
-        )
+        what = "accuracy cost" if self.metric == "accuracy" else f"cost in {self.metric}"
+        return f"expected {what} {self.points:.1f} points (95% interval {self.low:.1f} to {self.high:.1f}, {how})"
 
 
 class Insight(_Model):

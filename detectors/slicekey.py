@@ -1,10 +1,13 @@
 """The slice key: one typed name for a subset of rows, shared by the detectors, plans and retraining jobs.
 
-A slice key reads ``"<field>=<value>"``; three fields exist:
+A slice key reads ``"<field>=<value>"``; five fields exist:
 
-* ``length_tokens=<lo>-<hi>`` (token count in ``[lo, hi]``) or ``length_tokens=<lo>+`` (at least ``lo``);
+* ``length_tokens=<lo>-<hi>`` (token count in ``[lo, hi]``) or ``length_tokens=<lo>+`` (at least ``lo``); for a
+  token classifier the count is of words;
 * ``meta.<name>=<value>``: rows whose ``meta[name]``, as :func:`meta_value_str` writes it, is ``value``;
-* ``new_vocabulary=high``: rows whose out-of-vocabulary share is above the reference's cut.
+* ``new_vocabulary=high``: rows whose out-of-vocabulary share is above the reference's cut;
+* ``line_shape=<prose|caps|table>`` (token classifiers): how a line reads, :data:`LINE_SHAPES`;
+* ``entity_type=<TYPE>`` (token classifiers): rows with a predicted entity of that type.
 
 **Case rule: keys are compared exactly, case-sensitively, field and value alike.** The detectors count
 ``meta.domain=Kitchen`` and ``meta.domain=kitchen`` as two slices with their own statistics, so a plan
@@ -18,7 +21,7 @@ every key that parses, and ``SliceKey.parse(key.format()) == key`` for every key
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -28,7 +31,7 @@ from pydantic import AfterValidator
 
 from insightloop.detectors.errors import DetectorPermanentError
 
-SliceKind = Literal["length", "meta", "vocabulary"]
+SliceKind = Literal["length", "meta", "vocabulary", "shape", "entity"]
 
 #: The field of token-count buckets.
 LENGTH_FIELD = "length_tokens"
@@ -37,6 +40,10 @@ VOCABULARY_FIELD = "new_vocabulary"
 VOCABULARY_VALUE = "high"
 #: Prefix of the fields that name a ``meta`` entry.
 META_PREFIX = "meta."
+#: The fields of a token classifier's slices: the shape of a line, and a predicted entity type.
+SHAPE_FIELD = "line_shape"
+LINE_SHAPES = ("prose", "caps", "table")
+ENTITY_FIELD = "entity_type"
 
 _NUMBER = "(?:0|[1-9][0-9]*)"
 _RANGE = re.compile(f"({_NUMBER})-({_NUMBER})", re.ASCII)
@@ -95,14 +102,20 @@ class SliceKey:
         elif self.field == VOCABULARY_FIELD:
             if self.value != VOCABULARY_VALUE:
                 raise SliceKeyError(f"slice key {self.format()!r}: the only new-vocabulary slice is 'high'")
+        elif self.field == SHAPE_FIELD:
+            if self.value not in LINE_SHAPES:
+                raise SliceKeyError(f"slice key {self.format()!r}: a line shape is one of {', '.join(LINE_SHAPES)}")
+        elif self.field == ENTITY_FIELD:
+            if not self.value or any(c.isspace() for c in self.value):
+                raise SliceKeyError(f"slice key {self.format()!r}: an entity type is a word without spaces")
         elif self.field.startswith(META_PREFIX):
             name = self.field.removeprefix(META_PREFIX)
             if not name or "=" in name:
                 raise SliceKeyError(f"slice key {self.format()!r}: a meta field needs a name without '='")
         else:
             raise SliceKeyError(
-                f"slice key {self.format()!r}: the field must be {LENGTH_FIELD!r}, {VOCABULARY_FIELD!r} "
-                f"or {META_PREFIX!r}<name> (case-sensitive)"
+                f"slice key {self.format()!r}: the field must be {LENGTH_FIELD!r}, {VOCABULARY_FIELD!r}, "
+                f"{SHAPE_FIELD!r}, {ENTITY_FIELD!r} or {META_PREFIX!r}<name> (case-sensitive)"
             )
 
     # -- construction ---------------------------------------------------------------------------
@@ -143,11 +156,15 @@ class SliceKey:
 
     @property
     def kind(self) -> SliceKind:
-        """``"length"``, ``"meta"`` or ``"vocabulary"``."""
+        """``"length"``, ``"meta"``, ``"vocabulary"``, ``"shape"`` or ``"entity"``."""
         if self.field == LENGTH_FIELD:
             return "length"
         if self.field == VOCABULARY_FIELD:
             return "vocabulary"
+        if self.field == SHAPE_FIELD:
+            return "shape"
+        if self.field == ENTITY_FIELD:
+            return "entity"
         return "meta"
 
     @property
@@ -176,6 +193,8 @@ class SliceKey:
         meta: Mapping[str, object] | None = None,
         n_tokens: int | None = None,
         new_vocabulary: bool | None = None,
+        shape: str | None = None,
+        entity_types: Collection[str] | None = None,
     ) -> bool:
         """Whether a row with these values belongs to the slice.
 
@@ -190,6 +209,10 @@ class SliceKey:
         if self.kind == "meta":
             raw = (meta or {}).get(self.meta_name or "")
             return raw is not None and meta_value_str(raw) == self.value
+        if self.kind == "shape":
+            return shape == self.value
+        if self.kind == "entity":
+            return entity_types is not None and self.value in entity_types
         return bool(new_vocabulary)
 
     def mask(
@@ -221,6 +244,8 @@ class SliceKey:
             target[0] = self.value
             out: NDArray[np.bool_] = np.asarray(np.asarray(meta_values, dtype=object) == target, dtype=bool)
             return out
+        if self.kind in ("shape", "entity"):
+            raise DetectorPermanentError(f"slice {self.format()} is a token classifier's: test rows with contains()")
         if new_vocabulary is None:
             raise DetectorPermanentError(f"slice {self.format()} needs the new-vocabulary flags")
         return np.asarray(new_vocabulary, dtype=bool)

@@ -114,13 +114,32 @@ def check_step(
     ValueError
         When the window's classes differ from the profile's (another model scored it), as ``check_all``.
     """
-    conditions = ConditionTracker.from_state(tracker)
     chosen = list(detectors) if detectors is not None else all_detectors()
     rate = budget.per_check_rate / len(chosen) if budget is not None and chosen else None
     result = check_all(profile, window, model_version, chosen, false_alarm_rate=rate, rule=rule)
     if at is not None:  # the detectors stamp their insights with the clock; a given time replaces it
         stamped = [i.model_copy(update={"created_at": at}) for i in result.insights]
         result = result.model_copy(update={"insights": stamped})
+    return follow_conditions(result, model_version, tracker, min_severity=min_severity, at=at, false_alarm_rate=rate)
+
+
+def follow_conditions(
+    result: CheckResult,
+    model_version: str,
+    tracker: TrackerState,
+    *,
+    min_severity: Severity = "info",
+    at: datetime | None = None,
+    false_alarm_rate: float | None = None,
+    labeled_metric: str = "accuracy",
+    estimated_metric: str = "estimated_accuracy",
+) -> StepOutcome:
+    """The conditions' part of a check: one per detector, one per version fed by the merged insight.
+
+    Shared by the classifiers' :func:`check_step` and the token classifiers' check; ``labeled_metric`` and
+    ``estimated_metric`` name the detector metrics reported as the labeled and estimated quality.
+    """
+    conditions = ConditionTracker.from_state(tracker)
     key = traffic_key(model_version)
     insight: Insight | None = None
     cleared: str | None = None
@@ -158,8 +177,8 @@ def check_step(
                 raised=detector in conditions.active,
             )
         )
-        labeled = outcome.metrics.get("accuracy", labeled)
-        estimated = outcome.metrics.get("estimated_accuracy", estimated)
+        labeled = outcome.metrics.get(labeled_metric, labeled)
+        estimated = outcome.metrics.get(estimated_metric, estimated)
     return StepOutcome(
         result=result,
         insight=insight,
@@ -169,6 +188,6 @@ def check_step(
         gauges=gauges,
         labeled_accuracy=labeled,
         estimated_accuracy=estimated,
-        false_alarm_rate=rate,
+        false_alarm_rate=false_alarm_rate,
         tracker=conditions.state(),
     )

@@ -2,6 +2,16 @@
 
 from insightloop.retrain.data import DataFileError, Example, iter_json_rows, iter_jsonl, read_jsonl, write_jsonl
 from insightloop.retrain.entity_eval import EntityReport, EntityScore, entity_report
+from insightloop.retrain.entity_profile import (
+    ENTITY_WINDOW_SIZE,
+    EntityRow,
+    ScoredEntity,
+    build_entity_profile,
+    entity_window,
+    score_rows,
+    sentence_text,
+    text_tags,
+)
 from insightloop.retrain.errors import RetrainError, RetrainPermanentError, RetrainTemporaryError
 from insightloop.retrain.evaluate import RECENT, GateSettings
 from insightloop.retrain.finetune import (
@@ -27,6 +37,7 @@ from insightloop.retrain.ner_data import (
     read_ner_rows,
     sentence_of,
     tag_counts,
+    write_tagged_jsonl,
 )
 from insightloop.retrain.plan import HyperParameters, TrainingPlan, plan_from_insights
 from insightloop.retrain.profile import (
@@ -47,11 +58,13 @@ from insightloop.retrain.token_finetune import (
 )
 
 __all__ = [
+    "ENTITY_WINDOW_SIZE",
     "RECENT",
     "TRAINING_DATA",
     "DataFileError",
     "EntityLabel",
     "EntityReport",
+    "EntityRow",
     "EntityScore",
     "Example",
     "FineTuneResult",
@@ -70,13 +83,16 @@ __all__ = [
     "RetrainPermanentError",
     "RetrainTemporaryError",
     "Runner",
+    "ScoredEntity",
     "TaggedSentence",
     "TokenFineTuneResult",
     "TrainingPlan",
+    "build_entity_profile",
     "build_profile",
     "default_base_model",
     "entity_report",
     "entity_types",
+    "entity_window",
     "evaluate_tagger",
     "fine_tune",
     "fine_tune_tokens",
@@ -95,13 +111,17 @@ __all__ = [
     "run_spec_file",
     "save_profile",
     "save_tiny_bert",
+    "score_rows",
     "scored_window",
     "seed_everything",
     "sentence_of",
+    "sentence_text",
     "split_sentences",
     "stratified_split",
     "tag_counts",
     "tag_set",
+    "text_tags",
     "train_upper_bound",
     "write_jsonl",
+    "write_tagged_jsonl",
 ]

@@ -142,6 +142,7 @@ class NerRow(BaseModel):
     tokens: list[str] | None = None
     tags: list[str] | None = None
     entities: list[EntityLabel] | None = None
+    document: str | None = None  # sentences of one document are held out together
 
     @model_validator(mode="after")
     def _one_shape(self) -> NerRow:
@@ -193,7 +194,7 @@ def sentence_of(row: NerRow, labels: NerRow | None = None, where: str = "") -> T
             tags = []
     except (TagSequenceError, ValidationError) as exc:
         raise DataFileError(f"{where}: {exc}" if where else str(exc)) from None
-    return TaggedSentence(id=row.id, words=words, tags=tags, text=text, offsets=offsets)
+    return TaggedSentence(id=row.id, words=words, tags=tags, text=text, offsets=offsets, document=row.document)
 
 
 def read_ner_jsonl(path: Path | str, labels: Path | str | None = None) -> list[TaggedSentence]:
@@ -234,3 +235,18 @@ def tag_counts(sentences: Iterable[TaggedSentence], scheme: TagScheme = "IOB2") 
 def entity_types(sentences: Sequence[TaggedSentence]) -> list[str]:
     """The entity types the sentences' tags name, sorted."""
     return sorted({span.type for sentence in sentences for span in sentence.entities})
+
+
+def write_tagged_jsonl(path: Path | str, sentences: Iterable[TaggedSentence]) -> int:
+    """Sentences as JSON Lines ``{"id", "tokens", "tags"}`` (IOB2), what :func:`read_ner_jsonl` reads back."""
+    import json
+
+    count = 0
+    with open(path, "w", encoding="utf-8") as handle:
+        for sentence in sentences:
+            row: dict[str, object] = {"id": sentence.id, "tokens": sentence.words, "tags": sentence.tags}
+            if sentence.document is not None:
+                row["document"] = sentence.document
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            count += 1
+    return count

@@ -49,11 +49,27 @@ def tag_set(sentences: Sequence[TaggedSentence]) -> list[str]:
 def split_sentences(
     sentences: Sequence[TaggedSentence], share: float, seed: int
 ) -> tuple[list[TaggedSentence], list[TaggedSentence]]:
-    """A seeded split by sentence into training and validation (``share`` of them, at least one)."""
-    order = list(range(len(sentences)))
-    random.Random(seed).shuffle(order)
-    cut = max(1, round(len(order) * share))
-    held = set(order[:cut])
+    """A seeded split into training and validation (about ``share`` of the sentences, at least one).
+
+    Sentences that name their document (CoNLL's) are held out by whole documents: a sentence shares names
+    with its neighbours, so validation on held-out sentences of seen documents overrates the model on the
+    new documents production sends (and a reference built from it would read new documents as drift).
+    """
+    groups: dict[str, list[int]] = {}
+    for index, sentence in enumerate(sentences):
+        groups.setdefault(sentence.document or f"sentence-{index}", []).append(index)
+    names = list(groups)
+    random.Random(seed).shuffle(names)
+    wanted = max(1, round(len(sentences) * share))
+    held: set[int] = set()
+    for name in names:
+        if len(held) >= wanted or (held and len(groups) > 1 and len(held) + len(groups[name]) > 1.5 * wanted):
+            continue
+        held.update(groups[name])
+    if len(held) == len(sentences):  # one document: fall back to a split by sentence
+        order = list(range(len(sentences)))
+        random.Random(seed).shuffle(order)
+        held = set(order[:wanted])
     return [s for i, s in enumerate(sentences) if i not in held], [s for i, s in enumerate(sentences) if i in held]
 
 

@@ -1,0 +1,164 @@
+"""A token classifier in the daemon over the real broker, on real CoNLL-2003 sentences: raw texts in, entity
+spans out, late tag labels joined, and a stream that turns to sports tables raises an insight naming the entity
+types and the slices behind it."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+
+from insightloop.daemon.events import ENTITY_SCHEMA_VERSION
+from insightloop.deploy import TOKEN_TASK, Registry, split_words
+from insightloop.detectors import line_shape
+from insightloop.retrain import TaggedSentence, read_conll, sentence_text, write_tagged_jsonl
+from tests.integration.daemon_process import InProcessDaemon
+from tests.integration.test_loop import wait_for
+from tests.kafka_helpers import produce_raw, read_topic
+from tests.retrain.test_ner_data import CONLL, needs_conll
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900), needs_conll]
+
+STREAM = 200
+
+
+def shape(sentence: TaggedSentence) -> str:
+    """The line shape the monitor sees: of the words the joined text splits into."""
+    return line_shape(split_words(sentence_text(sentence)[0])[0])
+
+
+@pytest.fixture(scope="module")
+def conll_split() -> tuple[list[TaggedSentence], list[TaggedSentence], list[TaggedSentence]]:
+    """Training prose from 60% of the documents; prose and sports tables of the other documents as streams."""
+    sentences = read_conll(CONLL / "eng.train", limit=5000)
+    documents = sorted({s.document or "" for s in sentences})
+    random.Random(7).shuffle(documents)
+    trained = set(documents[: int(0.6 * len(documents))])
+    train = [s for s in sentences if s.document in trained and shape(s) == "prose"][:1500]
+    others = [s for s in sentences if s.document not in trained]
+    prose = [s for s in others if shape(s) == "prose" and s.entities]
+    tables = [s for s in others if shape(s) == "table" and s.entities]
+    random.Random(8).shuffle(prose)
+    assert len(prose) >= STREAM and len(tables) >= STREAM
+    return train, prose[:STREAM], tables[:STREAM]
+
+
+@pytest.fixture(scope="module")
+def tagger_registry(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path, conll_split) -> Path:
+    """A tiny BERT token classifier trained with `insightloop train --task token-classification`'s code."""
+    from insightloop.daemon.train import train_first_tagger
+    from insightloop.retrain import FineTuneSettings
+
+    root = tmp_path_factory.mktemp("tagger")
+    write_tagged_jsonl(root / "train.jsonl", conll_split[0])
+    settings = FineTuneSettings(
+        epochs=10,
+        learning_rate=5e-3,
+        max_length=64,
+        batch_size=16,
+        device="cpu",
+        early_stopping_patience=10,
+        validation_share=0.25,
+    )
+    train_first_tagger(
+        root / "train.jsonl", root / "registry", str(tiny_base), settings, True, progress=False, profile_rounds=100
+    )
+    return root / "registry"
+
+
+def text_message(prefix: str, index: int, sentence: TaggedSentence) -> bytes:
+    text, _ = sentence_text(sentence)
+    return json.dumps({"id": f"{prefix}-{index}", "text": text, "meta": {"desk": prefix}}).encode()
+
+
+def label_message(prefix: str, index: int, sentence: TaggedSentence) -> bytes:
+    _, spans = sentence_text(sentence)
+    entities = [s.model_dump() for s in spans]
+    return json.dumps({"id": f"{prefix}-{index}", "entities": entities}).encode()
+
+
+def test_entities_are_served_joined_and_an_entity_shift_raises_an_insight(
+    make_config, tagger_registry: Path, conll_split, tmp_path: Path
+) -> None:
+    _, prose, tables = conll_split
+    registry_root = tmp_path / "registry"
+    shutil.copytree(tagger_registry, registry_root)
+    version = Registry(registry_root).production()
+    assert version is not None and Registry(registry_root).artifact_settings(version).task == TOKEN_TASK
+    config = make_config(
+        registry={"path": str(registry_root)},
+        monitor={
+            "window_size": STREAM,
+            "min_window": 150,
+            "check_every_records": 150,
+            "check_interval_s": 3600,
+            "min_check_interval_s": 0,
+            "min_severity": "info",
+        },
+    )
+    topics = config.topics
+    with InProcessDaemon(config) as daemon:
+        monitor = next(w for w in daemon.app.daemon.workers if w.name == "monitor")
+        produce_raw(config, topics.texts, [text_message("p", i, s) for i, s in enumerate(prose)])
+        # Late labels for half of the texts, in both label shapes, and two the model cannot use.
+        tag_label = {"id": "p-1", "tags": split_words_tags(prose[1])}
+        produce_raw(
+            config,
+            topics.labels,
+            [label_message("p", i, s) for i, s in enumerate(prose[: STREAM // 2]) if i != 1]
+            + [
+                json.dumps(tag_label).encode(),
+                json.dumps({"id": "p-150", "tags": ["B-FOOD"] + ["O"] * 5}).encode(),
+                json.dumps({"id": "p-151", "label": "positive"}).encode(),
+            ],
+        )
+        predictions = read_topic(config, topics.predictions, until=lambda got: len(got) >= STREAM, timeout_s=180)
+        assert len(predictions) >= STREAM
+        texts = {f"p-{i}": sentence_text(s)[0] for i, s in enumerate(prose)}
+        spans = 0
+        for prediction in predictions:
+            assert prediction["schema_version"] == ENTITY_SCHEMA_VERSION and prediction["task"] == TOKEN_TASK
+            assert prediction["token_confidence"]["entity_count"] == len(prediction["entities"])
+            for entity in prediction["entities"]:
+                assert texts[prediction["id"]][entity["start"] : entity["end"]] == entity["text"]
+                spans += 1
+        assert spans >= STREAM // 2, "the tagger finds entities in news sentences"
+
+        letters = read_topic(config, topics.deadletter, until=lambda got: len(got) >= 2, timeout_s=60)
+        reasons = " ".join(letter["error"] for letter in letters)
+        assert "FOOD" in reasons and "token classifier" in reasons, reasons
+
+        def labeled_check() -> bool:
+            check = monitor.last_check
+            return check is not None and any(r.detector == "entity_f1_drop" and r.applicable for r in check.results)
+
+        wait_for(labeled_check, 120, "a check with the joined labels")
+        quiet = read_topic(config, topics.insights, until=lambda got: False, timeout_s=2)
+        assert quiet == [], f"false alarm on news like the training data: {[i['summary'] for i in quiet]}"
+
+        # The stream turns to sports result tables (same documents' desk, other lines).
+        produce_raw(config, topics.texts, [text_message("t", i, s) for i, s in enumerate(tables)])
+        insights = read_topic(config, topics.insights, until=lambda got: len(got) >= 1, timeout_s=180)
+    assert insights, "the shift to tables raised no insight"
+    insight = insights[0]
+    types = {c["name"] for c in insight["evidence"]["classes"]}
+    assert {"LOC", "ORG", "PER"} <= types, insight["evidence"]["classes"]
+    slices = [f["key"] for f in insight["evidence"]["slices"]]
+    assert "line_shape=table" in slices, slices
+    assert any(e["id"].startswith("t-") for e in insight["evidence"]["examples"])
+    assert "line_shape=table" in insight["summary"]
+    report = Path(insight["report"])
+    assert report.is_file() and "line_shape=table" in report.read_text(encoding="utf-8")
+    assert insight["recommendation"]["action"] == "retrain"
+
+
+def split_words_tags(sentence: TaggedSentence) -> list[str]:
+    """IOB1 tags over the words the sentence's joined text splits into (CoNLL's own scheme)."""
+    from insightloop.deploy import convert_tags
+    from insightloop.retrain import text_tags
+
+    text, spans = sentence_text(sentence)
+    return convert_tags(text_tags(text, spans), "IOB1")
