@@ -25,6 +25,7 @@ the window's cost in entity micro F1 points, measured on labels where there are 
 from __future__ import annotations
 
 import math
+import warnings
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Sequence
@@ -160,6 +161,18 @@ def fit_entity_calibrator(window: EntityWindow) -> ConfidenceCalibrator | None:
     if len(confidence) < 30:
         return None
     return ConfidenceCalibrator.fit(np.array(confidence), np.array(correct))
+
+
+def _welch_greater(before: NDArray[np.float64], after: NDArray[np.float64]) -> float:
+    """One-sided Welch t-test p-value that ``before``'s mean exceeds ``after``'s; exact for constant samples."""
+    from scipy.stats import ttest_ind
+
+    if float(before.std()) < 1e-9 and float(after.std()) < 1e-9:
+        return 0.0 if float(before.mean()) > float(after.mean()) + 1e-9 else 1.0
+    with warnings.catch_warnings():  # nearly constant samples: scipy warns of precision loss, the p-value stands
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p = float(ttest_ind(before, after, equal_var=False, alternative="greater").pvalue)
+    return min(1.0, p) if math.isfinite(p) else 1.0
 
 
 # -- detectors -----------------------------------------------------------------------------------------
@@ -383,7 +396,6 @@ class EntityEmbeddingDrift(EntityDetector):
     min_shift_sd = 0.5
 
     def measure(self, profile: EntityProfile, window: EntityWindow) -> Measurement:
-        from scipy.stats import ttest_ind
 
         reference = profile.window.embeddings
         if len(window) < 10 or len(reference) < 10:
@@ -392,7 +404,10 @@ class EntityEmbeddingDrift(EntityDetector):
         _, _, directions = np.linalg.svd(reference - centre, full_matrices=False)
         basis = directions[:PRINCIPAL_DIRECTIONS].T
         before, after = (reference - centre) @ basis, (window.embeddings - centre) @ basis
-        p_values = [float(ttest_ind(before[:, k], after[:, k], equal_var=False).pvalue) for k in range(basis.shape[1])]
+        p_values = [
+            2 * min(_welch_greater(before[:, k], after[:, k]), _welch_greater(after[:, k], before[:, k]))
+            for k in range(basis.shape[1])
+        ]
         p = bonferroni(p_values)
         # News arrives in documents, and a window of other documents sits a little apart on topic alone:
         # only a shift of a sizeable part of a direction's spread is material.
@@ -480,12 +495,11 @@ class EstimatedF1Drop(EntityDetector):
     min_drop = 0.02
 
     def measure(self, profile: EntityProfile, window: EntityWindow) -> Measurement:
-        from scipy.stats import ttest_ind
 
         before, after = entity_correctness(profile, profile.window), entity_correctness(profile, window)
         if profile.calibrator is None or after.size < 20 or before.size < 20 or profile.reference_f1 is None:
             return Measurement.not_applicable(self.name, "no calibrator or fewer than 20 entities", len(window))
-        p = float(ttest_ind(before, after, equal_var=False, alternative="greater").pvalue)
+        p = _welch_greater(before, after)
         estimate = profile.reference_f1 * float(after.mean()) / max(float(before.mean()), 1e-9)
         return Measurement(
             detector=self.name,
