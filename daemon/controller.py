@@ -41,7 +41,7 @@ from insightloop.daemon.policy import (
 )
 from insightloop.daemon.promotion import ModelRefusedError, ModelService
 from insightloop.daemon.state import JobRecord, StateStore
-from insightloop.deploy import TOKEN_TASK, DeployError, Registry, RegistryError
+from insightloop.deploy import Registry, RegistryError
 from insightloop.detectors import Insight
 from insightloop.retrain import (
     JobStatus,
@@ -180,15 +180,6 @@ class Controller:
         now = time.time()
         pending = self.store.pending_insights()
         champion = self.registry.production() if pending else None
-        if champion is not None and self._is_token_classifier(champion):
-            reason = (
-                f"{champion} is a token classifier: jobs for its insights are not built yet; train its "
-                "successor with `insightloop train --task token-classification`"
-            )
-            if reason != self._last_wait:
-                self._last_wait = reason
-                log.warning("not launching: %s", reason)
-            return
         decision = decide(
             pending,
             [RunningJob(j.job_id, j.insight_id) for j in self._running.values()],
@@ -204,12 +195,6 @@ class Controller:
         elif isinstance(decision, Wait) and decision.reason != self._last_wait:
             self._last_wait = decision.reason  # said once, not every poll
             log.info("not launching: %s", decision.reason)
-
-    def _is_token_classifier(self, version: str) -> bool:
-        try:
-            return self.registry.artifact_settings(version).task == TOKEN_TASK
-        except DeployError:
-            return False  # the job's own loading says what is wrong with the version
 
     def _launch(self, decision: Launch, champion: str, now: float) -> None:
         chosen = decision.insight.insight

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from insightloop.daemon.config import ControllerConfig
+from insightloop.daemon.events import EntityLabel
 from insightloop.daemon.state import StoredRecord
 from insightloop.deploy import Registry, RegistryError
 from insightloop.detectors import Insight
@@ -38,11 +39,27 @@ def reference_data(policy: ControllerConfig, registry: Registry, champion: str) 
 
 
 def write_production(path: Path, records: Sequence[StoredRecord]) -> None:
-    """Labeled production texts as JSONL, the job's production data."""
+    """Labeled production texts as JSONL, the job's production data: ``text`` and ``label`` for a text
+    classifier's, NER rows (``text`` with ``tags`` or ``entities``) for a token classifier's."""
     with open(path, "w", encoding="utf-8") as out:
         for record in records:
+            entity = _entity_label(record)
+            if entity is not None:
+                row = {"id": record.id, "text": record.text, **json.loads(entity.encode())}
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                continue
             meta = {k: v for k, v in record.meta.items() if k not in ("id", "text", "label")}
             out.write(json.dumps({"id": record.id, "text": record.text, "label": record.label, **meta}) + "\n")
+
+
+def _entity_label(record: StoredRecord) -> EntityLabel | None:
+    """The record's gold entities when it belongs to a token classifier (its prediction carries entities)."""
+    if record.entities is None or record.label is None:
+        return None
+    try:
+        return EntityLabel.decode(record.label)
+    except ValueError:
+        return None
 
 
 def write_spec(

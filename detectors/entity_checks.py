@@ -75,7 +75,7 @@ BOOTSTRAP_ROUNDS = 200
 PRINCIPAL_DIRECTIONS = 10
 #: What a plan does for the entity types and slices that moved: weight them up, and the newest data more.
 RISEN_WEIGHT = 2.0
-RECENT_WEIGHT = 2.0
+RECENT_WEIGHT = 3.0  # above the controller's default production weight (2.0): the newest data weighs more
 
 
 # -- the counts every detector reads ------------------------------------------------------------------

@@ -10,9 +10,11 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 
+import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict
 
-from insightloop.deploy import convert_tags
+from insightloop.deploy import EvaluationSection, MetricComparison, convert_tags
 from insightloop.retrain.errors import RetrainPermanentError
 
 AVERAGES = ("micro avg", "macro avg", "weighted avg")
@@ -83,3 +85,91 @@ def entity_report(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[st
 
     types = [score(name) for name in sorted(report) if name not in AVERAGES]
     return EntityReport(types=types, micro=score("micro avg"), macro=score("macro avg"), weighted=score("weighted avg"))
+
+
+def _counts(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], kind: str | None) -> NDArray[np.float64]:
+    """(true positives, predicted, gold) entities per sentence (of one type, or all): what micro F1 sums."""
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    rows = []
+    for g, p in zip(gold, predicted, strict=True):
+        gold_spans = {s for s in get_entities(convert_tags(g, "IOB2")) if kind is None or s[0] == kind}
+        predicted_spans = {s for s in get_entities(convert_tags(p, "IOB2")) if kind is None or s[0] == kind}
+        rows.append((len(gold_spans & predicted_spans), len(predicted_spans), len(gold_spans)))
+    return np.array(rows, dtype=np.float64).reshape(-1, 3)
+
+
+def _f1(sums: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Micro F1 of summed counts (last axis: tp, predicted, gold); 1 where neither side has an entity."""
+    denominator = sums[..., 1] + sums[..., 2]
+    return np.where(denominator > 0, 2 * sums[..., 0] / np.maximum(denominator, 1e-12), 1.0)
+
+
+def compare_entities(
+    name: str,
+    gold: Sequence[Sequence[str]],
+    champion: Sequence[Sequence[str]],
+    candidate: Sequence[Sequence[str]],
+    rounds: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> EvaluationSection:
+    """Champion against candidate on labeled sentences: entity micro, macro and weighted F1 overall and F1 per
+    type, each with a paired-bootstrap interval on the difference (sentences resampled, both models alike)."""
+    n = len(gold)
+    if n == 0:
+        return EvaluationSection(name=name)
+    types = sorted({kind for tags in gold for kind, _, _ in _spans_of(tags)})
+    rng = np.random.default_rng(seed)
+    sample = rng.integers(0, n, size=(rounds, n))
+    tail = (1 - confidence) / 2
+    per_type: dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]] = {}
+    for kind in types:
+        a, b = _counts(gold, champion, kind), _counts(gold, candidate, kind)
+        per_type[kind] = (a, b)
+
+    def row(metric: str, a_value: float, b_value: float, deltas: NDArray[np.float64], support: int) -> MetricComparison:
+        return MetricComparison(
+            metric=metric,
+            champion=a_value,
+            candidate=b_value,
+            delta=b_value - a_value,
+            ci_low=float(np.quantile(deltas, tail)),
+            ci_high=float(np.quantile(deltas, 1 - tail)),
+            n=support,
+        )
+
+    a_all, b_all = _counts(gold, champion, None), _counts(gold, candidate, None)
+    micro_deltas = _f1(b_all[sample].sum(axis=1)) - _f1(a_all[sample].sum(axis=1))
+    rows = [row("entity_micro_f1", float(_f1(a_all.sum(axis=0))), float(_f1(b_all.sum(axis=0))), micro_deltas, n)]
+    if types:
+        # Macro and weighted averages over types, resampled with the same sentences.
+        a_types = np.stack([_f1(per_type[k][0][sample].sum(axis=1)) for k in types])
+        b_types = np.stack([_f1(per_type[k][1][sample].sum(axis=1)) for k in types])
+        support = np.array([per_type[k][0][:, 2].sum() for k in types])
+        weights = support / max(support.sum(), 1.0)
+        a_point = np.array([float(_f1(per_type[k][0].sum(axis=0))) for k in types])
+        b_point = np.array([float(_f1(per_type[k][1].sum(axis=0))) for k in types])
+        rows.append(
+            row("entity_macro_f1", float(a_point.mean()), float(b_point.mean()), (b_types - a_types).mean(axis=0), n)
+        )
+        rows.append(
+            row(
+                "entity_weighted_f1",
+                float(weights @ a_point),
+                float(weights @ b_point),
+                weights @ (b_types - a_types),
+                n,
+            )
+        )
+    per_class = [
+        row(f"f1 {kind}", float(a_point[i]), float(b_point[i]), b_types[i] - a_types[i], int(support[i]))
+        for i, kind in enumerate(types)
+    ]
+    return EvaluationSection(name=name, rows=rows, per_class=per_class)
+
+
+def _spans_of(tags: Sequence[str]) -> list[tuple[str, int, int]]:
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    return [(kind, start, end) for kind, start, end in get_entities(convert_tags(tags, "IOB2"))]

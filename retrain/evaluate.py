@@ -192,34 +192,37 @@ def resample_to_mix(labels: Sequence[str], mix: Mapping[str, float], seed: int =
     return sorted(chosen)
 
 
-def decide(sections: Sequence[EvaluationSection], settings: GateSettings) -> GateVerdict:
+def decide(sections: Sequence[EvaluationSection], settings: GateSettings, metric: str = "accuracy") -> GateVerdict:
     """The gate: recent production must improve by the margin with confidence; the reference must not
-    regress beyond the bound. Reasons say which test passed or failed, with the numbers."""
+    regress beyond the bound. Reasons say which test passed or failed, with the numbers.
+
+    ``metric`` is the row it judges: a text classifier's ``accuracy``, a token classifier's ``entity_micro_f1``.
+    """
     by_name = {s.name: s for s in sections}
     reasons: list[str] = []
     passed = True
     recent = by_name.get(RECENT)
-    accuracy = next((r for r in recent.rows if r.metric == "accuracy"), None) if recent else None
-    if accuracy is None or (accuracy.n or 0) < settings.min_recent:
+    judged = next((r for r in recent.rows if r.metric == metric), None) if recent else None
+    if judged is None or (judged.n or 0) < settings.min_recent:
         passed = False
         reasons.append(f"{RECENT}: fewer than {settings.min_recent} labeled texts to decide on")
     else:
-        assert accuracy.delta is not None and accuracy.ci_low is not None
-        ok = accuracy.delta >= settings.min_improvement and accuracy.ci_low > 0
+        assert judged.delta is not None and judged.ci_low is not None
+        ok = judged.delta >= settings.min_improvement and judged.ci_low > 0
         passed &= ok
         reasons.append(
-            f"{RECENT}: accuracy {accuracy.champion:.4f} → {accuracy.candidate:.4f} (Δ {accuracy.delta:+.4f}, "
-            f"{settings.confidence:.0%} CI [{accuracy.ci_low:+.4f}, {accuracy.ci_high:+.4f}], n={accuracy.n}) "
+            f"{RECENT}: {metric} {judged.champion:.4f} → {judged.candidate:.4f} (Δ {judged.delta:+.4f}, "
+            f"{settings.confidence:.0%} CI [{judged.ci_low:+.4f}, {judged.ci_high:+.4f}], n={judged.n}) "
             f"{'meets' if ok else 'misses'} the required gain of {settings.min_improvement:+.4f} with CI above 0"
         )
     reference = by_name.get(REFERENCE_AT_MIX) or by_name.get(REFERENCE)
-    ref_accuracy = next((r for r in reference.rows if r.metric == "accuracy"), None) if reference else None
-    if reference is not None and ref_accuracy is not None and ref_accuracy.delta is not None:
-        ok = ref_accuracy.delta >= -settings.max_regression
+    ref_row = next((r for r in reference.rows if r.metric == metric), None) if reference else None
+    if reference is not None and ref_row is not None and ref_row.delta is not None:
+        ok = ref_row.delta >= -settings.max_regression
         passed &= ok
         reasons.append(
-            f"{reference.name}: accuracy {ref_accuracy.champion:.4f} → {ref_accuracy.candidate:.4f} "
-            f"(Δ {ref_accuracy.delta:+.4f}) {'within' if ok else 'beyond'} the allowed loss of "
+            f"{reference.name}: {metric} {ref_row.champion:.4f} → {ref_row.candidate:.4f} "
+            f"(Δ {ref_row.delta:+.4f}) {'within' if ok else 'beyond'} the allowed loss of "
             f"{settings.max_regression:.4f}"
         )
     return GateVerdict(passed=bool(passed), reasons=reasons)

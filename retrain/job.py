@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from insightloop.deploy import (
     EVALUATION_DIR,
+    TOKEN_TASK,
     AdjustmentTest,
     Evaluation,
     EvaluationSection,
@@ -47,6 +48,7 @@ from insightloop.deploy import (
 from insightloop.retrain.ablation import PLANNED, ablations, adjustment_test, choose_variant, evaluated_on
 from insightloop.retrain.data import Example, read_jsonl, write_jsonl
 from insightloop.retrain.distributed import SINGLE_PROCESS, Ranks, per_rank_batch, process_group, training_device
+from insightloop.retrain.errors import RetrainPermanentError
 from insightloop.retrain.evaluate import (
     RECENT,
     REFERENCE,
@@ -506,6 +508,15 @@ def run_job(spec: JobSpec, ranks: Ranks = SINGLE_PROCESS) -> JobResult:
     """
     started = time.perf_counter()
     plan = spec.plan
+    if ModelArtifact.read_settings(plan.base_model).task == TOKEN_TASK:
+        if ranks.distributed:
+            raise RetrainPermanentError("a token classifier's job trains in one process; run it without torchrun")
+        from insightloop.retrain.token_job import run_token_job
+
+        version, verdict, device_type, seconds = run_token_job(spec)
+        return JobResult(
+            job_id=spec.job_id, state="succeeded", version=version, gate=verdict, device=device_type, seconds=seconds
+        )
     if plan.action == "fine_tune":
         per_rank_batch(plan.hyper.batch_size, ranks.world_size)  # before anything is loaded, on every rank
     seed_everything(plan.hyper.seed)

@@ -1,6 +1,7 @@
 """A token classifier in the daemon over the real broker, on real CoNLL-2003 sentences: raw texts in, entity
-spans out, late tag labels joined, and a stream that turns to sports tables raises an insight naming the entity
-types and the slices behind it."""
+spans out, late tag labels joined; a stream whose entity mix turns to organisations (business news and sports
+results, the type the model knows worst) raises an insight naming the entity types and slices behind it, and
+the retraining job's candidate is evaluated per entity type against the champion."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from insightloop.daemon.events import ENTITY_SCHEMA_VERSION
-from insightloop.deploy import TOKEN_TASK, Registry, split_words
+from insightloop.deploy import TOKEN_TASK, Registry, VersionStatus, split_words
 from insightloop.detectors import line_shape
 from insightloop.retrain import TaggedSentence, read_conll, sentence_text, write_tagged_jsonl
 from tests.integration.daemon_process import InProcessDaemon
-from tests.integration.test_loop import wait_for
+from tests.integration.test_loop import FAST_JOBS, wait_for
 from tests.kafka_helpers import produce_raw, read_topic
 from tests.retrain.test_ner_data import CONLL, needs_conll
 
@@ -32,18 +33,20 @@ def shape(sentence: TaggedSentence) -> str:
 
 @pytest.fixture(scope="module")
 def conll_split() -> tuple[list[TaggedSentence], list[TaggedSentence], list[TaggedSentence]]:
-    """Training prose from 60% of the documents; prose and sports tables of the other documents as streams."""
-    sentences = read_conll(CONLL / "eng.train", limit=5000)
+    """Training prose from 60% of the documents; from the other documents, prose as it comes and sentences
+    whose entities are mostly organisations as the two streams."""
+    sentences = read_conll(CONLL / "eng.train", limit=9000)
     documents = sorted({s.document or "" for s in sentences})
     random.Random(7).shuffle(documents)
     trained = set(documents[: int(0.6 * len(documents))])
     train = [s for s in sentences if s.document in trained and shape(s) == "prose"][:1500]
     others = [s for s in sentences if s.document not in trained]
     prose = [s for s in others if shape(s) == "prose" and s.entities]
-    tables = [s for s in others if shape(s) == "table" and s.entities]
+    organisations = [s for s in others if 2 * sum(e.type == "ORG" for e in s.entities) > len(s.entities)]
     random.Random(8).shuffle(prose)
-    assert len(prose) >= STREAM and len(tables) >= STREAM
-    return train, prose[:STREAM], tables[:STREAM]
+    random.Random(9).shuffle(organisations)
+    assert len(prose) >= STREAM and len(organisations) >= STREAM
+    return train, prose[:STREAM], organisations[:STREAM]
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +86,7 @@ def label_message(prefix: str, index: int, sentence: TaggedSentence) -> bytes:
 def test_entities_are_served_joined_and_an_entity_shift_raises_an_insight(
     make_config, tagger_registry: Path, conll_split, tmp_path: Path
 ) -> None:
-    _, prose, tables = conll_split
+    _, prose, shifted = conll_split
     registry_root = tmp_path / "registry"
     shutil.copytree(tagger_registry, registry_root)
     version = Registry(registry_root).production()
@@ -98,6 +101,8 @@ def test_entities_are_served_joined_and_an_entity_shift_raises_an_insight(
             "min_check_interval_s": 0,
             "min_severity": "info",
         },
+        # A real job of the tiny tagger; it acts on info insights too (the tiny model's cost may be small).
+        controller={**FAST_JOBS, "min_severity": "info", "epochs": 3, "learning_rate": 5e-3, "batch_size": 16},
     )
     topics = config.topics
     with InProcessDaemon(config) as daemon:
@@ -139,20 +144,31 @@ def test_entities_are_served_joined_and_an_entity_shift_raises_an_insight(
         quiet = read_topic(config, topics.insights, until=lambda got: False, timeout_s=2)
         assert quiet == [], f"false alarm on news like the training data: {[i['summary'] for i in quiet]}"
 
-        # The stream turns to sports result tables (same documents' desk, other lines).
-        produce_raw(config, topics.texts, [text_message("t", i, s) for i, s in enumerate(tables)])
+        # The stream turns to organisations; their labels follow the texts, so the check prices the shift on them
+        # and the controller's job fine-tunes the champion on them and evaluates it per type.
+        produce_raw(config, topics.texts, [text_message("t", i, s) for i, s in enumerate(shifted)])
+        produce_raw(config, topics.labels, [label_message("t", i, s) for i, s in enumerate(shifted)])
         insights = read_topic(config, topics.insights, until=lambda got: len(got) >= 1, timeout_s=180)
-    assert insights, "the shift to tables raised no insight"
+        assert insights, "the shift to organisations raised no insight"
+        registry = Registry(registry_root)
+        candidate = wait_for(
+            lambda: next((r.version for r in registry.records() if r.status == VersionStatus.CANDIDATE), None),
+            400,
+            "a candidate from the token classifier's job",
+        )
     insight = insights[0]
     types = {c["name"] for c in insight["evidence"]["classes"]}
     assert {"LOC", "ORG", "PER"} <= types, insight["evidence"]["classes"]
     slices = [f["key"] for f in insight["evidence"]["slices"]]
-    assert "line_shape=table" in slices, slices
+    assert slices, "the insight names the slices that grew"
+    assert insight["evidence"]["classes"][0]["name"] == "ORG", "the type that moved most comes first"
     assert any(e["id"].startswith("t-") for e in insight["evidence"]["examples"])
-    assert "line_shape=table" in insight["summary"]
+    assert "ORG" in insight["summary"] and slices[0] in insight["summary"]
     report = Path(insight["report"])
-    assert report.is_file() and "line_shape=table" in report.read_text(encoding="utf-8")
+    assert report.is_file() and slices[0] in report.read_text(encoding="utf-8")
+    assert insight["severity"] in ("warning", "critical") and insight["cost"]["source"] == "labeled"
     assert insight["recommendation"]["action"] == "retrain"
+    check_candidate(Registry(registry_root), candidate, version, insight["id"], slices[0])
 
 
 def split_words_tags(sentence: TaggedSentence) -> list[str]:
@@ -162,3 +178,24 @@ def split_words_tags(sentence: TaggedSentence) -> list[str]:
 
     text, spans = sentence_text(sentence)
     return convert_tags(text_tags(text, spans), "IOB1")
+
+
+def check_candidate(registry: Registry, candidate: str, champion: str, insight_id: str, named: str) -> None:
+    """The candidate of the job: lineage to the insight, per-type evaluation against the champion, the gate."""
+    record = registry.get(candidate)
+    assert record.parent == champion and record.insights[0].id == insight_id
+    assert registry.artifact_settings(candidate).task == TOKEN_TASK
+    kinds = {a.kind for a in record.lineage.adjustments}
+    assert "slice_weight" in kinds and "recent_data_weight" in kinds, record.lineage.adjustments
+    assert record.evaluation is not None and record.gate is not None
+    sections = {s.name: s for s in record.evaluation.sections}
+    recent = sections["recent production (held out by time)"]
+    micro = next(r for r in recent.rows if r.metric == "entity_micro_f1")
+    assert micro.n == 60 and micro.ci_low is not None and micro.ci_low <= micro.delta <= micro.ci_high
+    assert {r.metric for r in recent.per_class} >= {"f1 LOC", "f1 ORG", "f1 PER"}
+    assert f"slice {named}" in sections, list(sections)
+    assert any("entity_micro_f1" in reason for reason in record.gate.reasons), record.gate.reasons
+    evaluation = registry.path_of(candidate) / "evaluation"
+    table = (evaluation / "recent_production.txt").read_text(encoding="utf-8")
+    assert "champion" in table and "candidate" in table and "micro avg" in table and "ORG" in table
+    assert (evaluation / "entities.html").is_file()
