@@ -1,7 +1,7 @@
 """retrain: training data, the fine-tuning job (and, with the Retraining issue, plans and evaluation)."""
 
 from insightloop.retrain.data import DataFileError, Example, iter_json_rows, iter_jsonl, read_jsonl, write_jsonl
-from insightloop.retrain.entity_eval import EntityReport, EntityScore, entity_report
+from insightloop.retrain.entity_eval import EntityReport, EntityScore, compare_entities, entity_report
 from insightloop.retrain.entity_profile import (
     ENTITY_WINDOW_SIZE,
     EntityRow,
@@ -89,6 +89,7 @@ __all__ = [
     "TrainingPlan",
     "build_entity_profile",
     "build_profile",
+    "compare_entities",
     "default_base_model",
     "entity_report",
     "entity_types",
