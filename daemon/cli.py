@@ -101,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--limit", type=int, help="stop after this many texts")
     replay.add_argument("--skip", type=int, default=0, help="start after this many rows of the file")
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
+    replay.add_argument(
+        "--task",
+        choices=["text-classification", "token-classification"],
+        default="text-classification",
+        help="token-classification: FILE is CoNLL or NER JSON Lines; sentences go out as raw text, labels as "
+        "character entities",
+    )
     _add_common(replay, kafka=True)
 
     retrain = commands.add_parser("retrain", help="run one retraining job (what the runners execute)")
@@ -249,6 +256,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         limit=args.limit,
         skip=args.skip,
         progress=not args.no_progress,
+        task=args.task,
     )
     print(f"replayed {result.texts} texts and {result.labels} labels in {result.seconds:.1f} s")
     return int(ExitCode.OK)

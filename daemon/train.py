@@ -17,15 +17,13 @@ from insightloop.daemon.promotion import ModelService, Publisher
 from insightloop.deploy import Lineage, Registry, SourceFile, VersionDraft, VersionRecord, VersionStatus, utc_now
 from insightloop.retrain import (
     FineTuneSettings,
-    TaggedSentence,
     build_entity_profile,
     build_profile,
     default_base_model,
     fine_tune,
     fine_tune_tokens,
-    read_conll,
     read_jsonl,
-    read_ner_jsonl,
+    read_tagged,
     split_sentences,
     write_jsonl,
     write_tagged_jsonl,
@@ -102,13 +100,6 @@ def train_first_model(
         ModelService(registry, publish).approve(created.version, by=by, note=PROMOTE_NOTE)
         log.info("promoted %s to production", created.version)
     return registry.path_of(created.version).resolve()
-
-
-def read_tagged(path: Path) -> list[TaggedSentence]:
-    """Labeled sentences of a CoNLL file, or of JSON Lines in the NER shapes (``.jsonl``/``.json``)."""
-    if path.suffix in (".jsonl", ".json"):
-        return read_ner_jsonl(path)
-    return read_conll(path)
 
 
 def train_first_tagger(

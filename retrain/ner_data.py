@@ -250,3 +250,10 @@ def write_tagged_jsonl(path: Path | str, sentences: Iterable[TaggedSentence]) ->
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             count += 1
     return count
+
+
+def read_tagged(path: Path | str) -> list[TaggedSentence]:
+    """Sentences of a CoNLL file, or of JSON Lines in the NER shapes (a ``.jsonl`` or ``.json`` file)."""
+    if Path(path).suffix in (".jsonl", ".json"):
+        return read_ner_jsonl(path)
+    return read_conll(path)

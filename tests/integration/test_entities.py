@@ -199,3 +199,22 @@ def check_candidate(registry: Registry, candidate: str, champion: str, insight_i
     table = (evaluation / "recent_production.txt").read_text(encoding="utf-8")
     assert "champion" in table and "candidate" in table and "micro avg" in table and "ORG" in table
     assert (evaluation / "entities.html").is_file()
+
+
+def test_tagged_sentences_replay_as_raw_texts_with_character_entities(make_config, conll_split, tmp_path: Path) -> None:
+    from insightloop.daemon.replay import replay
+
+    sentences = conll_split[1][:20]
+    path = tmp_path / "sentences.jsonl"
+    write_tagged_jsonl(path, sentences)
+    config = make_config()
+    result = replay(config, path, labels_delay=5, progress=False, task=TOKEN_TASK)
+    assert (result.texts, result.labels) == (20, 20)
+    texts = {m["id"]: m["text"] for m in read_topic(config, config.topics.texts, until=lambda got: len(got) >= 20)}
+    labels = {m["id"]: m for m in read_topic(config, config.topics.labels, until=lambda got: len(got) >= 20)}
+    assert set(labels) == set(texts) == {s.id for s in sentences}
+    for sentence in sentences:
+        label = labels[sentence.id]
+        assert "tags" not in label
+        found = [texts[sentence.id][e["start"] : e["end"]] for e in label["entities"]]
+        assert found == [" ".join(sentence.words[s.start : s.end]) for s in sentence.entities]
