@@ -89,17 +89,8 @@ def train_first_model(
         ],
         validation_rows=len(result.validation),
     )
-    by = getpass.getuser()
-    created = registry.write_version(draft, by=by, reason=f"trained on {data}")
-    log.info(
-        "registered %s (validation %s)",
-        created.version,
-        {k: round(v, 4) for k, v in result.metrics.items() if k.startswith("validation_")},
-    )
-    if promote:
-        ModelService(registry, publish).approve(created.version, by=by, note=PROMOTE_NOTE)
-        log.info("promoted %s to production", created.version)
-    return registry.path_of(created.version).resolve()
+    validation = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith("validation_")}
+    return register(registry, draft, data, promote, publish, f"validation {validation}")
 
 
 def train_first_tagger(
@@ -148,9 +139,17 @@ def train_first_tagger(
         ],
         validation_rows=len(held),
     )
+    held_out = f"held-out entity micro F1 {report.micro.f1:.4f}\n{report.table()}"
+    return register(registry, draft, data, promote, publish, held_out)
+
+
+def register(
+    registry: Registry, draft: VersionDraft, data: Path, promote: bool, publish: Publisher | None, summary: str
+) -> Path:
+    """Write the first version as the operator running the command, maybe promote it; its directory."""
     by = getpass.getuser()
     created = registry.write_version(draft, by=by, reason=f"trained on {data}")
-    log.info("registered %s (held-out entity micro F1 %.4f)\n%s", created.version, report.micro.f1, report.table())
+    log.info("registered %s (%s)", created.version, summary)
     if promote:
         ModelService(registry, publish).approve(created.version, by=by, note=PROMOTE_NOTE)
         log.info("promoted %s to production", created.version)

@@ -787,19 +787,7 @@ def entity_check_step(
                     model_version=model_version,
                 )
             )
-        results.append(
-            DetectorResult(
-                detector=detector.name,
-                applicable=m.applicable,
-                statistic=m.statistic,
-                threshold=threshold,
-                p_value=m.p_value,
-                ratio=m.statistic / threshold if threshold > 0 else 0.0,
-                severity=severity if fired else None,
-                reason=m.reason,
-                metrics=m.metrics,
-            )
-        )
+        results.append(DetectorResult.of(detector.name, m, threshold, severity if fired else None))
     return follow_conditions(
         CheckResult(insights=insights, results=results),
         model_version,

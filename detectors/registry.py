@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from insightloop.detectors.base import Detector, require_same_classes
+from insightloop.detectors.base import Detector, Measurement, require_same_classes
 from insightloop.detectors.cost import DEFAULT_SEVERITY_RULE, SeverityRule
 from insightloop.detectors.drift import DescriptorDrift, EmbeddingDrift, PredictionDrift
 from insightloop.detectors.insight import Insight, Severity
@@ -49,6 +49,21 @@ class DetectorResult(BaseModel):
     reason: str = ""
     metrics: dict[str, float] = Field(default_factory=dict)
 
+    @classmethod
+    def of(cls, detector: str, measurement: Measurement, threshold: float, severity: Severity | None) -> DetectorResult:
+        """The result of one measurement against its threshold (``severity``: its insight's, if it fired)."""
+        return cls(
+            detector=detector,
+            applicable=measurement.applicable,
+            statistic=measurement.statistic,
+            threshold=threshold,
+            p_value=measurement.p_value,
+            ratio=measurement.statistic / threshold if threshold > 0 else 0.0,
+            severity=severity,
+            reason=measurement.reason,
+            metrics=measurement.metrics,
+        )
+
 
 class CheckResult(BaseModel):
     """The insights of one check and every detector's statistic (fired or not)."""
@@ -83,17 +98,5 @@ def check_all(
         threshold = detector.threshold_for(reference, false_alarm_rate)
         found = detector.insights_for(reference, current, measurement, model_version, threshold=threshold, rule=rule)
         insights.extend(found)
-        results.append(
-            DetectorResult(
-                detector=detector.name,
-                applicable=measurement.applicable,
-                statistic=measurement.statistic,
-                threshold=threshold,
-                p_value=measurement.p_value,
-                ratio=measurement.statistic / threshold if threshold > 0 else 0.0,
-                severity=found[0].severity if found else None,
-                reason=measurement.reason,
-                metrics=measurement.metrics,
-            )
-        )
+        results.append(DetectorResult.of(detector.name, measurement, threshold, found[0].severity if found else None))
     return CheckResult(insights=insights, results=results)

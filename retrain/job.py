@@ -461,9 +461,7 @@ def write_candidate(
             action=plan.action,
             plan_id=plan.id,
             job_id=spec.job_id,
-            adjustments=[
-                PlanStep(kind=a.kind, target=a.target, value=a.value, insight_id=a.insight_id) for a in plan.adjustments
-            ],
+            adjustments=plan_steps(plan),
             experiments=list(experiments),
             chosen_variant=chosen_variant,
             settings=plan.hyper.model_dump(),
@@ -479,25 +477,44 @@ def write_candidate(
         save_training_data=lambda path: write_jsonl(path, trained.trained_on),
         plan_json=plan.model_dump_json(indent=2),
         save_evaluation=_evaluation_writer(plan, labels, evaluation),
-        sources=[
-            SourceFile(
-                role="reference",
-                path=data.reference_path,
-                rows=len(data.reference),
-                train_rows=len(data.ref_train),
-                holdout_rows=len(data.ref_holdout),
-            ),
-            SourceFile(
-                role="production",
-                path=data.production_path,
-                rows=len(data.prod_train) + len(data.prod_holdout),
-                train_rows=len(data.prod_train),
-                holdout_rows=len(data.prod_holdout),
-            ),
-        ],
+        sources=split_sources(
+            data.reference_path,
+            len(data.ref_train),
+            len(data.ref_holdout),
+            data.production_path,
+            len(data.prod_train),
+            len(data.prod_holdout),
+        ),
         validation_rows=len(trained.validation),
     )
     return registry.write_version(draft, by=spec.by, reason=f"retraining job {spec.job_id} ({plan.action})")
+
+
+def plan_steps(plan: TrainingPlan) -> list[PlanStep]:
+    """The plan's adjustments as the candidate's lineage records them."""
+    return [PlanStep(kind=a.kind, target=a.target, value=a.value, insight_id=a.insight_id) for a in plan.adjustments]
+
+
+def split_sources(
+    reference_path: str, ref_train: int, ref_holdout: int, production_path: str, prod_train: int, prod_holdout: int
+) -> list[SourceFile]:
+    """A job's two data files as the candidate records them: rows trained on and held out of each."""
+    return [
+        SourceFile(
+            role="reference",
+            path=reference_path,
+            rows=ref_train + ref_holdout,
+            train_rows=ref_train,
+            holdout_rows=ref_holdout,
+        ),
+        SourceFile(
+            role="production",
+            path=production_path,
+            rows=prod_train + prod_holdout,
+            train_rows=prod_train,
+            holdout_rows=prod_holdout,
+        ),
+    ]
 
 
 def run_job(spec: JobSpec, ranks: Ranks = SINGLE_PROCESS) -> JobResult:

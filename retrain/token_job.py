@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,9 +25,7 @@ from insightloop.deploy import (
     EvaluationSection,
     GateVerdict,
     Lineage,
-    PlanStep,
     Registry,
-    SourceFile,
     TokenClassifier,
     VersionDraft,
     VersionRecord,
@@ -201,6 +199,8 @@ def _evaluation_writer(plan: TrainingPlan, evaluation: TokenEvaluation) -> Calla
 def run_token_job(spec: JobSpec) -> tuple[str, GateVerdict, str, float]:
     """Fine-tune the champion token classifier on the plan's weighted sentences, evaluate it per entity type
     against the champion, and register the candidate; return (version, verdict, device, seconds)."""
+    from insightloop.retrain.job import plan_steps, split_sources
+
     started = time.perf_counter()
     plan = spec.plan
     champion = TokenClassifier.load(plan.base_model, device=spec.device)
@@ -245,9 +245,7 @@ def run_token_job(spec: JobSpec) -> tuple[str, GateVerdict, str, float]:
             action=plan.action,
             plan_id=plan.id,
             job_id=spec.job_id,
-            adjustments=[
-                PlanStep(kind=a.kind, target=a.target, value=a.value, insight_id=a.insight_id) for a in plan.adjustments
-            ],
+            adjustments=plan_steps(plan),
             settings={**plan.hyper.model_dump(), "task": "token-classification"},
         ),
         insights=plan.insights,
@@ -262,7 +260,14 @@ def run_token_job(spec: JobSpec) -> tuple[str, GateVerdict, str, float]:
         save_training_data=lambda path: write_tagged_jsonl(path, trained_on),
         plan_json=plan.model_dump_json(indent=2),
         save_evaluation=_evaluation_writer(plan, evaluation),
-        sources=_sources(data),
+        sources=split_sources(
+            data.reference_path,
+            len(data.ref_train),
+            len(data.ref_holdout),
+            data.production_path,
+            len(data.prod_train),
+            len(data.prod_holdout),
+        ),
         validation_rows=len(data.ref_holdout),
     )
     created = Registry(spec.registry).write_version(
@@ -271,22 +276,3 @@ def run_token_job(spec: JobSpec) -> tuple[str, GateVerdict, str, float]:
     seconds = time.perf_counter() - started
     log.info("job %s registered %s in %.1f s", spec.job_id, created.version, seconds)
     return created.version, evaluation.verdict, champion.device.type, seconds
-
-
-def _sources(data: TokenJobData) -> Sequence[SourceFile]:
-    return [
-        SourceFile(
-            role="reference",
-            path=data.reference_path,
-            rows=len(data.ref_train) + len(data.ref_holdout),
-            train_rows=len(data.ref_train),
-            holdout_rows=len(data.ref_holdout),
-        ),
-        SourceFile(
-            role="production",
-            path=data.production_path,
-            rows=len(data.prod_train) + len(data.prod_holdout),
-            train_rows=len(data.prod_train),
-            holdout_rows=len(data.prod_holdout),
-        ),
-    ]
