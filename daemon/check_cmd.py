@@ -14,18 +14,31 @@ from typing import Any
 from insightloop.daemon.config import StateConfig, load_config
 from insightloop.daemon.errors import DataError, ExitCode
 from insightloop.daemon.mapping import MessageMapping
-from insightloop.deploy import ModelArtifact, Registry, RegistryError
+from insightloop.deploy import TOKEN_TASK, ModelArtifact, Registry, RegistryError, TokenClassifier
 from insightloop.detectors import (
     MIN_PROFILE_ROWS,
     Insight,
     ReferenceProfile,
+    TrackerState,
     check_all,
+    entity_check_step,
     texts_without,
     training_overlap,
     vocabulary_from_texts,
+    write_entity_report,
     write_reports,
 )
-from insightloop.retrain import DataFileError, Example, iter_json_rows, load_profile, scored_window
+from insightloop.retrain import (
+    DataFileError,
+    Example,
+    build_entity_profile,
+    entity_window,
+    iter_json_rows,
+    load_profile,
+    read_tagged,
+    score_rows,
+    scored_window,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +46,17 @@ log = logging.getLogger(__name__)
 def add_check_parser(commands: Any) -> None:
     """Register `check`."""
     check = commands.add_parser("check", help="compare a current file with a reference file, offline")
-    check.add_argument("--reference", type=Path, required=True, help="JSON Lines the model was trained for")
+    check.add_argument(
+        "--reference",
+        type=Path,
+        required=True,
+        help="JSON Lines the model was trained for (a token classifier's: CoNLL or NER JSON Lines, labeled)",
+    )
+    check.add_argument(
+        "--task",
+        choices=["text-classification", "token-classification"],
+        help="the model's task (default: read from the model; a mismatch is an error)",
+    )
     check.add_argument("--current", type=Path, required=True, help="JSON Lines to check")
     check.add_argument("--model", type=Path, required=True, help="a model version directory")
     check.add_argument("--json", action="store_true", help="print exactly one JSON object on standard output")
@@ -57,6 +80,12 @@ def add_check_parser(commands: Any) -> None:
 
 def run_check(args: argparse.Namespace) -> int:
     """Score both files, check, write reports, print, and set the exit code."""
+    task = ModelArtifact.read_settings(args.model).task
+    wanted = getattr(args, "task", None)
+    if wanted is not None and wanted != task:
+        raise DataError(f"{args.model} is a {task} model, not {wanted}")
+    if task == TOKEN_TASK:
+        return run_entity_check(args)
     mapping = MessageMapping.from_config(load_config(getattr(args, "config", None)).input)
     artifact = ModelArtifact.load(args.model)
     reference = mapping.read_examples(args.reference, limit=args.limit)
@@ -121,6 +150,44 @@ def run_check(args: argparse.Namespace) -> int:
                 f"of the reference ({len(reference)} rows used)"
             )
         _print_summary(insights, result.results, reports)
+    if args.fail_on and any(i.at_least(args.fail_on) for i in insights):
+        return int(ExitCode.CHECK_FAILED)
+    return int(ExitCode.OK)
+
+
+def run_entity_check(args: argparse.Namespace) -> int:
+    """:func:`run_check` for a token classifier: the files are CoNLL or NER JSON Lines (labels optional in the
+    current file, required in the reference), the entity detectors check, and the page is the project's own."""
+    classifier = TokenClassifier.load(args.model)
+    reference = [s for s in read_tagged(args.reference) if s.tags][: args.limit]
+    current = read_tagged(args.current)[: args.limit]
+    if not reference:
+        raise DataError(f"{args.reference}: the reference needs labeled sentences (tags or entities)")
+    registry = Registry(args.model.resolve().parent)
+    try:
+        data_file = registry.training_data_file(args.model.resolve().name)
+    except RegistryError:
+        data_file = None
+    trained = [s for s in read_tagged(data_file) if s.tags] if data_file is not None else []
+    profile = build_entity_profile(classifier, reference, trained, window_size=len(current), n_rounds=args.rounds)
+    window = entity_window(score_rows(classifier, current))
+    version = args.model.resolve().name
+    step = entity_check_step(profile, window, version, TrackerState(raise_level=1.0, clear_level=0.8, clear_after=2))
+    reports: list[Path] = []
+    insights = list(step.result.insights)
+    if step.insight is not None:
+        reports_dir = args.reports if args.reports is not None else args.state_dir / "reports"
+        stem = f"check-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+        reports.append(write_entity_report(step.insight, step.result, reports_dir / f"{stem}-entities.html"))
+        insights = [i.model_copy(update={"report": str(reports[0])}) for i in insights]
+    if args.json:
+        payload = {
+            "insights": [json.loads(i.model_dump_json()) for i in insights],
+            "reports": [str(p) for p in reports],
+        }
+        sys.stdout.write(json.dumps(payload) + "\n")
+    else:
+        _print_summary(insights, step.result.results, reports)
     if args.fail_on and any(i.at_least(args.fail_on) for i in insights):
         return int(ExitCode.CHECK_FAILED)
     return int(ExitCode.OK)

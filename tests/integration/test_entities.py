@@ -218,3 +218,22 @@ def test_tagged_sentences_replay_as_raw_texts_with_character_entities(make_confi
         assert "tags" not in label
         found = [texts[sentence.id][e["start"] : e["end"]] for e in label["entities"]]
         assert found == [" ".join(sentence.words[s.start : s.end]) for s in sentence.entities]
+
+
+def test_check_compares_tagged_files_offline(tagger_registry: Path, conll_split, tmp_path: Path, capsys) -> None:
+    from insightloop.daemon.cli import main
+    from insightloop.daemon.errors import ExitCode
+
+    _, prose, shifted = conll_split
+    reference, current = tmp_path / "reference.jsonl", tmp_path / "current.jsonl"
+    write_tagged_jsonl(reference, prose)
+    write_tagged_jsonl(current, shifted)
+    model = tagger_registry / "v0001"
+    common = ["check", "--reference", str(reference), "--model", str(model), "--state-dir", str(tmp_path / "state")]
+    code = main([*common, "--current", str(current), "--json", "--fail-on", "warning", "--rounds", "50"])
+    assert code == int(ExitCode.CHECK_FAILED)
+    payload = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert payload["insights"] and Path(payload["reports"][0]).is_file()
+    assert any(c["name"] == "ORG" for c in payload["insights"][0]["evidence"]["classes"])
+    assert main([*common, "--current", str(current), "--task", "text-classification"]) == int(ExitCode.DATA_ERROR)
+    assert "token-classification model" in capsys.readouterr().err
