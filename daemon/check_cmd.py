@@ -137,6 +137,19 @@ def run_check(args: argparse.Namespace) -> int:
         scored - started,
         checked - scored,
     )
+    note = None
+    if overlap_rows:
+        note = (
+            f"note: {overlap_rows} reference rows were texts the model was trained on and were left out "
+            f"of the reference ({len(reference)} rows used)"
+        )
+    return _report(args, insights, result.results, reports, note)
+
+
+def _report(
+    args: argparse.Namespace, insights: list[Insight], results: list[Any], reports: list[Path], note: str | None = None
+) -> int:
+    """Print the outcome (one JSON object with ``--json``, else a table) and the exit code ``--fail-on`` asks."""
     if args.json:
         payload = {
             "insights": [json.loads(i.model_dump_json()) for i in insights],
@@ -144,12 +157,9 @@ def run_check(args: argparse.Namespace) -> int:
         }
         sys.stdout.write(json.dumps(payload) + "\n")
     else:
-        if overlap_rows:
-            print(
-                f"note: {overlap_rows} reference rows were texts the model was trained on and were left out "
-                f"of the reference ({len(reference)} rows used)"
-            )
-        _print_summary(insights, result.results, reports)
+        if note:
+            print(note)
+        _print_summary(insights, results, reports)
     if args.fail_on and any(i.at_least(args.fail_on) for i in insights):
         return int(ExitCode.CHECK_FAILED)
     return int(ExitCode.OK)
@@ -180,17 +190,7 @@ def run_entity_check(args: argparse.Namespace) -> int:
         stem = f"check-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
         reports.append(write_entity_report(step.insight, step.result, reports_dir / f"{stem}-entities.html"))
         insights = [i.model_copy(update={"report": str(reports[0])}) for i in insights]
-    if args.json:
-        payload = {
-            "insights": [json.loads(i.model_dump_json()) for i in insights],
-            "reports": [str(p) for p in reports],
-        }
-        sys.stdout.write(json.dumps(payload) + "\n")
-    else:
-        _print_summary(insights, step.result.results, reports)
-    if args.fail_on and any(i.at_least(args.fail_on) for i in insights):
-        return int(ExitCode.CHECK_FAILED)
-    return int(ExitCode.OK)
+    return _report(args, insights, list(step.result.results), reports)
 
 
 def _vocabulary_and_reference(model: Path, reference: list[Example]) -> tuple[Iterable[str], list[Example]]:

@@ -61,7 +61,7 @@ from insightloop.retrain.evaluate import (
     evidently_classification_report,
     resample_to_mix,
 )
-from insightloop.retrain.finetune import FineTuneSettings, fine_tune, seed_everything, stratified_split
+from insightloop.retrain.finetune import fine_tune, seed_everything, stratified_split
 from insightloop.retrain.plan import TrainingPlan
 from insightloop.retrain.profile import build_profile
 
@@ -261,17 +261,7 @@ def train_candidate(
     if plan.action == "fine_tune":
         counts = _token_counts(champion, data.prod_train)
         examples = weight_examples(plan, data.ref_train, data.prod_train, counts)
-        settings = FineTuneSettings(
-            epochs=plan.hyper.epochs,
-            max_length=plan.hyper.max_length,
-            truncation=plan.hyper.truncation,
-            batch_size=plan.hyper.batch_size,
-            learning_rate=plan.hyper.learning_rate,
-            seed=plan.hyper.seed,
-            device=device,
-            early_stopping_patience=plan.hyper.early_stopping_patience,
-            projection_dims=spec.projection_dims,
-        )
+        settings = replace(plan.hyper.fine_tune_settings(device), projection_dims=spec.projection_dims)
         result = fine_tune(examples, plan.base_model, settings, progress=spec.progress, ranks=ranks)
         trained = TrainedCandidate(result.artifact, list(examples), result.validation, dict(result.metrics))
     else:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from insightloop.deploy import HEAD_SHARE, MAX_WINDOWS, InsightRef, Truncation, utc_now
 from insightloop.detectors import Insight, SliceKey, SliceKeyText
+from insightloop.retrain.finetune import FineTuneSettings
 
 PLAN_SCHEMA_VERSION: Literal[1] = 1
 
@@ -41,6 +42,19 @@ class HyperParameters(BaseModel):
     truncation: Truncation = "head"  # the champion's, unless an insight changes it
     seed: int = 0
     early_stopping_patience: int = Field(1, ge=1)
+
+    def fine_tune_settings(self, device: str) -> FineTuneSettings:
+        """These hyper-parameters as a fine-tune's settings on ``device``."""
+        return FineTuneSettings(
+            epochs=self.epochs,
+            max_length=self.max_length,
+            truncation=self.truncation,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            seed=self.seed,
+            device=device,
+            early_stopping_patience=self.early_stopping_patience,
+        )
 
 
 class PlanAdjustment(BaseModel):

@@ -37,7 +37,6 @@ from insightloop.detectors import SliceKey, line_shape
 from insightloop.retrain.entity_eval import compare_entities, entity_report
 from insightloop.retrain.entity_profile import build_entity_profile
 from insightloop.retrain.evaluate import RECENT, REFERENCE, GateSettings, decide
-from insightloop.retrain.finetune import FineTuneSettings
 from insightloop.retrain.ner_data import TaggedSentence, read_ner_jsonl, write_tagged_jsonl
 from insightloop.retrain.plan import TrainingPlan
 from insightloop.retrain.token_finetune import fine_tune_tokens, split_sentences
@@ -206,15 +205,7 @@ def run_token_job(spec: JobSpec) -> tuple[str, GateVerdict, str, float]:
     champion = TokenClassifier.load(plan.base_model, device=spec.device)
     data = load_token_data(plan)
     training = weighted_sentences(plan, data)
-    settings = FineTuneSettings(
-        epochs=plan.hyper.epochs,
-        max_length=plan.hyper.max_length,
-        batch_size=plan.hyper.batch_size,
-        learning_rate=plan.hyper.learning_rate,
-        seed=plan.hyper.seed,
-        device=champion.device.type,
-        early_stopping_patience=plan.hyper.early_stopping_patience,
-    )
+    settings = plan.hyper.fine_tune_settings(champion.device.type)
     log.info(
         "job %s: fine-tune token classifier %s on %d sentences (%d after weights)",
         spec.job_id,
