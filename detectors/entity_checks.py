@@ -84,6 +84,15 @@ def type_counts(window: EntityWindow) -> Counter[str]:
     return Counter(e.type for entities in window.entities for e in entities)
 
 
+def gold_type_counts(window: EntityWindow) -> Counter[str]:
+    """Labeled entities per type over the window's labeled texts."""
+    return Counter(kind for i in window.labeled for kind, _, _ in _spans(window.gold_tags[i] or []))
+
+
+#: Labeled entities on both sides before the plan trusts the labels' type mix over the predicted one.
+MIN_GOLD_ENTITIES = 30
+
+
 def densities(window: EntityWindow) -> NDArray[np.float64]:
     """Entities per word of each text (0 for a text without words)."""
     words = np.maximum(window.word_counts, 1).astype(np.float64)
@@ -705,8 +714,13 @@ def entity_cost(profile: EntityProfile, window: EntityWindow) -> AccuracyCost | 
 
 
 def _recommendation(profile: EntityProfile, window: EntityWindow, slices: Sequence[SliceFinding]) -> Recommendation:
-    """Retrain with the entity types that grew, the slices that grew, and the newest data weighted up."""
-    before, after = type_counts(profile.window), type_counts(window)
+    """Retrain with the entity types that grew, the slices that grew, and the newest data weighted up.
+
+    The types are the labels' where both windows have enough of them: under drift the model's own types are
+    what it gets wrong (a new company read as a person would weight people up)."""
+    before, after = gold_type_counts(profile.window), gold_type_counts(window)
+    if min(sum(before.values()), sum(after.values())) < MIN_GOLD_ENTITIES:
+        before, after = type_counts(profile.window), type_counts(window)
     names = sorted(set(before) | set(after))
     shares_before, shares_after = _shares(before, names), _shares(after, names)
     risen = {n: RISEN_WEIGHT for n in names if shares_after[n] - shares_before[n] >= MIN_SLICE_RISE}

@@ -192,3 +192,25 @@ def test_a_window_keeps_its_columns_aligned() -> None:
     window = planted(World(), 5, seed=2)
     with pytest.raises(ValueError, match="other lengths"):
         replace(window, texts=window.texts[:4])
+
+
+def test_the_plan_weights_the_types_the_labels_grew_not_the_ones_the_model_predicts() -> None:
+    # The model keeps predicting people; the labels say most first entities are organisations now.
+    reference = planted(World(wrong=0.0), 600, seed=2)
+    draft = EntityProfile(
+        window=reference,
+        known_entities=frozenset(),
+        entity_types=["LOC", "ORG", "PER"],
+        calibrator=fit_entity_calibrator(reference),
+        reference_f1=1.0,
+        window_size=200,
+    )
+    profile = calibrate_entity_profile(draft, n_rounds=40)
+    mistaken = planted(World(types=(0.7, 0.2, 0.1), wrong=0.9), 200, seed=51)
+    step = entity_check_step(profile, mistaken, "v1", TRACKER, budget=BUDGET)
+    assert step.insight is not None
+    assert step.insight.recommendation.adjust.class_weights == {"ORG": 2.0}
+    unlabeled = planted(World(types=(0.7, 0.2, 0.1), wrong=0.9), 200, seed=51, labeled=False)
+    step = entity_check_step(profile, unlabeled, "v1", TRACKER, budget=BUDGET)
+    assert step.insight is not None
+    assert step.insight.recommendation.adjust.class_weights == {"PER": 2.0}, "no labels: the predicted mix"
