@@ -14,6 +14,7 @@ from typing import Any
 from insightloop.daemon.config import StateConfig, load_config
 from insightloop.daemon.errors import DataError, ExitCode
 from insightloop.daemon.mapping import MessageMapping
+from insightloop.daemon.task_option import add_task_option
 from insightloop.deploy import TOKEN_TASK, ModelArtifact, Registry, RegistryError, TokenClassifier
 from insightloop.detectors import (
     MIN_PROFILE_ROWS,
@@ -31,6 +32,7 @@ from insightloop.detectors import (
 from insightloop.retrain import (
     DataFileError,
     Example,
+    TaggedSentence,
     build_entity_profile,
     entity_window,
     iter_json_rows,
@@ -52,11 +54,7 @@ def add_check_parser(commands: Any) -> None:
         required=True,
         help="JSON Lines the model was trained for (a token classifier's: CoNLL or NER JSON Lines, labeled)",
     )
-    check.add_argument(
-        "--task",
-        choices=["text-classification", "token-classification"],
-        help="the model's task (default: read from the model; a mismatch is an error)",
-    )
+    add_task_option(check, "the model's task (default: read from the model; a mismatch is an error)", default=None)
     check.add_argument("--current", type=Path, required=True, help="JSON Lines to check")
     check.add_argument("--model", type=Path, required=True, help="a model version directory")
     check.add_argument("--json", action="store_true", help="print exactly one JSON object on standard output")
@@ -173,12 +171,7 @@ def run_entity_check(args: argparse.Namespace) -> int:
     current = read_tagged(args.current)[: args.limit]
     if not reference:
         raise DataError(f"{args.reference}: the reference needs labeled sentences (tags or entities)")
-    registry = Registry(args.model.resolve().parent)
-    try:
-        data_file = registry.training_data_file(args.model.resolve().name)
-    except RegistryError:
-        data_file = None
-    trained = [s for s in read_tagged(data_file) if s.tags] if data_file is not None else []
+    reference, trained = _reference_and_known_names(args.model, reference)
     profile = build_entity_profile(classifier, reference, trained, window_size=len(current), n_rounds=args.rounds)
     window = entity_window(score_rows(classifier, current))
     version = args.model.resolve().name
@@ -188,9 +181,32 @@ def run_entity_check(args: argparse.Namespace) -> int:
     if step.insight is not None:
         reports_dir = args.reports if args.reports is not None else args.state_dir / "reports"
         stem = f"check-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
-        reports.append(write_entity_report(step.insight, step.result, reports_dir / f"{stem}-entities.html"))
+        reports += write_entity_report(
+            step.insight, step.result, reports_dir / f"{stem}-entities.html", profile, window
+        )
         insights = [i.model_copy(update={"report": str(reports[0])}) for i in insights]
     return _report(args, insights, list(step.result.results), reports)
+
+
+def _reference_and_known_names(
+    model: Path, reference: list[TaggedSentence]
+) -> tuple[list[TaggedSentence], list[TaggedSentence]]:
+    """The reference sentences to profile, and the sentences whose entity strings count as known names.
+
+    As with the vocabulary (:func:`_vocabulary_and_reference`), known names must not come from the window
+    they are compared with: they are the version's training data; for an imported version (its file is
+    the reference it came with) or one whose data is unknown, every other reference sentence.
+    """
+    registry = Registry(model.resolve().parent)
+    try:
+        imported = registry.get(model.resolve().name).lineage.action == "import"
+        data_file = None if imported else registry.training_data_file(model.resolve().name)
+    except RegistryError:
+        data_file = None
+    if data_file is None:
+        log.warning("%s: the names it was trained on are unknown; half of the reference gives them", model)
+        return reference[0::2], reference[1::2]
+    return reference, [s for s in read_tagged(data_file) if s.tags]
 
 
 def _vocabulary_and_reference(model: Path, reference: list[Example]) -> tuple[Iterable[str], list[Example]]:

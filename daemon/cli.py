@@ -13,6 +13,7 @@ from typing import Any
 
 from insightloop.daemon.config import Config, config_reference_markdown, load_config, starter_config
 from insightloop.daemon.errors import ExitCode, InsightloopError
+from insightloop.daemon.task_option import add_task_option
 
 log = logging.getLogger("insightloop")
 
@@ -51,12 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="JSON Lines with text and label; for --task token-classification a CoNLL file or NER JSON Lines",
     )
-    train.add_argument(
-        "--task",
-        choices=["text-classification", "token-classification"],
-        default="text-classification",
-        help="one label per text, or one tag per word (named entities)",
-    )
+    add_task_option(train, "one label per text, or one tag per word (named entities; also: ner)")
     train.add_argument("--registry", type=Path, required=True, help="model registry directory")
     train.add_argument("--base", help="base model: a directory or name (default: packaged all-MiniLM-L6-v2)")
     train.add_argument("--epochs", type=int, default=3)
@@ -101,12 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--limit", type=int, help="stop after this many texts")
     replay.add_argument("--skip", type=int, default=0, help="start after this many rows of the file")
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
-    replay.add_argument(
-        "--task",
-        choices=["text-classification", "token-classification"],
-        default="text-classification",
-        help="token-classification: FILE is CoNLL or NER JSON Lines; sentences go out as raw text, labels as "
-        "character entities",
+    add_task_option(
+        replay,
+        "token-classification (or ner): FILE is CoNLL or NER JSON Lines; sentences go out as raw text, labels "
+        "as character entities",
     )
     _add_common(replay, kafka=True)
 

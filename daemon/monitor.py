@@ -364,7 +364,7 @@ class Monitor:
                 budget=self.budget,
                 rule=self.severity_rule,
             )
-            write_reports = lambda: self._write_entity_report(step)  # noqa: E731
+            write_reports = lambda: self._write_entity_report(step, entity_profile, entity_window)  # noqa: E731
         else:
             profile = self.profiles.get(version, precision)
             if profile is None or len(records) < self.policy.min_window:
@@ -433,16 +433,20 @@ class Monitor:
                 self._entity_profiles[version] = None
         return self._entity_profiles[version]
 
-    def _write_entity_report(self, step: StepOutcome) -> list[Path]:
-        """The project's HTML page of an entity insight (Evidently has no entity-level report)."""
+    def _write_entity_report(self, step: StepOutcome, profile: EntityProfile, window: EntityWindow) -> list[Path]:
+        """The project's page of an entity insight, and Evidently's drift report of the entity descriptors."""
         if step.insight is None:
             return []
         stem = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         try:
-            return [write_entity_report(step.insight, step.result, self.reports_dir / f"entities-{stem}.html")]
+            paths = write_entity_report(
+                step.insight, step.result, self.reports_dir / f"entities-{stem}.html", profile, window
+            )
         except OSError:
             log.exception("could not write the entity report")
             return []
+        self._prune_reports()
+        return paths
 
     def _dead_letters_so_far(self) -> float:
         """Dead letters this process has sent (the scorer's and the monitor's, all reasons)."""
@@ -515,8 +519,12 @@ class Monitor:
         except Exception:
             log.exception("could not write the Evidently reports")
             return []
+        self._prune_reports()
+        return paths
+
+    def _prune_reports(self) -> None:
+        """Keep the newest ``reports_keep`` HTML reports (with their JSON)."""
         reports = sorted(self.reports_dir.glob("*.html"), key=lambda p: p.stat().st_mtime)
         for old in reports[: max(0, len(reports) - self.policy.reports_keep)]:
             old.unlink(missing_ok=True)
             old.with_suffix(".json").unlink(missing_ok=True)
-        return paths

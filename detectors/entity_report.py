@@ -1,16 +1,31 @@
-"""The HTML page of a token classifier's insight: what moved, per entity type and slice, with examples.
+"""The pages of a token classifier's insight: what moved, per entity type and slice, with examples.
 
-Evidently has no entity-level report, so this page is the project's own: one self-contained file (no
-scripts, no external assets) that a person opens from the console or the insight's ``report`` path.
+Evidently has no entity-level report, so the insight's page is the project's own: one self-contained file
+(no scripts, no external assets) that a person opens from the console or the insight's ``report`` path.
+Where Evidently does apply, on each text's entity descriptors (words, entities, density, token confidence,
+share of new names, entities per type, line shape), its data-drift report is written beside the page and
+linked from it.
+
+Evidently is imported lazily (it takes seconds to import): importing this module is cheap.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from html import escape
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+
+from insightloop.detectors._evidently import ensure_evidently
+from insightloop.detectors.entity_window import EntityProfile, EntityWindow, entity_key
 from insightloop.detectors.insight import Insight
 from insightloop.detectors.registry import CheckResult
+from insightloop.detectors.reports import save_report
+
+log = logging.getLogger(__name__)
 
 _STYLE = (
     "body{font-family:system-ui,sans-serif;margin:2rem;max-width:70rem}table{border-collapse:collapse;margin:1rem 0}"
@@ -23,14 +38,62 @@ def _number(value: float | None, digits: int = 3) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
-def entity_report_html(insight: Insight, result: CheckResult) -> str:
-    """The page of ``insight`` (with every detector's statistic of the check that raised it)."""
+def entity_frame(profile: EntityProfile, window: EntityWindow) -> Any:
+    """A pandas DataFrame of each text's entity descriptors, the columns Evidently's drift report compares."""
+    import pandas as pd  # type: ignore[import-untyped]
+
+    words = np.maximum(window.word_counts, 1)
+    found = np.array([len(e) for e in window.entities], dtype=np.float64)
+    unseen = np.array(
+        [
+            float(np.mean([entity_key(e.text) not in profile.known_entities for e in entities])) if entities else 0.0
+            for entities in window.entities
+        ]
+    )
+    frame = pd.DataFrame(
+        {
+            "words": window.word_counts.astype(np.float64),
+            "entities": found,
+            "entity_density": found / words,
+            "token_confidence": window.mean_confidence,
+            "new_name_share": unseen,
+            "line_shape": window.shapes,
+        }
+    )
+    for kind in profile.entity_types:
+        frame[f"entities_{kind}"] = [float(sum(e.type == kind for e in entities)) for entities in window.entities]
+    return frame
+
+
+def entity_drift_report(profile: EntityProfile, window: EntityWindow) -> Any:
+    """Evidently's data-drift report of :func:`entity_frame`, the reference window against ``window``."""
+    ensure_evidently()
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    reference, current = entity_frame(profile, profile.window), entity_frame(profile, window)
+    numeric = [c for c in reference.columns if c != "line_shape"]
+    definition = DataDefinition(numerical_columns=numeric, categorical_columns=["line_shape"])
+    methods: dict[str, Any] = {c: "ks" for c in numeric}
+    methods["line_shape"] = "chisquare"
+    report = Report([DataDriftPreset(columns=[*numeric, "line_shape"], per_column_method=methods)])
+    with np.errstate(all="ignore"):  # Evidently correlates columns; a constant one divides by zero
+        return report.run(
+            Dataset.from_pandas(current, data_definition=definition),
+            Dataset.from_pandas(reference, data_definition=definition),
+        )
+
+
+def entity_report_html(insight: Insight, result: CheckResult, links: Sequence[tuple[str, str]] = ()) -> str:
+    """The page of ``insight`` (with every detector's statistic of the check that raised it); ``links`` are
+    (title, relative address) of the reports written beside it."""
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(insight.id)}</title>",
         f"<style>{_STYLE}</style></head><body>",
         f"<h1>Entity insight {escape(insight.id)}</h1>",
         f"<p><b>{escape(insight.severity)}</b> on model {escape(insight.model_version)}, "
         f"{insight.window.count} texts. {escape(insight.summary)}</p>",
+        *(f"<p><a href='{escape(href)}'>{escape(title)}</a></p>" for title, href in links),
         "<h2>Detectors</h2><table><tr><th>detector</th><th>statistic</th><th>threshold</th><th>p-value</th></tr>",
     ]
     for r in result.results:
@@ -78,8 +141,22 @@ def entity_report_html(insight: Insight, result: CheckResult) -> str:
     return "".join(parts)
 
 
-def write_entity_report(insight: Insight, result: CheckResult, path: Path) -> Path:
-    """Write :func:`entity_report_html` to ``path`` (its folder is made); return the path."""
+def write_entity_report(
+    insight: Insight,
+    result: CheckResult,
+    path: Path,
+    profile: EntityProfile | None = None,
+    window: EntityWindow | None = None,
+) -> list[Path]:
+    """Write the insight's page to ``path`` (its folder is made) and, given the profile and window, Evidently's
+    drift report of the entity descriptors beside it (``<stem>-drift.html`` and ``.json``); the page first."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(entity_report_html(insight, result), encoding="utf-8")
-    return path
+    written: list[Path] = []
+    if profile is not None and window is not None:
+        try:
+            written = list(save_report(entity_drift_report(profile, window), path.parent, f"{path.stem}-drift"))
+        except Exception:  # Evidently's failures are not typed; the page itself still tells the story
+            log.exception("could not write the Evidently drift report of %s", insight.id)
+    links = [("Evidently data-drift report of the entity descriptors", p.name) for p in written if p.suffix == ".html"]
+    path.write_text(entity_report_html(insight, result, links), encoding="utf-8")
+    return [path, *written]

@@ -120,8 +120,9 @@ def is_default_label_name(index: int, name: str) -> bool:
     return name == f"LABEL_{index}"
 
 
-def base_label_set(base_path: str) -> list[str] | None:
-    """The label names of a base that is already a sequence classifier, in its head's order; None otherwise.
+def base_label_set(base_path: str, head: str = "ForSequenceClassification") -> list[str] | None:
+    """The label names of a base that already has a ``head`` (``ForTokenClassification``: its tags), in the
+    head's order; None otherwise.
 
     A plain encoder (``BertModel``, the packaged MiniLM) or a classifier whose labels were never named
     (``LABEL_0``, ``LABEL_1``…) has no label set of its own: training gives it the data's.
@@ -129,7 +130,7 @@ def base_label_set(base_path: str) -> list[str] | None:
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(base_path)
-    if not any(str(a).endswith("ForSequenceClassification") for a in (config.architectures or [])):
+    if not any(str(a).endswith(head) for a in (config.architectures or [])):
         return None
     id2label = {int(k): str(v) for k, v in (config.id2label or {}).items()}
     names = [id2label.get(i, f"LABEL_{i}") for i in range(int(config.num_labels))]

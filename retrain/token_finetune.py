@@ -21,7 +21,13 @@ from tqdm import tqdm
 from insightloop.deploy import IGNORED_LABEL, TokenClassifier, aligned_labels, pick_device
 from insightloop.retrain.entity_eval import EntityReport, entity_report
 from insightloop.retrain.errors import RetrainPermanentError
-from insightloop.retrain.finetune import FineTuneSettings, resolve_base, seed_everything
+from insightloop.retrain.finetune import (
+    FineTuneSettings,
+    LabelSetError,
+    base_label_set,
+    resolve_base,
+    seed_everything,
+)
 from insightloop.retrain.ner_data import TaggedSentence
 
 log = logging.getLogger(__name__)
@@ -44,6 +50,25 @@ def tag_set(sentences: Sequence[TaggedSentence]) -> list[str]:
     if not types:
         raise RetrainPermanentError("the training sentences hold no entities")
     return ["O", *(f"{prefix}-{kind}" for kind in types for prefix in ("B", "I"))]
+
+
+def training_tags(sentences: Sequence[TaggedSentence], base_path: str) -> list[str]:
+    """The tag set a fine-tune trains: a base token classifier's own, in its head's order (so a retrained
+    champion, ours or imported, keeps every head row's meaning), else :func:`tag_set` of the data.
+
+    A tag the base lacks is refused rather than given a new, untrained head row.
+    """
+    found = tag_set(sentences)
+    own = base_label_set(base_path, head="ForTokenClassification")
+    if own is None:
+        return found
+    needed = sorted({tag for s in sentences for tag in s.tags} - set(own))
+    if needed:
+        raise LabelSetError(
+            f"training data has tags {needed} that the base model's tag set {own} lacks; "
+            "a fine-tune keeps the base's tags (train a new head from a plain encoder instead)"
+        )
+    return own
 
 
 def split_sentences(
@@ -99,13 +124,13 @@ def fine_tune_tokens(
         train, held = split_sentences(labeled, settings.validation_share, settings.seed)
     else:
         train, held = labeled, [s for s in validation if s.tags]
-    labels = tag_set(train)
+    device = pick_device(settings.device)
+    base_path = resolve_base(base)
+    labels = training_tags(train, base_path)
     unknown = sorted({t for s in held for t in s.tags} - set(labels))
     if unknown:
         log.warning("validation tags the training data lacks (scored as misses): %s", unknown)
     index = {tag: i for i, tag in enumerate(labels)}
-    device = pick_device(settings.device)
-    base_path = resolve_base(base)
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     model = AutoModelForTokenClassification.from_pretrained(
         base_path,
