@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TypedDict
 
@@ -276,10 +277,11 @@ def write_scenario(directory: Path, seed: int = 7) -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     before = directory / "before.jsonl"
     stream = directory / "stream.jsonl"
-    _write(before, reviews("books", 600, seed, "train"))
-    _write(stream, reviews("books", 300, seed + 1, "early") + reviews("kitchen", 900, seed + 2, "late"))
+    write_rows(before, reviews("books", 600, seed, "train"))
+    write_rows(stream, reviews("books", 300, seed + 1, "early") + reviews("kitchen", 900, seed + 2, "late"))
     return before, stream
 
 
-def _write(path: Path, rows: list[dict[str, str]]) -> None:
+def write_rows(path: Path, rows: Sequence[Mapping[str, object]]) -> None:
+    """Rows as JSON Lines."""
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
