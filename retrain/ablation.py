@@ -86,10 +86,13 @@ def evaluated_on(adjustment: PlanAdjustment, plan: TrainingPlan, set_names: Sequ
     return wanted if wanted is not None and wanted in set_names else recent
 
 
-def adjustment_test(adjustment: PlanAdjustment, comparison: EvaluationSection) -> AdjustmentTest | None:
+def adjustment_test(
+    adjustment: PlanAdjustment, comparison: EvaluationSection, metric: str = "accuracy"
+) -> AdjustmentTest | None:
     """The test of one adjustment from ``comparison`` (its variant as "champion", the planned model as
-    "candidate", on the set it is judged on); None when that set had no rows."""
-    row = next((r for r in comparison.rows if r.metric == "accuracy"), None)
+    "candidate", on the set it is judged on) by ``metric`` (an entity recogniser's: ``entity_micro_f1``);
+    None when that set had no rows."""
+    row = next((r for r in comparison.rows if r.metric == metric), None)
     if row is None or row.champion is None or row.candidate is None or row.delta is None:
         return None
     low = row.ci_low if row.ci_low is not None else row.delta
@@ -107,6 +110,14 @@ def adjustment_test(adjustment: PlanAdjustment, comparison: EvaluationSection) -
         n=row.n or 0,
         supported=low > 0,
     )
+
+
+def recent_score(sections: Sequence[EvaluationSection], recent: str, metric: str) -> float:
+    """The candidate's ``metric`` on the ``recent`` set of an evaluation (0 without one): what
+    :func:`choose_variant` ranks variants by."""
+    section = next((s for s in sections if s.name == recent), None)
+    row = next((r for r in section.rows if r.metric == metric), None) if section else None
+    return row.candidate if row is not None and row.candidate is not None else 0.0
 
 
 def choose_variant(scores: Sequence[tuple[str, bool, float]]) -> str:

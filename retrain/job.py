@@ -45,7 +45,14 @@ from insightloop.deploy import (
     pick_device,
     utc_now,
 )
-from insightloop.retrain.ablation import PLANNED, ablations, adjustment_test, choose_variant, evaluated_on
+from insightloop.retrain.ablation import (
+    PLANNED,
+    ablations,
+    adjustment_test,
+    choose_variant,
+    evaluated_on,
+    recent_score,
+)
 from insightloop.retrain.data import Example, read_jsonl, write_jsonl
 from insightloop.retrain.distributed import SINGLE_PROCESS, Ranks, per_rank_batch, process_group, training_device
 from insightloop.retrain.errors import RetrainPermanentError
@@ -372,9 +379,7 @@ class Variant:
 
     @property
     def recent_accuracy(self) -> float:
-        section = next((s for s in self.evaluation.sections if s.name == RECENT), None)
-        row = next((r for r in section.rows if r.metric == "accuracy"), None) if section else None
-        return row.candidate if row is not None and row.candidate is not None else 0.0
+        return recent_score(self.evaluation.sections, RECENT, "accuracy")
 
 
 def run_ablations(

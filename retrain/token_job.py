@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from insightloop.deploy import (
+    AdjustmentTest,
     Evaluation,
     EvaluationSection,
     GateVerdict,
@@ -34,6 +35,14 @@ from insightloop.deploy import (
     utc_now,
 )
 from insightloop.detectors import SliceKey, line_shape
+from insightloop.retrain.ablation import (
+    PLANNED,
+    ablations,
+    adjustment_test,
+    choose_variant,
+    evaluated_on,
+    recent_score,
+)
 from insightloop.retrain.entity_eval import compare_entities, entity_report
 from insightloop.retrain.entity_profile import build_entity_profile
 from insightloop.retrain.evaluate import RECENT, REFERENCE, GateSettings, decide
@@ -195,20 +204,31 @@ def _evaluation_writer(plan: TrainingPlan, evaluation: TokenEvaluation) -> Calla
     return write
 
 
-def run_token_job(spec: JobSpec) -> tuple[str, GateVerdict, str, float]:
-    """Fine-tune the champion token classifier on the plan's weighted sentences, evaluate it per entity type
-    against the champion, and register the candidate; return (version, verdict, device, seconds)."""
-    from insightloop.retrain.job import plan_steps, split_sources
+@dataclass(frozen=True)
+class TokenVariant:
+    """One trained and evaluated variant of a recogniser's plan (the planned one, or an ablation)."""
 
-    started = time.perf_counter()
-    plan = spec.plan
-    champion = TokenClassifier.load(plan.base_model, device=spec.device)
-    data = load_token_data(plan)
+    name: str
+    plan: TrainingPlan
+    classifier: TokenClassifier
+    evaluation: TokenEvaluation
+
+    @property
+    def recent_f1(self) -> float:
+        """The variant's entity micro F1 on the newest production sentences (0 without any)."""
+        return recent_score(self.evaluation.sections, RECENT, GATE_METRIC)
+
+
+def train_token_variant(
+    spec: JobSpec, plan: TrainingPlan, champion: TokenClassifier, data: TokenJobData, name: str
+) -> TokenVariant:
+    """Fine-tune the champion on ``plan``'s weighted sentences and evaluate the result against it."""
     training = weighted_sentences(plan, data)
     settings = plan.hyper.fine_tune_settings(champion.device.type)
     log.info(
-        "job %s: fine-tune token classifier %s on %d sentences (%d after weights)",
+        "job %s (%s): fine-tune token classifier %s on %d sentences (%d after weights)",
         spec.job_id,
+        name,
         plan.base_version,
         len(data.ref_train) + len(data.prod_train),
         len(training),
@@ -216,7 +236,59 @@ def run_token_job(spec: JobSpec) -> tuple[str, GateVerdict, str, float]:
     result = fine_tune_tokens(training, plan.base_model, settings, validation=data.ref_holdout, progress=spec.progress)
     candidate = result.classifier
     candidate.info.update({"plan_id": plan.id, "parent": plan.base_version})
-    evaluation = evaluate_token_candidate(plan, champion, candidate, data, spec.gate)
+    return TokenVariant(name, plan, candidate, evaluate_token_candidate(plan, champion, candidate, data, spec.gate))
+
+
+def run_token_ablations(
+    spec: JobSpec, champion: TokenClassifier, data: TokenJobData, planned: TokenVariant
+) -> tuple[TokenVariant, list[AdjustmentTest]]:
+    """:func:`~insightloop.retrain.job.run_ablations` for a recogniser: one variant per adjustment left out,
+    each judged against the planned model by entity micro F1 on the sentences the adjustment is about; the
+    variant that becomes the candidate (:func:`choose_variant`) and each adjustment's test."""
+    variants = ablations(spec.plan, spec.max_ablations)
+    sets = dict(planned.evaluation.sets)
+    tests: list[AdjustmentTest] = []
+    scores = [(PLANNED, planned.evaluation.verdict.passed, planned.recent_f1)]
+    leader = planned  # only the planned model and the variant that would win so far stay in memory
+    for offset, ablation in enumerate(variants, start=1):
+        log.info("ablation %d of %d: %s", offset, len(variants), ablation.name)
+        variant = train_token_variant(spec, ablation.plan, champion, data, ablation.name)
+        name = evaluated_on(ablation.left_out, spec.plan, list(sets), RECENT)
+        words = [s.words for s in sets[name]]
+        comparison = compare_entities(
+            name,
+            [s.tags for s in sets[name]],
+            variant.classifier.predict(words).tags,
+            planned.classifier.predict(words).tags,
+            rounds=spec.gate.bootstrap_rounds,
+            confidence=spec.gate.confidence,
+            seed=spec.plan.hyper.seed + offset,
+        )
+        test = adjustment_test(ablation.left_out, comparison, metric=GATE_METRIC)
+        if test is not None:
+            tests.append(test)
+            log.info("experiment: %s", test.describe())
+        scores.append((variant.name, variant.evaluation.verdict.passed, variant.recent_f1))
+        chosen = choose_variant(scores)
+        leader = planned if chosen == PLANNED else variant if chosen == variant.name else leader
+    if leader.name != PLANNED:
+        log.info("the candidate is the variant %s: it passed the gate and beat the planned model", leader.name)
+    return leader, tests
+
+
+def run_token_job(spec: JobSpec) -> tuple[str, GateVerdict, str, float]:
+    """Fine-tune the champion token classifier on the plan's weighted sentences, evaluate it per entity type
+    against the champion, and register the candidate; return (version, verdict, device, seconds)."""
+    from insightloop.retrain.job import plan_steps, split_sources
+
+    started = time.perf_counter()
+    champion = TokenClassifier.load(spec.plan.base_model, device=spec.device)
+    data = load_token_data(spec.plan)
+    chosen = train_token_variant(spec, spec.plan, champion, data, PLANNED)
+    experiments: list[AdjustmentTest] = []
+    if spec.ablations if spec.ablations is not None else champion.device.type == "cuda":
+        chosen, experiments = run_token_ablations(spec, champion, data, chosen)
+    plan, candidate, evaluation = chosen.plan, chosen.classifier, chosen.evaluation
     profile = build_entity_profile(
         candidate,
         [*data.ref_holdout, *data.prod_holdout],
@@ -237,6 +309,8 @@ def run_token_job(spec: JobSpec) -> tuple[str, GateVerdict, str, float]:
             plan_id=plan.id,
             job_id=spec.job_id,
             adjustments=plan_steps(plan),
+            experiments=experiments,
+            chosen_variant=chosen.name if experiments else None,
             settings={**plan.hyper.model_dump(), "task": "token-classification"},
         ),
         insights=plan.insights,
