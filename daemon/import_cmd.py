@@ -162,7 +162,9 @@ def model_task(config: Any, model: str, wanted: Task | None) -> Task:
     elif any(a.endswith("ForSequenceClassification") for a in architectures):
         found = "text-classification"
     if found is None or (wanted is not None and found != wanted):
-        kind = {None: "sequence or token classifier", TOKEN_TASK: "token classifier"}.get(wanted, "sequence classifier")
+        kind = {None: "sequence classifier nor a token classifier", TOKEN_TASK: "token classifier"}.get(
+            wanted, "sequence classifier"
+        )
         recorded = ", ".join(architectures) or "no architecture recorded"
         raise ImportRefusedError(
             f"{model} is not a {kind} ({recorded}); import a model saved from an AutoModelForSequenceClassification "
@@ -171,8 +173,9 @@ def model_task(config: Any, model: str, wanted: Task | None) -> Task:
     return found
 
 
-def tagger_tags(config: Any, model: str) -> list[str]:
-    """The IOB tags of a token-classification config, in the head's order; ImportRefusedError for any other."""
+def tagger_tags(config: Any, model: str, asked: bool = True) -> list[str]:
+    """The IOB tags of a token-classification config, in the head's order; ImportRefusedError for any other
+    (``asked``: the token task was asked for, rather than read from the architecture)."""
     id2label = {int(k): str(v) for k, v in (getattr(config, "id2label", None) or {}).items()}
     tags = [id2label.get(i, f"LABEL_{i}") for i in range(int(config.num_labels))]
     try:
@@ -180,8 +183,10 @@ def tagger_tags(config: Any, model: str) -> list[str]:
     except TagSequenceError:
         parsed = []
     if not parsed or ("O", None) not in parsed or len(set(tags)) != len(tags) or len(tags) < 2:
+        detected = "" if asked else " is not a sequence classifier, and as a token classifier"
         raise ImportRefusedError(
-            f"{model}: a token classifier's id2label must be distinct IOB tags (O, B-TYPE, I-TYPE); it gives {tags}"
+            f"{model}:{detected} a token classifier's id2label must be distinct IOB tags (O, B-TYPE, I-TYPE); "
+            f"it gives {tags}"
         )
     return tags
 
@@ -241,13 +246,13 @@ def _refuse_untrained(model: str, info: dict[str, Any]) -> None:
         )
 
 
-def load_tagger(model: str, max_length: int | None) -> TokenClassifier:
+def load_tagger(model: str, max_length: int | None, asked: bool = True) -> TokenClassifier:
     """The model and its (fast) tokenizer as a token classifier on the CPU, refusing anything untrained."""
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
     config = _read_config(model)
     model_task(config, model, TOKEN_TASK)
-    tags = tagger_tags(config, model)
+    tags = tagger_tags(config, model, asked)
     try:
         tokenizer = AutoTokenizer.from_pretrained(model)
         loaded, info = AutoModelForTokenClassification.from_pretrained(model, output_loading_info=True)
@@ -316,7 +321,7 @@ def import_model(
     ``task`` (None: what the model's config says) picks the classifier or the recogniser path."""
     by = by or getpass.getuser()
     if model_task(_read_config(model), model, task) == TOKEN_TASK:
-        return import_tagger(model, reference, registry_path, settings, promote, by, publish)
+        return import_tagger(model, reference, registry_path, settings, promote, by, publish, asked=task is not None)
     mapping = mapping or MessageMapping()
     examples = mapping.read_examples(reference)
     if len(examples) < MIN_REFERENCE_ROWS:
@@ -414,14 +419,16 @@ def import_tagger(
     promote: bool,
     by: str,
     publish: Publisher | None,
+    asked: bool = True,
 ) -> Path:
-    """:func:`import_model` for a token classifier; the reference is CoNLL or NER JSON Lines."""
+    """:func:`import_model` for a token classifier; the reference is CoNLL or NER JSON Lines (``asked``: the
+    task was asked for, not read from the model)."""
     sentences = read_tagged(reference)
     if len(sentences) < MIN_REFERENCE_ROWS:
         raise DataError(
             f"{reference}: a reference needs at least {MIN_REFERENCE_ROWS} sentences, found {len(sentences)}"
         )
-    classifier = load_tagger(model, settings.max_length)
+    classifier = load_tagger(model, settings.max_length, asked)
     labeled = check_reference_types(sentences, classifier.labels, reference)
     try:
         classifier.smoke_test()

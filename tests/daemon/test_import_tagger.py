@@ -141,7 +141,9 @@ def test_a_tagger_is_refused_where_it_is_not_what_was_asked_or_its_tags_are_not_
     code = run_cli("--model", str(unnamed), "--reference", str(reference), "--registry", str(registry_dir))
     assert code == ExitCode.NO_MODEL and "must be distinct IOB tags" in capsys.readouterr().err
     code = run_cli("--model", str(tiny_base), "--reference", str(reference), "--registry", str(registry_dir))
-    assert code == ExitCode.NO_MODEL and "is not a sequence or token classifier" in capsys.readouterr().err
+    assert (
+        code == ExitCode.NO_MODEL and "is not a sequence classifier nor a token classifier" in capsys.readouterr().err
+    )
 
     rows = news("world", 60, seed=13, prefix="food")
     rows[0] = {
