@@ -100,9 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_task_option(
         replay,
         "token-classification (or ner): FILE is CoNLL or NER JSON Lines; sentences go out as raw text, labels "
-        "as character entities",
+        "as character entities (default: the task of the registry's production version, else text-classification)",
+        default=None,
     )
-    _add_common(replay, kafka=True)
+    _add_common(replay, kafka=True, state=True)
 
     retrain = commands.add_parser("retrain", help="run one retraining job (what the runners execute)")
     retrain.add_argument("--spec", type=Path, required=True, help="job spec (JSON) written by the controller")
@@ -238,10 +239,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Replay a file into Kafka."""
-    from insightloop.daemon.replay import replay
+    from insightloop.daemon.replay import production_task, replay
 
     config = _config(args)
     _setup_logging(config)
+    task = args.task or production_task(config)
     result = replay(
         config,
         args.file,
@@ -250,7 +252,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         limit=args.limit,
         skip=args.skip,
         progress=not args.no_progress,
-        task=args.task,
+        task=task,
     )
     print(f"replayed {result.texts} texts and {result.labels} labels in {result.seconds:.1f} s")
     return int(ExitCode.OK)

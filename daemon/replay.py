@@ -23,7 +23,7 @@ from insightloop.daemon.errors import UsageError
 from insightloop.daemon.events import LabelEvent, TextEvent, utc_now
 from insightloop.daemon.kafka import make_producer
 from insightloop.daemon.mapping import MessageMapping
-from insightloop.deploy import TOKEN_TASK, Task
+from insightloop.deploy import TOKEN_TASK, Registry, Task
 from insightloop.retrain import read_tagged, sentence_text
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,14 @@ def _tagged_rows(path: Path) -> Iterator[tuple[str, str, LabelEvent | None]]:
         event = TextEvent(id=sentence.id, text=text, ts=utc_now())
         label = LabelEvent(id=sentence.id, entities=spans) if sentence.tags else None
         yield sentence.id, event.model_dump_json(), label
+
+
+def production_task(config: Config) -> Task:
+    """The task of the registry's production version: what the daemon serves, so what a replay feeds it
+    (text-classification when there is no registry or no production version yet)."""
+    root = config.registry.path
+    version = Registry(root).production() if root.is_dir() else None
+    return Registry(root).artifact_settings(version).task if version else "text-classification"
 
 
 def replay(

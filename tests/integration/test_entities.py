@@ -209,14 +209,19 @@ def check_candidate(registry: Registry, candidate: str, champion: str, insight_i
     assert (evaluation / "entities.html").is_file()
 
 
-def test_tagged_sentences_replay_as_raw_texts_with_character_entities(make_config, conll_split, tmp_path: Path) -> None:
-    from insightloop.daemon.replay import replay
+def test_tagged_sentences_replay_as_raw_texts_with_character_entities(
+    make_config, conll_split, tagger_registry: Path, tmp_path: Path
+) -> None:
+    from insightloop.daemon.replay import production_task, replay
 
     sentences = conll_split[1][:20]
     path = tmp_path / "sentences.jsonl"
     write_tagged_jsonl(path, sentences)
-    config = make_config()
-    result = replay(config, path, labels_delay=5, progress=False, task=TOKEN_TASK)
+    config = make_config(registry={"path": str(tagger_registry)})
+    # Without --task, replay feeds what the registry's production version serves.
+    assert production_task(config) == TOKEN_TASK
+    assert production_task(make_config(registry={"path": str(tmp_path / "none")})) == "text-classification"
+    result = replay(config, path, labels_delay=5, progress=False, task=production_task(config))
     assert (result.texts, result.labels) == (20, 20)
     texts = {m["id"]: m["text"] for m in read_topic(config, config.topics.texts, until=lambda got: len(got) >= 20)}
     labels = {m["id"]: m for m in read_topic(config, config.topics.labels, until=lambda got: len(got) >= 20)}
