@@ -272,9 +272,9 @@ def _evidence(insight: Insight, may_read: bool) -> str:
             ]
             for c in evidence.classes
         ]
-        parts.append(
-            "<h3>Classes</h3>" + _table(["class", "share before", "share now", "recall before", "recall now"], rows)
-        )
+        quality = evidence.classes[0].quality_metric  # recall of a class, F1 of an entity type
+        head = ["class", "share before", "share now", f"{quality} before", f"{quality} now"]
+        parts.append("<h3>Classes</h3>" + _table(head, rows))
     if evidence.metrics:
         rows = [[_e(k), _number(v, 4)] for k, v in sorted(evidence.metrics.items())]
         parts.append("<h3>Metrics</h3>" + _table(["metric", "value"], rows))

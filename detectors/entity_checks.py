@@ -473,13 +473,15 @@ class EntityF1Drop(EntityDetector):
 
     def explain(self, profile: EntityProfile, window: EntityWindow, m: Measurement) -> tuple[Evidence, str]:
         reference_by_type = profile.reference_f1_by_type
+        shares = {c.name: c for c in type_mix(profile, window)}
         classes = [
             ClassShift(
                 name=kind,
-                reference_share=0.0,
-                current_share=0.0,
+                reference_share=shares[kind].reference_share if kind in shares else 0.0,
+                current_share=shares[kind].current_share if kind in shares else 0.0,
                 reference_recall=reference_by_type.get(kind),
                 current_recall=m.metrics.get(f"f1.{kind}"),
+                quality_metric="F1",
             )
             for kind in profile.entity_types
         ]

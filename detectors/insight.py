@@ -112,7 +112,9 @@ class SliceFinding(_Model):
 
 
 class ClassShift(_Model):
-    """One class: predicted share (and recall where labels exist) in reference and current window."""
+    """One class: predicted share (and recall where labels exist) in reference and current window.
+
+    For an entity type, the ``*_recall`` fields hold the type's entity F1, and ``quality_metric`` says so."""
 
     name: str
     reference_share: Finite
@@ -121,6 +123,7 @@ class ClassShift(_Model):
     reference_recall: OptionalFinite = None
     current_recall: OptionalFinite = None
     current_support: int = 0
+    quality_metric: Literal["recall", "F1"] = "recall"
 
 
 class Example(_Model):

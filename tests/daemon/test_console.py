@@ -137,3 +137,21 @@ def test_a_broken_registry_entry_is_shown_and_the_rest_still_renders(tmp_path: P
     page = render_console(gather(registry, store, may_read=False, now=2000.0))
     assert "registry entry skipped, fix or remove it: v0099/version.json" in page
     assert "v0001" in page, "the readable versions are still listed"
+
+
+def test_an_entity_insight_heads_its_type_column_with_f1(tmp_path: Path) -> None:
+    from insightloop.detectors import ClassShift
+
+    registry, store = _world(tmp_path)
+    shift = ClassShift(name="ORG", reference_share=0.1, current_share=0.6, reference_recall=0.9, current_recall=0.3)
+    for index, quality in enumerate(("recall", "F1")):
+        insight = make_insight(
+            f"ins-entity-{index}",
+            evidence=Evidence(classes=[shift.model_copy(update={"quality_metric": quality})]),
+            model_version=registry.production() or "",
+        )
+        store.upsert_insight(
+            insight.id, insight.detector, insight.kind, insight.severity, "new", json.loads(insight.model_dump_json())
+        )
+    page = render_console(gather(registry, store, may_read=True, now=2000.0))
+    assert page.count("<th>F1 before</th>") == 1 and page.count("<th>recall before</th>") == 1

@@ -158,6 +158,9 @@ def test_labels_price_the_change_in_entity_f1(profile: EntityProfile) -> None:
     assert labeled.insight.cost.source == "labeled" and labeled.insight.cost.metric == "entity micro F1"
     assert labeled.insight.cost.points > 10 and labeled.insight.severity == "critical"
     assert labeled.labeled_accuracy is not None and labeled.labeled_accuracy < 0.85
+    classes = labeled.insight.evidence.classes
+    assert {c.quality_metric for c in classes} == {"F1"}, "an entity type's quality is its F1, said so"
+    assert sum(c.current_share for c in classes) == pytest.approx(1.0)
     quiet = planted(World(confidence=0.75), 200, seed=42, labeled=False)
     estimated = entity_check_step(profile, quiet, "v1", TRACKER, budget=BUDGET)
     assert estimated.insight is not None and estimated.insight.cost is not None
