@@ -441,14 +441,7 @@ def import_tagger(
         classifier, window_rows, name_rows, n_rounds=settings.profile_rounds, seed=settings.seed
     )
     scored = [s for s in sentences if s.tags]
-    metrics: dict[str, float] = {}
-    if scored:
-        report = evaluate_tagger(classifier, scored, settings.batch_size)
-        metrics = {
-            "reference_entity_micro_f1": report.micro.f1,
-            "reference_entity_macro_f1": report.macro.f1,
-            **{f"reference_f1_{score.name}": score.f1 for score in report.types},
-        }
+    metrics = evaluate_tagger(classifier, scored, settings.batch_size).metrics("reference") if scored else {}
     record = _import_record(
         model, list(classifier.labels), metrics, {"max_length": classifier.max_length, "task": TOKEN_TASK}
     )

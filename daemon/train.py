@@ -112,12 +112,7 @@ def train_first_tagger(
     result = fine_tune_tokens(train, base_model, settings, validation=held, progress=progress)
     profile = build_entity_profile(result.classifier, held, train, n_rounds=profile_rounds, seed=settings.seed)
     report = result.report
-    metrics = {
-        "validation_entity_micro_f1": report.micro.f1,
-        "validation_entity_macro_f1": report.macro.f1,
-        "validation_entity_weighted_f1": report.weighted.f1,
-        **{f"validation_f1_{score.name}": score.f1 for score in report.types},
-    }
+    metrics = report.metrics("validation")
     registry = Registry(registry_path)
     record = VersionRecord(
         version="pending",

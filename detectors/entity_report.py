@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from insightloop.detectors._evidently import ensure_evidently
-from insightloop.detectors.entity_window import EntityProfile, EntityWindow, entity_key
+from insightloop.detectors.entity_checks import densities, unseen_flags
+from insightloop.detectors.entity_window import EntityProfile, EntityWindow
 from insightloop.detectors.insight import Insight
 from insightloop.detectors.registry import CheckResult
 from insightloop.detectors.reports import save_report
@@ -42,19 +43,14 @@ def entity_frame(profile: EntityProfile, window: EntityWindow) -> Any:
     """A pandas DataFrame of each text's entity descriptors, the columns Evidently's drift report compares."""
     import pandas as pd  # type: ignore[import-untyped]
 
-    words = np.maximum(window.word_counts, 1)
     found = np.array([len(e) for e in window.entities], dtype=np.float64)
-    unseen = np.array(
-        [
-            float(np.mean([entity_key(e.text) not in profile.known_entities for e in entities])) if entities else 0.0
-            for entities in window.entities
-        ]
-    )
+    per_text = np.split(unseen_flags(profile, window), np.cumsum(found.astype(int))[:-1])
+    unseen = np.array([float(flags.mean()) if len(flags) else 0.0 for flags in per_text])
     frame = pd.DataFrame(
         {
             "words": window.word_counts.astype(np.float64),
             "entities": found,
-            "entity_density": found / words,
+            "entity_density": densities(window),
             "token_confidence": window.mean_confidence,
             "new_name_share": unseen,
             "line_shape": window.shapes,

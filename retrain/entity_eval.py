@@ -42,6 +42,15 @@ class EntityReport(BaseModel):
     macro: EntityScore
     weighted: EntityScore
 
+    def metrics(self, prefix: str) -> dict[str, float]:
+        """The F1s as a version's metrics: ``<prefix>_entity_{micro,macro,weighted}_f1`` and ``<prefix>_f1_<TYPE>``."""
+        return {
+            f"{prefix}_entity_micro_f1": self.micro.f1,
+            f"{prefix}_entity_macro_f1": self.macro.f1,
+            f"{prefix}_entity_weighted_f1": self.weighted.f1,
+            **{f"{prefix}_f1_{score.name}": score.f1 for score in self.types},
+        }
+
     def table(self, digits: int = 4) -> str:
         """The report in seqeval's (and scikit-learn's) layout."""
         names = [s.name for s in self.types] + list(AVERAGES)
