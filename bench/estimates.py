@@ -1,26 +1,30 @@
 """Benchmark: label-free accuracy estimates against the accuracy the labels show, on every real shift.
 
 One MiniLM per source (each Amazon domain, SST-2), fine-tuned with the project's own training
-(``retrain.fine_tune``, 1 epoch) on source training rows; its held-out source rows (the validation
-split ``fine_tune`` keeps plus rows it never saw) are the labeled reference every estimator is fitted
-on. Each estimator in ``detectors.estimators.ESTIMATORS`` then estimates the accuracy of every target
-without its labels, and the labels say how far off it was:
+(``retrain.fine_tune``, 3 epochs as in production, 64 tokens) on 1,200 source training rows; its held-out
+source rows (the validation split ``fine_tune`` keeps plus 400 rows it never saw) are the labeled
+reference every estimator is fitted on. Each estimator in ``detectors.estimators.ESTIMATORS`` then
+estimates the accuracy of every target without its labels, and the labels say how far off it was:
 
 * Amazon: each domain → each other domain (12 real domain shifts) and → its own test split (control);
 * SST-2 → movie_review_polarity (full reviews), SST-2 → customer_reviews_cr (products), and → its
   own test split (control).
+
+A target takes up to 1,000 rows its model never saw (another data set's test and train splits; a
+control's own test split: 400 rows for an Amazon domain), so the labels' own sampling error stays near
+1.7 points; the ``sampling`` column prints what an estimator that knew the true accuracy would still err
+from the two samples alone. ``--seed`` trains with another seed on other draws of every sample.
 
 Models and scores are cached under ``~/.cache/insightloop-bench/estimates-<source>`` (a second run only
 re-computes the estimates). The detectors' own path (``EstimatedQualityDrop``'s ``estimated_quality``
 on a profile) is checked against the shipped estimator on each shift. The last line is
 ``estimates: shipped=<name> mae_points=<its mean absolute error, accuracy points> shifts=<N>``.
 
-    python bench/estimates.py [--quick] [--smoke] [--cache DIR]
+    python bench/estimates.py [--seed N] [--quick] [--smoke] [--cache DIR]
 
-Sized for two shared CPU cores: 800 source rows per model (720 trained on, 80 validation, plus 300
-held-out source rows in the reference), 64 tokens, 300 rows per target. ``--quick``: the books and
-SST-2 sources only, half the rows. ``--smoke``: a tiny BERT on a few dozen rows
-(seconds; for the test suite, figures meaningless).
+About 12 minutes on two quiet CPU cores (five trainings of ~2 minutes, 20,000 texts scored). ``--quick``:
+the books and SST-2 sources only, 400 training rows, 200-row targets. ``--smoke``: a tiny BERT on a few
+dozen rows (seconds; for the test suite, figures meaningless).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import random
 import statistics
@@ -80,49 +85,81 @@ def sample(name: str, rows: list[dict[str, Any]], n: int, seed: int, skip: int =
     return Rows(name, [r["text"] for r in picked], [str(r["label"]) for r in picked])
 
 
-def sources(train_rows: int, holdout_rows: int, target_rows: int, names: tuple[str, ...]) -> list[Source]:
+def sources(
+    train_rows: int, reference_rows: int, target_rows: int, names: tuple[str, ...], seed: int = 0
+) -> list[Source]:
+    """Each source's training sample, held-out reference and targets; no row is in two of them.
+
+    A target takes up to ``target_rows`` rows its model never saw: for another data set, its test and
+    train splits together (the source model trained on neither); for the in-domain control, the
+    source's own test split. ``seed`` draws other samples of each.
+    """
     out = []
+    pick, draw = 1 + 10 * seed, 2 + 10 * seed  # seed 0: the samples of the runs in docs/benchmarks.md
     amazon = DATA / "amazon_multidomain_sentiment"
+
+    def unseen(*paths: Path, domain: str | None = None) -> list[dict[str, Any]]:
+        return [row for path in paths for row in read(path, domain)]
+
     for domain in names:
         if domain not in AMAZON_DOMAINS:
             continue
         pool = read(amazon / "train.jsonl", domain)
         targets = [
-            (f"{domain} → {other}", sample(other, read(amazon / "test.jsonl", other), target_rows, seed=2))
-            for other in (domain, *[d for d in AMAZON_DOMAINS if d != domain])
+            (f"{domain} → {domain}", sample(domain, read(amazon / "test.jsonl", domain), target_rows, seed=draw))
         ]
-        # Held out: train-split rows beyond the training sample and the test rows the control leaves.
-        beyond = sample(domain, pool, holdout_rows, seed=1, skip=train_rows)
-        spare = sample(domain, read(amazon / "test.jsonl", domain), holdout_rows, seed=2, skip=target_rows)
+        targets += [
+            (
+                f"{domain} → {other}",
+                sample(
+                    other, unseen(amazon / "test.jsonl", amazon / "train.jsonl", domain=other), target_rows, seed=draw
+                ),
+            )
+            for other in AMAZON_DOMAINS
+            if other != domain
+        ]
         out.append(
             Source(
                 name=domain,
-                train=sample(domain, pool, train_rows, seed=1),
-                extra_reference=Rows(domain, beyond.texts + spare.texts, beyond.labels + spare.labels),
+                train=sample(domain, pool, train_rows, seed=pick),
+                # Held out: the train-split rows beyond the training sample.
+                extra_reference=sample(domain, pool, reference_rows, seed=pick, skip=train_rows),
                 targets=targets,
             )
         )
     if "sst2" in names:
         sst2 = DATA / "sst2"
+
+        def other(name: str, folder: str) -> Rows:
+            rows = unseen(DATA / folder / "test.jsonl", DATA / folder / "train.jsonl")
+            return sample(name, rows, target_rows, seed=draw)
+
         out.append(
             Source(
                 name="sst2",
-                train=sample("sst2", read(sst2 / "train.jsonl"), train_rows, seed=1),
-                extra_reference=sample("sst2", read(sst2 / "dev.jsonl"), holdout_rows, seed=1),
+                train=sample("sst2", read(sst2 / "train.jsonl"), train_rows, seed=pick),
+                extra_reference=sample("sst2", read(sst2 / "dev.jsonl"), reference_rows, seed=pick),
                 targets=[
-                    ("sst2 → sst2", sample("sst2", read(sst2 / "test.jsonl"), target_rows, seed=2)),
-                    (
-                        "sst2 → movie_reviews",
-                        sample("mr", read(DATA / "movie_review_polarity" / "test.jsonl"), target_rows, seed=2),
-                    ),
-                    (
-                        "sst2 → customer_reviews",
-                        sample("cr", read(DATA / "customer_reviews_cr" / "test.jsonl"), target_rows, seed=2),
-                    ),
+                    ("sst2 → sst2", sample("sst2", read(sst2 / "test.jsonl"), target_rows, seed=draw)),
+                    ("sst2 → movie_reviews", other("mr", "movie_review_polarity")),
+                    ("sst2 → customer_reviews", other("cr", "customer_reviews_cr")),
                 ],
             )
         )
     return out
+
+
+def sampling_error(accuracy: float, n_target: int, reference_accuracy: float, n_reference: int) -> float:
+    """The absolute error, in accuracy points, that an estimator which knew both populations' accuracies
+    would still be expected to show from sampling alone: the target's labeled accuracy and the reference
+    it is fitted on are each one binomial sample (``E|N(0, σ)| = σ·√(2/π)``).
+
+    >>> round(sampling_error(0.8, 300, 0.8, 380), 2)
+    2.47
+    """
+    variance = accuracy * (1 - accuracy) / max(n_target, 1)
+    variance += reference_accuracy * (1 - reference_accuracy) / max(n_reference, 1)
+    return 100 * math.sqrt(variance) * math.sqrt(2 / math.pi)
 
 
 def digest(*parts: Any) -> str:
@@ -288,9 +325,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--cache", type=Path, help="model and score cache (default ~/.cache/insightloop-bench)")
     parser.add_argument(
-        "--train-rows", type=int, default=800, help="source rows per trained model (at most 1,300: 300 stay held out)"
+        "--train-rows",
+        type=int,
+        default=1200,
+        help="source rows per trained model (an Amazon domain has 1,600 train-split rows, less the reference)",
     )
-    parser.add_argument("--epochs", type=int, default=1, help="epochs per trained model")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per trained model")
+    parser.add_argument(
+        "--reference-rows",
+        type=int,
+        default=400,
+        help="held-out source rows in the reference, beside the validation split",
+    )
+    parser.add_argument("--target-rows", type=int, default=1000, help="labeled rows per target, at most")
+    parser.add_argument("--seed", type=int, default=0, help="training seed and the draw of every sample")
     args = parser.parse_args(argv)
 
     if not (DATA / "amazon_multidomain_sentiment" / "train.jsonl").is_file():
@@ -301,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     from insightloop.detectors.estimators import ESTIMATORS, SHIPPED_ESTIMATOR
     from insightloop.retrain import FineTuneSettings, default_base_model, save_tiny_bert
 
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     if args.smoke:
         scratch = Path(tempfile.mkdtemp(prefix="insightloop-estimates-"))
         base = str(save_tiny_bert(scratch / "tiny"))
@@ -311,16 +359,21 @@ def main(argv: list[str] | None = None) -> int:
     else:
         base = default_base_model()
         cache = args.cache or Path.home() / ".cache" / "insightloop-bench"
-        # Sized for two shared CPU cores: 64 tokens (Amazon reviews are cut; SST-2 sentences mostly fit),
-        # 800 source rows per model, 300 rows per target.
+        # Sized for two CPU cores: 64 tokens (Amazon reviews are cut; SST-2 sentences mostly fit).
         settings = FineTuneSettings(
-            epochs=args.epochs, learning_rate=5e-5, batch_size=16, max_length=64, projection_dims=8
+            epochs=args.epochs, learning_rate=5e-5, batch_size=16, max_length=64, projection_dims=8, seed=args.seed
         )
         quick = args.quick
         chosen = (
-            sources(400, 200, 200, ("books", "sst2"))
+            sources(400, 200, 200, ("books", "sst2"), args.seed)
             if quick
-            else sources(min(args.train_rows, 1300), 300, 300, args.sources)
+            else sources(
+                min(args.train_rows, 1600 - args.reference_rows),
+                args.reference_rows,
+                args.target_rows,
+                args.sources,
+                args.seed,
+            )
         )
     cache.mkdir(parents=True, exist_ok=True)
     reuse = {name: Path(path) for name, _, path in (item.partition("=") for item in args.reuse)}
@@ -331,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
 
     names = list(ESTIMATORS)
     errors: dict[str, list[float]] = {name: [] for name in names}
-    header = f"{'shift':<28} {'rows':>5} {'accuracy':>8}  " + "  ".join(f"{n:>21}" for n in names)
+    header = f"{'shift':<28} {'rows':>5} {'accuracy':>8} {'sampling':>8}  " + "  ".join(f"{n:>21}" for n in names)
+    noise: list[float] = []
     lines: list[str] = []
     controls: list[int] = []
     mismatches = []
@@ -341,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         for shift, _ in source.targets:
             cur_p, cur_correct = scored[shift]
             accuracy = float(cur_correct.mean())
+            noise.append(sampling_error(accuracy, len(cur_p), float(ref_correct.mean()), len(ref_p)))
             cells = []
             for name in names:
                 estimate = ESTIMATORS[name](ref_p, ref_correct, cur_p)
@@ -353,10 +408,13 @@ def main(argv: list[str] | None = None) -> int:
                 mismatches.append(f"{shift}: detector {from_detector:.4f} vs {SHIPPED_ESTIMATOR} {shipped:.4f}")
             if shift == f"{source.name} → {source.name}":
                 controls.append(len(lines))
-            lines.append(f"{shift:<28} {len(cur_p):>5} {accuracy:>8.3f}  " + "  ".join(cells))
+            lines.append(f"{shift:<28} {len(cur_p):>5} {accuracy:>8.3f} {noise[-1]:>8.1f}  " + "  ".join(cells))
             print(lines[-1], flush=True)
     print()
-    print("estimate (absolute error in accuracy points) per shift; reference = held-out source rows")
+    print(
+        "estimate (absolute error in accuracy points) per shift; reference = held-out source rows; sampling = the\n"
+        "error expected from the label and reference samples alone (an estimator that knew the true accuracy)"
+    )
     print(header)
     print("-" * len(header))
     for line in lines:
@@ -366,7 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     groups = (("MAE, all", range(len(lines))), ("MAE, real shifts", shifted), ("MAE, controls", controls))
     for label, rows_idx in groups:
         cells = "  ".join(f"{statistics.fmean([errors[n][i] for i in rows_idx]):>21.2f}" for n in names)
-        print(f"{label:<28} {'':>5} {'':>8}  {cells}")
+        floor = statistics.fmean([noise[i] for i in rows_idx])
+        print(f"{label:<28} {'':>5} {'':>8} {floor:>8.2f}  {cells}")
     best = min(names, key=lambda n: statistics.fmean(errors[n]))
     print(f"best measured: {best}; shipped: {SHIPPED_ESTIMATOR}")
     if mismatches:

@@ -222,7 +222,7 @@ class Metrics:
         )
         self.estimated_accuracy = Gauge(
             "insightloop_estimated_accuracy",
-            "Accuracy estimated from calibrated confidence (no labels needed).",
+            "Accuracy estimated without labels (the shipped label-free estimator, difference of confidences).",
             registry=r,
         )
         self.checks = Counter("insightloop_monitor_checks", "Monitor checks run.", registry=r)

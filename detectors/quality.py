@@ -1,4 +1,4 @@
-"""Quality drops: measured on late labels, and estimated from calibrated confidence before labels arrive."""
+"""Quality drops: measured on late labels, and estimated from confidence before labels arrive."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from insightloop.detectors.advice import (
     slice_findings,
 )
 from insightloop.detectors.base import Detector, Measurement, log_p
+from insightloop.detectors.estimators import ESTIMATOR_NAMES
 from insightloop.detectors.insight import Evidence, InsightKind, Recommendation, SliceFinding
 from insightloop.detectors.quality_stats import estimated_quality, labeled_quality, macro_f1_interval
 from insightloop.detectors.slice_stats import slice_mask
@@ -168,13 +169,14 @@ class EstimatedQualityDrop(_QualityDropDetector):
     """Quality drop estimated without labels, by the shipped label-free estimator.
 
     The estimator (:data:`~insightloop.detectors.estimators.SHIPPED_ESTIMATOR`, chosen by
-    ``bench/estimates.py`` on real shifts: isotonic-calibrated confidence, which beat ATC, DOC and the raw
-    mean confidence there) is fitted on the labeled reference and gives each row a value whose mean is
-    the window's estimated accuracy. A one-sided z-test compares it with the reference's; the statistic
-    is ``-log10`` of the p-value, and the insight needs a drop of at least ``min_drop``. When labels exist the evidence
-    also carries the labeled accuracy, so the estimate can be checked. It sees degradation before
-    labels arrive but assumes the confidence-correctness link of the reference still holds (true under
-    covariate shift, not under concept shift): confirm with :class:`LabeledQualityDrop`.
+    ``bench/estimates.py`` on real shifts: difference of confidences, which beat isotonic-calibrated
+    confidence, temperature scaling, ATC and the raw mean confidence there) is fitted on the labeled
+    reference and gives each row a value whose mean is the window's estimated accuracy. A one-sided z-test
+    compares it with the reference's; the statistic is ``-log10`` of the p-value, and the insight needs a
+    drop of at least ``min_drop``. When labels exist the evidence also carries the labeled accuracy, so
+    the estimate can be checked. It sees degradation before labels arrive but assumes the reference's
+    link between confidence and correctness still holds (true under covariate shift, not under concept
+    shift): confirm with :class:`LabeledQualityDrop`.
 
     Parameters
     ----------
@@ -255,6 +257,6 @@ class EstimatedQualityDrop(_QualityDropDetector):
         where = f", lowest in {describe_slice(slices[0])}" if slices and mask is not None else ""
         summary = (
             f"Estimated accuracy fell from {est.reference_estimate:.2f} to {est.current_estimate:.2f} "
-            f"(calibrated confidence, p={measurement.p_value:.1e}){labeled}{where}."
+            f"({ESTIMATOR_NAMES[est.estimator]}, p={measurement.p_value:.1e}){labeled}{where}."
         )
         return evidence, summary, recommend(reference, diagnosis, quality_focus=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from insightloop.detectors.estimators import ESTIMATORS, fit_temperature
+from insightloop.detectors.estimators import ESTIMATORS, SHIPPED_ESTIMATOR, fit_temperature
 
 
 def rows_of(n: int, top_max: float, temperature: float, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
@@ -39,3 +39,15 @@ def test_the_fitted_temperature_is_the_models_and_the_estimate_follows_a_shift(
     assert abs(estimate - expected) < 0.01, (estimate, expected)
     if temperature >= 2.0:  # the raw mean confidence overstates what an over-confident model gets right
         assert ESTIMATORS["average_confidence"](ref_p, ref_correct, cur_p) - expected > 0.05
+
+
+def test_the_shipped_estimator_gives_a_calibrated_model_its_accuracy_after_a_shift() -> None:
+    """Difference of confidences: accuracy falls as much as mean confidence does, which holds where the
+    model's confidence tracks its correctness."""
+    assert SHIPPED_ESTIMATOR == "doc"
+    ref_p, ref_correct, _ = rows_of(20_000, 0.999, 1.0, seed=3)
+    assert ESTIMATORS[SHIPPED_ESTIMATOR](ref_p, ref_correct, ref_p) == pytest.approx(ref_correct.mean(), abs=1e-3)
+    cur_p, _, expected = rows_of(20_000, 0.85, 1.0, seed=4)
+    estimate = ESTIMATORS[SHIPPED_ESTIMATOR](ref_p, ref_correct, cur_p)
+    assert abs(estimate - expected) < 0.01, (estimate, expected)
+    assert ref_correct.mean() - estimate > 0.05  # the shift is a real loss, and the estimate sees it
