@@ -119,7 +119,8 @@ class ScorerConfig(_Section):
         "auto",
         description="int8 scoring on CPU with ONNX Runtime (encoder matrices per channel, head in float32): true, "
         "false, or 'auto' (a candidate measured at load, kept when it is fastest and its labels agree with "
-        "float32; docs/benchmarks.md). A model that cannot be exported scores with the torch paths.",
+        "float32; docs/benchmarks.md). The graph runs in one single-thread session per core (up to 4), each taking "
+        "its share of a pass. A model that cannot be exported scores with the torch paths.",
     )
     cpu_bf16: bool | Literal["auto"] = Field(
         "auto",

@@ -6,29 +6,43 @@ still come from one pass. Only the encoder layers' MatMuls are quantised (dynami
 channel of each weight); embeddings, the pooler and the classification head stay in float32, which is what
 keeps the accuracy (docs/benchmarks.md measures every candidate). Nothing is written to the registry:
 the graph is built in a temporary folder and held in memory.
+
+On a CPU with several cores the graph runs in one single-thread session per core (at most
+``MAX_SESSIONS``), and a pass's length-sorted chunks are dealt out to them: small int8 MatMuls split
+poorly across threads, so two sessions side by side beat one session on two threads (1.27–1.41× on a
+2-core Zen 5, ``bench/int8_candidates.py``), more so with short chunks (256 padded tokens a session).
+ONNX Runtime releases the GIL while a session runs.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
+import math
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
-from insightloop.deploy import ModelArtifact
+from insightloop.deploy import ModelArtifact, length_chunks
 
 log = logging.getLogger(__name__)
 
 OPSET = 17
 #: Node-name parts of the encoder's layers (BERT/RoBERTa/XLM-R/DeBERTa: ``encoder``, DistilBERT: ``transformer``).
 ENCODER_SCOPES = ("/encoder/", "/transformer/")
+#: Most sessions side by side; more cores than this go to the sessions' own intra-op threads (unmeasured).
+MAX_SESSIONS = 4
+#: Padded tokens per chunk for one single-thread session: 256 ran 13% faster than 1,024 on a 2-core Zen 5
+#: (bench/int8_candidates.py); one session on both cores is fastest with the torch path's 2,048.
+SESSION_TOKENS_PER_PASS = 256
 
 
 class OnnxUnavailable(RuntimeError):
@@ -152,11 +166,21 @@ def session_of(graph: bytes, threads: int) -> Any:
     return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
 
+def sessions_of(graph: bytes, threads: int) -> list[Any]:
+    """Sessions of ``graph`` sharing ``threads`` cores: one per core up to :data:`MAX_SESSIONS`."""
+    count = max(1, min(threads, MAX_SESSIONS))
+    return [session_of(graph, max(1, threads // count)) for _ in range(count)]
+
+
 class OnnxArtifact(ModelArtifact):
     """A CPU artifact whose forward pass runs in ONNX Runtime; tokenising, chunking, pooling contract and
-    projection are ``ModelArtifact``'s own. It scores but cannot be saved (save the float32 model)."""
+        projection are ``ModelArtifact``'s own. It scores but cannot be saved (save the float32 model).
 
-    def __init__(self, base: ModelArtifact, session: Any, kind: str) -> None:
+        With several ``sessions``, each takes its share of a pass's chunks on its own core; a chunk is then
+        the per-session share of the pass (``batch_size`` and the token budget divided by the sessions), and the
+    default budget is :data:`SESSION_TOKENS_PER_PASS` per session."""
+
+    def __init__(self, base: ModelArtifact, sessions: Any, kind: str) -> None:
         super().__init__(
             base.model,
             base.tokenizer,
@@ -168,8 +192,12 @@ class OnnxArtifact(ModelArtifact):
             bf16=False,
         )
         self.pooling = base.pooling
-        self.session = session
+        self.sessions: list[Any] = list(sessions) if isinstance(sessions, list | tuple) else [sessions]
+        self.session = self.sessions[0]
         self.kind = kind
+        if len(self.sessions) > 1 and self.max_tokens_per_pass is not None:
+            self.max_tokens_per_pass = SESSION_TOKENS_PER_PASS * len(self.sessions)
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     @property
     def quantized(self) -> bool:
@@ -186,6 +214,35 @@ class OnnxArtifact(ModelArtifact):
         feed = {name: np.ascontiguousarray(batch[name].cpu().numpy()) for name in ("input_ids", "attention_mask")}
         logits, pooled = self.session.run(["logits", "pooled"], feed)
         return torch.from_numpy(logits), torch.from_numpy(pooled)
+
+    def _forward_rows(
+        self, rows: Sequence[Sequence[int]], batch_size: int, max_tokens: int | None
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        count = len(self.sessions)
+        if count == 1:
+            return super()._forward_rows(rows, batch_size, max_tokens)
+        lengths = np.array([len(ids) for ids in rows], dtype=np.int64)
+        order = np.argsort(lengths, kind="stable")
+        budget = self.max_tokens_per_pass if max_tokens is None else max_tokens if max_tokens > 0 else None
+        share = max(1, min(math.ceil(batch_size / count), math.ceil(len(rows) / count)))
+        chunks = list(length_chunks(lengths, order, share, None if budget is None else max(1, budget // count)))
+        probabilities = np.zeros((len(rows), len(self.labels)), dtype=np.float32)
+        pooled_all = np.zeros((len(rows), int(self.model.config.hidden_size)), dtype=np.float32)
+
+        def run(worker: int) -> None:
+            # dealt alternately in length order, so every session gets texts of every length
+            for chunk in chunks[worker::count]:
+                feed = {name: tensor.numpy() for name, tensor in self._pad([rows[i] for i in chunk]).items()}
+                logits, pooled = self.sessions[worker].run(["logits", "pooled"], feed)
+                exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+                probabilities[chunk] = exp / exp.sum(axis=1, keepdims=True)
+                pooled_all[chunk] = pooled
+
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(count, thread_name_prefix="onnx-session")
+        for done in [self._pool.submit(run, worker) for worker in range(min(count, len(chunks)))]:
+            done.result()  # re-raises a session's error here
+        return probabilities, pooled_all
 
 
 def onnx_int8_artifact(base: ModelArtifact) -> OnnxArtifact:
@@ -204,12 +261,15 @@ def onnx_int8_artifact(base: ModelArtifact) -> OnnxArtifact:
         except Exception as exc:  # the exporter and the quantiser raise many types for a graph they cannot take
             raise OnnxUnavailable(f"{type(exc).__name__}: {exc}") from exc
     try:
-        session = session_of(graph, torch.get_num_threads())
+        sessions = sessions_of(graph, torch.get_num_threads())
     except Exception as exc:
         raise OnnxUnavailable(f"ONNX Runtime cannot run the quantised graph: {exc}") from exc
     log.info(
-        "built the ONNX Runtime int8 graph (%d encoder matrices per channel, head in float32) in %.1f s",
+        "built the ONNX Runtime int8 graph (%d encoder matrices per channel, head in float32) in %.1f s; "
+        "%d session(s) of %d thread(s)",
         count,
         time.perf_counter() - started,
+        len(sessions),
+        max(1, torch.get_num_threads() // len(sessions)),
     )
-    return OnnxArtifact(base, session, "int8")
+    return OnnxArtifact(base, sessions, "int8")

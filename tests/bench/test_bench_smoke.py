@@ -32,6 +32,10 @@ SCRIPTS = {
         [sys.executable, "bench/estimates.py", "--smoke"],
         rf"estimates: shipped=\w+ mae_points={NUMBER} shifts=\d+",
     ),
+    "int8_candidates": (
+        [sys.executable, "bench/int8_candidates.py", "--smoke"],
+        rf"int8_candidates: shipped_x_fp32={NUMBER} best=\w+@\d+/\d+ best_x_fp32={NUMBER} best_agreement={NUMBER}",
+    ),
     "gpu": (
         ["bash", "bench/gpu.sh", "--smoke"],
         rf"gpu: device=\S+ best_bf16_tps={NUMBER} best_batch=\d+ epoch_s={NUMBER} train_tps={NUMBER}",

@@ -134,6 +134,38 @@ def test_int8_graph_keeps_the_artifact_contract(version_dir: Path) -> None:
         int8.save(version_dir.parent / "nope")
 
 
+def test_sessions_side_by_side_score_as_one_session(version_dir: Path, tmp_path: Path) -> None:
+    from insightloop.daemon.scorer_onnx import (
+        SESSION_TOKENS_PER_PASS,
+        export_float32,
+        quantize_encoder,
+        session_of,
+        sessions_of,
+    )
+
+    fp32 = ModelArtifact.load(version_dir, device="cpu")
+    export_float32(fp32, tmp_path / "float32.onnx")
+    quantize_encoder(tmp_path / "float32.onnx", tmp_path / "int8.onnx")
+    graph = (tmp_path / "int8.onnx").read_bytes()
+    one = OnnxArtifact(fp32, session_of(graph, 2), "int8")
+    two = OnnxArtifact(fp32, sessions_of(graph, 2), "int8")
+    assert len(one.sessions) == 1 and one.max_tokens_per_pass == fp32.max_tokens_per_pass
+    assert len(two.sessions) == 2 and two.max_tokens_per_pass == 2 * SESSION_TOKENS_PER_PASS
+    texts = [*TEXTS, TEXTS[0] * 12]  # one text as long as the model takes
+    want, got = one.predict(texts), two.predict(texts)
+    np.testing.assert_allclose(got.probabilities.sum(axis=1), 1.0, atol=1e-5)  # every chunk was scored
+    np.testing.assert_array_equal(got.token_counts, want.token_counts)
+    # Dynamic int8 scales each chunk's activations, so other chunks move the scores a little, not the labels.
+    assert np.abs(got.probabilities - want.probabilities).max() < 0.05
+    assert np.mean(got.predicted_labels() == np.asarray(want.predicted_labels())) >= 0.98
+    # Results come back in input order, for a pass smaller than the sessions' share too.
+    for part in (texts[::-1][:5], texts[:1], texts[3:6]):
+        alone = two.predict(part)
+        again = [texts.index(t) for t in part]
+        assert np.abs(alone.probabilities - got.probabilities[again]).max() < 0.05
+        assert alone.predicted_labels() == [got.predicted_labels()[i] for i in again]
+
+
 def test_a_graph_without_encoder_layers_is_refused(version_dir: Path, tmp_path: Path) -> None:
     import onnx
     from onnx import TensorProto, helper
