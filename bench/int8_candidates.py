@@ -70,20 +70,11 @@ def scoring_bench() -> Any:
 
 
 def padded_feeds(artifact: ModelArtifact, texts: list[str], size: int = 16) -> list[dict[str, np.ndarray]]:
-    """Length-sorted, padded batches of ``texts`` as ONNX feeds (for calibration)."""
+    """Length-sorted batches of ``texts``, padded as the artifact pads a pass, as ONNX feeds (for calibration)."""
     ids = artifact.tokenize(texts)
     order = np.argsort([len(t) for t in ids])
-    feeds = []
-    for start in range(0, len(order), size):
-        chunk = [ids[i] for i in order[start : start + size]]
-        width = max(len(c) for c in chunk)
-        input_ids = np.zeros((len(chunk), width), np.int64)
-        mask = np.zeros_like(input_ids)
-        for row, c in enumerate(chunk):
-            input_ids[row, : len(c)] = c
-            mask[row, : len(c)] = 1
-        feeds.append({"input_ids": input_ids, "attention_mask": mask})
-    return feeds
+    chunks = [[ids[i] for i in order[start : start + size]] for start in range(0, len(order), size)]
+    return [{name: t.numpy() for name, t in artifact._pad(chunk).items()} for chunk in chunks]
 
 
 def candidates(
@@ -169,7 +160,7 @@ def operator_shares(graph: bytes, artifact: ModelArtifact, texts: list[str], thr
     options.profile_file_prefix = str(Path(tempfile.mkdtemp(prefix="insightloop-ort-profile-")) / "ort")
     options.log_severity_level = 3
     session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-    scorer_onnx.OnnxArtifact(artifact, session, "int8").predict(texts, batch_size=32)
+    scorer_onnx.OnnxArtifact(artifact, [session], "int8").predict(texts, batch_size=32)
     events = json.loads(Path(session.end_profiling()).read_text(encoding="utf-8"))
     spent: collections.Counter[str] = collections.Counter()
     for event in events:
@@ -222,7 +213,7 @@ def main() -> None:
             print(f"{name}: built in {time.perf_counter() - started:.1f} s", flush=True)
         if threads > 1:  # the shipped graph in one session on every core, as the scorer ran it before
             single = scorer_onnx.session_of(graphs["shipped"], threads)
-            scorers["one_session"] = scorer_onnx.OnnxArtifact(base, single, "int8")
+            scorers["one_session"] = scorer_onnx.OnnxArtifact(base, [single], "int8")
         runs = [(name, 32, scorer.max_tokens_per_pass or 0) for name, scorer in scorers.items()]
         default = scorers["shipped"].max_tokens_per_pass or 0
         sweep = ((32, 2048), (32, 1024), (16, 1024), (64, 512), (32, 256), (64, 256))

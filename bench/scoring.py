@@ -491,13 +491,10 @@ def measure(args: argparse.Namespace, names: list[str], features: CpuFeatures) -
             # texts (the same construction as the variants below).
             chosen = load_serving_artifact(version_dir, ScorerConfig(device="cpu"), features)
             args.ours = {kind: name for name, kind in KINDS.items()}[chosen.precision.split("/")[1]]
-            sessions = len(getattr(chosen, "sessions", [None]))
-            print(
-                f"the scorer's choice at load with the defaults: {chosen.precision} ({args.ours}; "
-                f"{sessions} ONNX Runtime session(s), <= {chosen.max_tokens_per_pass} padded tokens a pass)"
-                if args.ours == "int8"
-                else f"the scorer's choice at load with the defaults: {chosen.precision} ({args.ours})"
-            )
+            sessions = getattr(chosen, "sessions", None)
+            how = f"; {len(sessions)} ONNX Runtime session(s), <= {chosen.max_tokens_per_pass} padded tokens a pass"
+            how = how if sessions else ""
+            print(f"the scorer's choice at load with the defaults: {chosen.precision} ({args.ours}{how})")
             del chosen
         if args.ours not in names:
             names.append(args.ours)

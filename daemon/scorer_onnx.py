@@ -176,11 +176,11 @@ class OnnxArtifact(ModelArtifact):
     """A CPU artifact whose forward pass runs in ONNX Runtime; tokenising, chunking, pooling contract and
         projection are ``ModelArtifact``'s own. It scores but cannot be saved (save the float32 model).
 
-        With several ``sessions``, each takes its share of a pass's chunks on its own core; a chunk is then
-        the per-session share of the pass (``batch_size`` and the token budget divided by the sessions), and the
+    With several ``sessions``, each takes its share of a pass's chunks on its own core; a chunk is then the
+    per-session share of the pass (``batch_size`` and the token budget divided by the sessions), and the
     default budget is :data:`SESSION_TOKENS_PER_PASS` per session."""
 
-    def __init__(self, base: ModelArtifact, sessions: Any, kind: str) -> None:
+    def __init__(self, base: ModelArtifact, sessions: list[Any], kind: str) -> None:
         super().__init__(
             base.model,
             base.tokenizer,
@@ -192,7 +192,7 @@ class OnnxArtifact(ModelArtifact):
             bf16=False,
         )
         self.pooling = base.pooling
-        self.sessions: list[Any] = list(sessions) if isinstance(sessions, list | tuple) else [sessions]
+        self.sessions = sessions
         self.session = self.sessions[0]
         self.kind = kind
         if len(self.sessions) > 1 and self.max_tokens_per_pass is not None:
@@ -222,7 +222,7 @@ class OnnxArtifact(ModelArtifact):
             return super()._forward_rows(rows, batch_size, max_tokens)
         lengths = np.array([len(ids) for ids in rows], dtype=np.int64)
         order = np.argsort(lengths, kind="stable")
-        budget = self.max_tokens_per_pass if max_tokens is None else max_tokens if max_tokens > 0 else None
+        budget = self.token_budget(max_tokens)
         share = max(1, min(math.ceil(batch_size / count), math.ceil(len(rows) / count)))
         chunks = list(length_chunks(lengths, order, share, None if budget is None else max(1, budget // count)))
         probabilities = np.zeros((len(rows), len(self.labels)), dtype=np.float32)

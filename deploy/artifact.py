@@ -608,6 +608,10 @@ class ModelArtifact:
         lengths = np.array([len(ids) for ids in token_ids], dtype=np.int64)
         return PredictionBatch(self.labels, probabilities, embeddings, lengths)
 
+    def token_budget(self, max_tokens: int | None) -> int | None:
+        """Padded tokens a pass may hold: ``max_tokens``, None for :attr:`max_tokens_per_pass`, 0 for no limit."""
+        return self.max_tokens_per_pass if max_tokens is None else max_tokens if max_tokens > 0 else None
+
     def _forward_rows(
         self, rows: Sequence[Sequence[int]], batch_size: int, max_tokens: int | None
     ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
@@ -619,7 +623,7 @@ class ModelArtifact:
         lengths = np.array([len(ids) for ids in rows], dtype=np.int64)
         order = np.argsort(lengths, kind="stable")
         use_bf16 = self.bf16
-        budget = self.max_tokens_per_pass if max_tokens is None else max_tokens if max_tokens > 0 else None
+        budget = self.token_budget(max_tokens)
         with torch.inference_mode():
             for chunk in length_chunks(lengths, order, batch_size, budget):
                 batch = {k: v.to(self.device) for k, v in self._pad([rows[i] for i in chunk]).items()}

@@ -147,7 +147,7 @@ def test_sessions_side_by_side_score_as_one_session(version_dir: Path, tmp_path:
     export_float32(fp32, tmp_path / "float32.onnx")
     quantize_encoder(tmp_path / "float32.onnx", tmp_path / "int8.onnx")
     graph = (tmp_path / "int8.onnx").read_bytes()
-    one = OnnxArtifact(fp32, session_of(graph, 2), "int8")
+    one = OnnxArtifact(fp32, [session_of(graph, 2)], "int8")
     two = OnnxArtifact(fp32, sessions_of(graph, 2), "int8")
     assert len(one.sessions) == 1 and one.max_tokens_per_pass == fp32.max_tokens_per_pass
     assert len(two.sessions) == 2 and two.max_tokens_per_pass == 2 * SESSION_TOKENS_PER_PASS
